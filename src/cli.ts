@@ -1,0 +1,130 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { ConfigError } from './config/errors.js';
+import { loadConfig } from './config/load.js';
+import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
+import { createLogger } from './observe/log.js';
+import { formatAddress, addressFromHost } from './protocol/address.js';
+import { serverFromConfig } from './server/from-config.js';
+import { setUserInFile } from './server/users.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+/** A flag value as the schema expects it: numbers become numbers when they look like one. */
+function flagParser(option: OptionInfo): ((value: string, previous: unknown) => unknown) | undefined {
+  switch (option.kind) {
+    case 'list':
+      return (value, previous) => [...((previous as string[] | undefined) ?? []), ...value.split(',').filter(Boolean)];
+    case 'number':
+    case 'duration':
+      return (value) => (value.trim() !== '' && !Number.isNaN(Number(value)) ? Number(value) : value);
+    default:
+      return undefined;
+  }
+}
+
+function addConfigOptions(command: Command): void {
+  for (const option of OPTIONS) {
+    const spec = option.kind === 'boolean' ? option.flag : `${option.flag} <${option.arg}>`;
+    const shown = formatValue(option.defaultValue);
+    const help = `${option.description}${option.kind === 'list' ? ' Repeatable.' : ''}${shown ? ` (default: ${shown})` : ''}`;
+    const flag = new Option(spec, help);
+    if (option.choices) flag.choices(option.choices);
+    const parse = flagParser(option);
+    if (parse) flag.argParser(parse);
+    command.addOption(flag);
+  }
+}
+
+/** Commander's option values, keyed by config key ("dns.servers"). */
+function flagValues(command: Command): Map<string, unknown> {
+  const values = command.opts<Record<string, unknown>>();
+  const out = new Map<string, unknown>();
+  for (const option of OPTIONS) {
+    const name = option.flag.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+    if (values[name] !== undefined) out.set(option.key, values[name]);
+  }
+  return out;
+}
+
+async function serve(command: Command): Promise<void> {
+  const { config: file } = command.opts<{ config?: string }>();
+  const config = await loadConfig({ file, flags: flagValues(command) });
+  const log = createLogger(config.log);
+  const server = await serverFromConfig(config, log);
+  const bound = await server.listen();
+  const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
+  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, sessions: server.sessionCount }, 'shutting down');
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function readPassword(): Promise<Buffer> {
+  if (process.stdin.isTTY) process.stderr.write('Password (then Enter): ');
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    if (process.stdin.isTTY && chunk.includes(0x0a)) break;
+  }
+  const text = Buffer.concat(chunks);
+  const newline = text.indexOf(0x0a);
+  const line = newline < 0 ? text : text.subarray(0, newline);
+  return line.at(-1) === 0x0d ? line.subarray(0, -1) : line;
+}
+
+async function passwd(user: string, options: { file: string }): Promise<void> {
+  const password = await readPassword();
+  const outcome = await setUserInFile(options.file, user, password);
+  process.stderr.write(`${outcome} user ${user} in ${options.file}\n`);
+}
+
+const program = new Command('socksgate')
+  .description('SOCKS5 proxy server (RFC 1928/1929) with CONNECT, BIND and UDP ASSOCIATE')
+  .version(pkg.version)
+  .showHelpAfterError('(run with --help for usage)');
+
+const serveCommand = program
+  .command('serve')
+  .description('Run the SOCKS5 server in the foreground. Flags override the config file; every config key has a flag.')
+  .option('-c, --config <FILE>', 'YAML config file; its keys are the flag names (dns.servers is --dns-servers)')
+  .action(async (_options, command: Command) => serve(command));
+addConfigOptions(serveCommand);
+serveCommand.addHelpText(
+  'after',
+  `
+Examples:
+  socksgate serve                                  # 127.0.0.1:1080, no authentication
+  socksgate serve --listen 127.0.0.1:1080 --listen [::1]:1080
+  socksgate serve --listen 0.0.0.0:1080 --users users.txt
+  socksgate serve --config socksgate.yaml --log-level debug`,
+);
+
+program
+  .command('passwd')
+  .description('Add a user to a users file, or set a new password; the password is read from standard input.')
+  .requiredOption('-f, --file <FILE>', 'users file to create or update (written with mode 0600)')
+  .argument('<USER>', 'user name (1 to 255 bytes, no ":" or spaces)')
+  .addHelpText('after', '\nExample:\n  echo "s3cret" | socksgate passwd --file users.txt alice')
+  .action(passwd);
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`socksgate: ${error.message}\n`);
+    process.exit(2);
+  }
+  const e = error as NodeJS.ErrnoException;
+  const hint = e.code === 'EADDRINUSE' ? ' (another program uses that address: pick another --listen port)' : e.code === 'EACCES' ? ' (ports below 1024 need privileges)' : '';
+  process.stderr.write(`socksgate: ${e.message}${hint}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,9 @@
+// The public library API: what `import … from 'socksgate'` gets.
+export * from './protocol/index.js';
+export { SocksServer, SERVER_DEFAULTS, type ServerOptions, type Endpoint } from './server/server.js';
+export { UserStore, hashPassword, setUserInFile } from './server/users.js';
+export { DirectDialer, type Dialer } from './server/dialer.js';
+export { createResolver, type Resolver, type ResolverOptions } from './dns/resolver.js';
+export { loadConfig, validateConfig } from './config/load.js';
+export { configSchema, type Config } from './config/schema.js';
+export { ConfigError } from './config/errors.js';

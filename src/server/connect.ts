@@ -1,0 +1,39 @@
+import type { Socket } from 'node:net';
+import type { Session } from './session.js';
+import { replyForError } from './dialer.js';
+import { relay } from './relay.js';
+import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { describeReply, Reply } from '../protocol/constants.js';
+
+/**
+ * RFC 1928 §4 CONNECT: dial the destination (every resolved address, IPv4 and IPv6), reply with the
+ * outbound socket's local address, then relay both ways until both sides are done.
+ */
+export async function runConnect(session: Session, destination: SocksAddress): Promise<void> {
+  let target: Socket;
+  try {
+    target = await session.ctx.dialer.dial(destination, session.signal);
+  } catch (error) {
+    if (session.isClosed) return;
+    const code = replyForError(error);
+    session.fail(code, `${describeReply(code)}: ${(error as Error).message}`);
+    return;
+  }
+  if (session.isClosed) {
+    target.destroy();
+    return;
+  }
+  session.own(() => target.destroy());
+  session.reply(Reply.SUCCEEDED, addressFromHost(target.localAddress ?? '0.0.0.0', target.localPort ?? 0));
+  await pipeSession(session, target);
+}
+
+/** Relays the session's client and `target`, then closes the session with the relay's outcome. */
+export async function pipeSession(session: Session, target: Socket): Promise<void> {
+  const client = session.socket;
+  const downBase = client.bytesWritten;
+  const { early, ended } = session.detach();
+  session.meter = () => [target.bytesWritten, client.bytesWritten - downBase];
+  const end = await relay(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended });
+  session.close(end === 'closed' ? 'ok' : end);
+}

@@ -1,0 +1,96 @@
+import { connect, type Socket } from 'node:net';
+import type { Resolver } from '../dns/resolver.js';
+import type { SocksAddress } from '../protocol/address.js';
+import { Reply, type ReplyCode } from '../protocol/constants.js';
+import { SocksError } from '../protocol/errors.js';
+
+/** The server's outbound side: direct here; an upstream SOCKS5 hop can implement the same role. */
+export interface Dialer {
+  /** A connected socket to `destination`, or a SocksError carrying the reply code for the failure. */
+  dial(destination: SocksAddress, signal: AbortSignal): Promise<Socket>;
+}
+
+export class DirectDialer implements Dialer {
+  constructor(
+    private readonly resolver: Resolver,
+    private readonly timeoutMs: number,
+  ) {}
+
+  async dial(destination: SocksAddress, signal: AbortSignal): Promise<Socket> {
+    const deadline = Date.now() + this.timeoutMs;
+    const hosts = destination.type === 'domain' ? await this.resolver.resolve(destination.host) : [destination.host];
+    let lastError: unknown;
+    // Every resolved address, in the resolver's order, within one overall deadline.
+    for (const host of hosts) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      try {
+        return await connectOnce(host, destination.port, remaining, signal);
+      } catch (error) {
+        lastError = error;
+        if (signal.aborted) break;
+      }
+    }
+    throw toSocksError(lastError ?? Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }), destination);
+  }
+}
+
+function connectOnce(host: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const finish = (error: Error | null): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      if (error) {
+        socket.destroy();
+        reject(error);
+      } else {
+        resolve(socket);
+      }
+    };
+    const onConnect = (): void => finish(null);
+    const onError = (error: Error): void => finish(error);
+    const onAbort = (): void => finish(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+    const timer = setTimeout(() => finish(Object.assign(new Error(`connect to ${host}:${port} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** RFC 1928 §6 reply code for a failed outbound attempt. */
+export function replyForError(error: unknown): ReplyCode {
+  if (error instanceof SocksError && error.reply !== null) return error.reply;
+  switch ((error as NodeJS.ErrnoException | undefined)?.code) {
+    case 'ECONNREFUSED':
+      return Reply.CONNECTION_REFUSED;
+    case 'ENETUNREACH':
+    case 'ENETDOWN':
+    case 'EAFNOSUPPORT':
+    case 'EADDRNOTAVAIL':
+      return Reply.NETWORK_UNREACHABLE;
+    case 'EHOSTUNREACH':
+    case 'EHOSTDOWN':
+    case 'ETIMEDOUT':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return Reply.HOST_UNREACHABLE;
+    case 'EACCES':
+    case 'EPERM':
+      return Reply.NOT_ALLOWED;
+    default:
+      return Reply.GENERAL_FAILURE;
+  }
+}
+
+function toSocksError(error: unknown, destination: SocksAddress): SocksError {
+  if (error instanceof SocksError) return error;
+  const code = (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
+  return new SocksError('ERR_DIAL', `cannot reach ${destination.host}:${destination.port}: ${code}`, replyForError(error), { cause: error });
+}

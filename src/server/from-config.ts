@@ -1,0 +1,31 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { parseHostPort, type HostPort } from '../config/endpoint.js';
+import { ConfigError } from '../config/errors.js';
+import { SocksServer } from './server.js';
+import { UserStore } from './users.js';
+
+function endpoint(text: string): HostPort {
+  const parsed = parseHostPort(text);
+  if (typeof parsed === 'string') throw new ConfigError('ERR_CONFIG', `listen ${text}: ${parsed}`);
+  return parsed;
+}
+
+/** The server a validated config describes (users file loaded); not yet listening. */
+export async function serverFromConfig(config: Config, logger: Logger): Promise<SocksServer> {
+  const users = config.users ? await UserStore.load(config.users) : null;
+  if (users && users.size === 0) {
+    throw new ConfigError('ERR_USERS_EMPTY', `users file ${config.users} has no users, so nobody could log in; add one with: echo PASSWORD | socksgate passwd --file ${config.users} USER`);
+  }
+  return new SocksServer({
+    listen: config.listen.map(endpoint),
+    users,
+    maxClients: config.maxClients,
+    handshakeTimeoutMs: config.handshakeTimeout * 1000,
+    connectTimeoutMs: config.connectTimeout * 1000,
+    idleTimeoutMs: config.idleTimeout * 1000,
+    bindTimeoutMs: config.bindTimeout * 1000,
+    dnsServers: config.dns.servers,
+    logger,
+  });
+}

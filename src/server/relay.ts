@@ -1,0 +1,47 @@
+import type { Socket } from 'node:net';
+
+export interface RelayOptions {
+  /** Inactivity in milliseconds after which both sockets are destroyed; 0 disables. */
+  readonly idleMs: number;
+  /** Bytes the client sent before the relay began; they go to the target first. */
+  readonly early?: Buffer;
+  /** The client half-closed before the relay began: the target gets a FIN after `early`. */
+  readonly clientEnded?: boolean;
+}
+
+/**
+ * Pipes `client` and `target` both ways with backpressure. A FIN from one side is passed on to the
+ * other (half-close), and the relay ends when both sockets have closed, when either errors (both
+ * are destroyed), or when nothing moves for `idleMs`. Resolves with 'closed', 'idle' or the first
+ * error. The caller still owns both sockets.
+ */
+export function relay(client: Socket, target: Socket, options: RelayOptions): Promise<string> {
+  const { idleMs, early, clientEnded = false } = options;
+  return new Promise((resolve) => {
+    let end = 'closed';
+    let open = 2;
+    const fail = (reason: string): void => {
+      if (end === 'closed') end = reason;
+      client.destroy();
+      target.destroy();
+    };
+    const onClose = (): void => {
+      if (--open > 0) return;
+      client.setTimeout(0);
+      resolve(end);
+    };
+    client.on('error', (error: NodeJS.ErrnoException) => fail(`client ${error.code ?? error.message}`));
+    target.on('error', (error: NodeJS.ErrnoException) => fail(`target ${error.code ?? error.message}`));
+    for (const socket of [client, target]) {
+      if (socket.closed) process.nextTick(onClose);
+      else socket.once('close', onClose);
+    }
+    if (client.closed || target.closed) fail('closed early');
+    // Every byte passes through the client socket, so its inactivity is the relay's.
+    if (idleMs > 0) client.setTimeout(idleMs, () => fail('idle'));
+    if (early && early.length > 0) target.write(early);
+    if (clientEnded) target.end();
+    else client.pipe(target);
+    target.pipe(client);
+  });
+}

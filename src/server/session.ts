@@ -1,0 +1,270 @@
+import type { Socket } from 'node:net';
+import type { Logger } from 'pino';
+import type { Dialer } from './dialer.js';
+import type { UserStore } from './users.js';
+import { selectMethod } from './auth.js';
+import { runConnect } from './connect.js';
+import { runBind } from './bind.js';
+import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
+import { encodeAuthStatus, parseCredentials } from '../protocol/auth.js';
+import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from '../protocol/constants.js';
+import { encodeMethodSelection, parseGreeting } from '../protocol/greeting.js';
+import { ByteReader } from '../protocol/reader.js';
+import { encodeReply, parseRequest, type Request } from '../protocol/request.js';
+import type { Resolver } from '../dns/resolver.js';
+
+/** What every session of one server shares. */
+export interface SessionContext {
+  readonly users: UserStore | null;
+  readonly dialer: Dialer;
+  readonly resolver: Resolver;
+  readonly log: Logger;
+  readonly handshakeTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly bindTimeoutMs: number;
+}
+
+const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
+// Bytes a client may send ahead while its command is being set up (optimistic data), before we stop reading.
+const EARLY_DATA_LIMIT = 64 * 1024;
+// After a failure reply, how long the client gets to read it and close before we drop the connection.
+const LINGER_MS = 1000;
+
+type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'closing';
+
+/**
+ * One client TCP connection, from greeting to close. It owns the client socket, its timers and
+ * everything a command hands to `own()` (target socket, BIND listener); `close()` releases them all.
+ */
+export class Session {
+  readonly client: SocksAddress;
+  user: string | null = null;
+  command = '-';
+  target = '-';
+  up = 0;
+  down = 0;
+  /** Set by a command that relays: reads the byte counts (client→target, target→client) at close. */
+  meter: (() => readonly [number, number]) | null = null;
+
+  private phase: Phase = 'greeting';
+  private readonly reader = new ByteReader();
+  private readonly started = performance.now();
+  private readonly releases: Array<() => void> = [];
+  private readonly abort = new AbortController();
+  private timer: NodeJS.Timeout | null;
+  private closed = false;
+  private clientEnded = false;
+  private result = 'ok';
+
+  constructor(
+    readonly socket: Socket,
+    readonly ctx: SessionContext,
+    private readonly onClosed: (session: Session) => void,
+  ) {
+    this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+    this.timer = setTimeout(() => this.close('handshake timeout'), ctx.handshakeTimeoutMs);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.once('close', this.onSocketClose);
+  }
+
+  /** Aborted when the session closes: pending dials and waits stop. */
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Hands a resource to this session: `release` runs once, when the session closes. */
+  own(release: () => void): void {
+    if (this.closed) release();
+    else this.releases.push(release);
+  }
+
+  /** Sends a reply (RFC 1928 §6). */
+  reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): void {
+    if (this.closed) return;
+    this.ctx.log.debug({ session: this.client, reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
+    this.socket.write(encodeReply(code, bound));
+  }
+
+  /** Sends a failure reply, then closes once the client has had a moment to read it. */
+  fail(code: ReplyCode, result: string): void {
+    this.reply(code);
+    this.closeGently(result);
+  }
+
+  /**
+   * Hands the client socket over to a relay: returns the bytes the client sent ahead and whether it
+   * has already half-closed. From here the relay reads the socket and the command closes the session
+   * when the relay ends.
+   */
+  detach(): { early: Buffer; ended: boolean } {
+    this.phase = 'relaying';
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onSocketClose);
+    this.socket.pause();
+    return { early: this.reader.take(), ended: this.clientEnded };
+  }
+
+  close(result?: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.phase = 'closing';
+    if (result !== undefined) this.result = result;
+    if (this.timer) clearTimeout(this.timer);
+    this.abort.abort(new Error(`session closed: ${this.result}`));
+    for (const release of this.releases.splice(0)) {
+      try {
+        release();
+      } catch (error) {
+        this.ctx.log.warn({ err: error }, 'releasing a session resource failed');
+      }
+    }
+    this.socket.destroy();
+    if (this.meter) [this.up, this.down] = this.meter();
+    this.ctx.log.info(
+      {
+        client: formatAddress(this.client),
+        user: this.user,
+        command: this.command,
+        target: this.target,
+        up: this.up,
+        down: this.down,
+        ms: Math.round(performance.now() - this.started),
+        result: this.result,
+      },
+      'session end',
+    );
+    this.onClosed(this);
+  }
+
+  private closeGently(result: string): void {
+    this.result = result;
+    this.phase = 'closing';
+    // Half-close and keep draining: closing a socket with unread input sends RST, and an RST can
+    // destroy the reply before the client reads it.
+    this.socket.end();
+    this.socket.resume();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.close(), LINGER_MS);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.phase === 'closing') return;
+    this.reader.push(chunk);
+    if (this.phase === 'command' || this.phase === 'verifying') {
+      if (this.reader.length > EARLY_DATA_LIMIT) this.socket.pause();
+      return;
+    }
+    this.advance();
+  };
+
+  private readonly onEnd = (): void => {
+    if (this.phase === 'closing') this.close();
+    // A client may half-close right after its request (RFC 793 allows it): the relay passes the FIN on.
+    else if (this.phase === 'command') this.clientEnded = true;
+    else this.close(`client closed during ${this.phase}`);
+  };
+
+  private readonly onSocketClose = (): void => {
+    this.close(this.phase === 'closing' ? undefined : 'client closed');
+  };
+
+  private readonly onError = (error: NodeJS.ErrnoException): void => {
+    this.close(`client error ${error.code ?? error.message}`);
+  };
+
+  private advance(): void {
+    for (;;) {
+      switch (this.phase) {
+        case 'greeting': {
+          const greeting = this.reader.read(parseGreeting);
+          if (greeting.status === 'more') return;
+          if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
+          const method = selectMethod(greeting.value.methods, this.ctx.users !== null);
+          this.ctx.log.debug({ session: this.client, offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
+          this.socket.write(encodeMethodSelection(method));
+          if (method === Method.NO_ACCEPTABLE) {
+            const wanted = this.ctx.users ? 'username/password' : 'no authentication';
+            return this.closeGently(`no acceptable method: client offered [${greeting.value.methods.join(',')}], server needs ${wanted}`);
+          }
+          this.phase = method === Method.USERNAME_PASSWORD ? 'auth' : 'request';
+          continue;
+        }
+        case 'auth': {
+          const credentials = this.reader.read(parseCredentials);
+          if (credentials.status === 'more') return;
+          if (credentials.status === 'error') return this.close(`bad credentials message: ${credentials.error.message}`);
+          this.phase = 'verifying';
+          this.verify(credentials.value.username, credentials.value.password);
+          return;
+        }
+        case 'request': {
+          const request = this.reader.read(parseRequest);
+          if (request.status === 'more') return;
+          if (request.status === 'error') {
+            const { error } = request;
+            if (error.reply === null) return this.close(`bad request: ${error.message}`);
+            return this.fail(error.reply, `bad request: ${error.message}`);
+          }
+          this.phase = 'command';
+          if (this.timer) clearTimeout(this.timer);
+          this.timer = null;
+          this.dispatch(request.value);
+          return;
+        }
+        default:
+          return;
+      }
+    }
+  }
+
+  private verify(username: string, password: Buffer): void {
+    const users = this.ctx.users;
+    if (!users) return this.close('credentials without users');
+    users.verify(username, password).then(
+      (ok) => {
+        if (this.closed) return;
+        this.ctx.log.debug({ session: this.client, user: username, ok }, 'username/password');
+        this.socket.write(encodeAuthStatus(ok));
+        if (!ok) {
+          this.user = username;
+          return this.closeGently('authentication failed');
+        }
+        this.user = username;
+        this.phase = 'request';
+        this.socket.resume();
+        this.advance();
+      },
+      (error: Error) => this.close(`password check failed: ${error.message}`),
+    );
+  }
+
+  private dispatch(request: Request): void {
+    this.command = describeCommand(request.command);
+    this.target = formatAddress(request.destination);
+    this.ctx.log.debug({ session: this.client, command: this.command, target: this.target }, 'request');
+    let work: Promise<void>;
+    switch (request.command) {
+      case Command.CONNECT:
+        work = runConnect(this, request.destination);
+        break;
+      case Command.BIND:
+        work = runBind(this, request.destination);
+        break;
+      case Command.UDP_ASSOCIATE:
+        this.fail(Reply.COMMAND_NOT_SUPPORTED, 'udp associate is not available yet');
+        return;
+    }
+    work.catch((error: Error) => {
+      this.ctx.log.error({ err: error, session: this.client }, 'command failed unexpectedly');
+      if (this.phase === 'command') this.fail(Reply.GENERAL_FAILURE, `internal error: ${error.message}`);
+      else this.close(`internal error: ${error.message}`);
+    });
+  }
+}
