@@ -9,7 +9,18 @@ import { formatAddress, addressFromHost } from './protocol/address.js';
 import { serverFromConfig } from './server/from-config.js';
 import { setUserInFile } from './server/users.js';
 
-const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+// The nearest package.json above this file (dist/ in the package, build/src/ in the test build).
+function packageVersion(): string {
+  for (let dir = new URL('.', import.meta.url), i = 0; i < 4; i++, dir = new URL('..', dir)) {
+    try {
+      return (JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { version: string }).version;
+    } catch {
+      // not here: one level up
+    }
+  }
+  return 'unknown';
+}
+const pkg = { version: packageVersion() };
 
 /** A flag value as the schema expects it: numbers become numbers when they look like one. */
 function flagParser(option: OptionInfo): ((value: string, previous: unknown) => unknown) | undefined {
@@ -27,7 +38,7 @@ function flagParser(option: OptionInfo): ((value: string, previous: unknown) => 
 function addConfigOptions(command: Command): void {
   for (const option of OPTIONS) {
     const spec = option.kind === 'boolean' ? option.flag : `${option.flag} <${option.arg}>`;
-    const shown = formatValue(option.defaultValue);
+    const shown = formatValue(option.defaultValue, option.kind);
     const help = `${option.description}${option.kind === 'list' ? ' Repeatable.' : ''}${shown ? ` (default: ${shown})` : ''}`;
     const flag = new Option(spec, help);
     if (option.choices) flag.choices(option.choices);

@@ -75,8 +75,9 @@ export const OPTIONS: readonly OptionInfo[] = (() => {
 })();
 
 /** A value as people write it: lists comma-separated, durations in seconds. */
-export function formatValue(value: unknown): string {
+export function formatValue(value: unknown, kind?: OptionKind): string {
   if (value === undefined) return '';
+  if (kind === 'duration') return `${String(value)}s`;
   if (Array.isArray(value)) return value.length === 0 ? '[]' : value.join(', ');
   return String(value);
 }

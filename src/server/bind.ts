@@ -74,7 +74,7 @@ function acceptFrom(listener: Server, expected: Set<string> | null, session: Ses
     const onConnection = (socket: Socket): void => {
       const from = addressFromHost(socket.remoteAddress ?? '', 0).host;
       if (expected && !expected.has(from)) {
-        session.ctx.log.debug({ session: session.client, from }, 'bind: connection from an unexpected host closed');
+        session.log.debug({ from }, 'bind: connection from an unexpected host closed');
         socket.destroy();
         return;
       }

@@ -38,6 +38,8 @@ type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relayi
  */
 export class Session {
   readonly client: SocksAddress;
+  /** The server's logger with this client's address on every line. */
+  readonly log: Logger;
   user: string | null = null;
   command = '-';
   target = '-';
@@ -62,6 +64,7 @@ export class Session {
     private readonly onClosed: (session: Session) => void,
   ) {
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
+    this.log = ctx.log.child({ client: formatAddress(this.client) });
     this.timer = setTimeout(() => this.close('handshake timeout'), ctx.handshakeTimeoutMs);
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
@@ -87,7 +90,7 @@ export class Session {
   /** Sends a reply (RFC 1928 §6). */
   reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): void {
     if (this.closed) return;
-    this.ctx.log.debug({ session: this.client, reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
+    this.log.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
     this.socket.write(encodeReply(code, bound));
   }
 
@@ -122,14 +125,13 @@ export class Session {
       try {
         release();
       } catch (error) {
-        this.ctx.log.warn({ err: error }, 'releasing a session resource failed');
+        this.log.warn({ err: error }, 'releasing a session resource failed');
       }
     }
     this.socket.destroy();
     if (this.meter) [this.up, this.down] = this.meter();
-    this.ctx.log.info(
+    this.log.info(
       {
-        client: formatAddress(this.client),
         user: this.user,
         command: this.command,
         target: this.target,
@@ -187,7 +189,7 @@ export class Session {
           if (greeting.status === 'more') return;
           if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
           const method = selectMethod(greeting.value.methods, this.ctx.users !== null);
-          this.ctx.log.debug({ session: this.client, offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
+          this.log.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
           this.socket.write(encodeMethodSelection(method));
           if (method === Method.NO_ACCEPTABLE) {
             const wanted = this.ctx.users ? 'username/password' : 'no authentication';
@@ -230,7 +232,7 @@ export class Session {
     users.verify(username, password).then(
       (ok) => {
         if (this.closed) return;
-        this.ctx.log.debug({ session: this.client, user: username, ok }, 'username/password');
+        this.log.debug({ user: username, ok }, 'username/password');
         this.socket.write(encodeAuthStatus(ok));
         if (!ok) {
           this.user = username;
@@ -248,7 +250,7 @@ export class Session {
   private dispatch(request: Request): void {
     this.command = describeCommand(request.command);
     this.target = formatAddress(request.destination);
-    this.ctx.log.debug({ session: this.client, command: this.command, target: this.target }, 'request');
+    this.log.debug({ command: this.command, target: this.target }, 'request');
     let work: Promise<void>;
     switch (request.command) {
       case Command.CONNECT:
@@ -262,7 +264,7 @@ export class Session {
         return;
     }
     work.catch((error: Error) => {
-      this.ctx.log.error({ err: error, session: this.client }, 'command failed unexpectedly');
+      this.log.error({ err: error }, 'command failed unexpectedly');
       if (this.phase === 'command') this.fail(Reply.GENERAL_FAILURE, `internal error: ${error.message}`);
       else this.close(`internal error: ${error.message}`);
     });

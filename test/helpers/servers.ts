@@ -1,0 +1,128 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { Resolver } from 'node:dns/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { SocksServer, type ServerOptions } from '../../src/server/server.js';
+import { waitFor } from './peer.js';
+
+export interface Running<T> {
+  readonly value: T;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** A socksgate server on `host`:0 (closed by the test). */
+export async function startSocks(options: Partial<ServerOptions> = {}, host = '127.0.0.1'): Promise<Running<SocksServer> & { server: SocksServer }> {
+  const server = new SocksServer({ listen: [{ host, port: 0 }], ...options });
+  const [bound] = await server.listen();
+  return { value: server, server, port: bound!.port, close: () => server.close() };
+}
+
+function listenTcp(server: Server, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port: 0 }, () => resolve((server.address() as { port: number }).port));
+  });
+}
+
+function closeTcp(server: Server, sockets: Set<Socket>): Promise<void> {
+  for (const s of sockets) s.destroy();
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/** A TCP target that echoes every byte and passes a FIN back (half-close aware). */
+export async function startEcho(host = '127.0.0.1'): Promise<Running<Server> & { peers: string[] }> {
+  const sockets = new Set<Socket>();
+  const peers: string[] = [];
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    peers.push(`${socket.remoteAddress}:${socket.remotePort}`);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.pipe(socket);
+  });
+  const port = await listenTcp(server, host);
+  return { value: server, port, peers, close: () => closeTcp(server, sockets) };
+}
+
+/** A TCP target that answers each connection with `respond(everything it received)` after the client's FIN. */
+export async function startCollector(respond: (received: Buffer) => Buffer, host = '127.0.0.1'): Promise<Running<Server>> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('end', () => socket.end(respond(Buffer.concat(chunks))));
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+  });
+  const port = await listenTcp(server, host);
+  return { value: server, port, close: () => closeTcp(server, sockets) };
+}
+
+/** Fails with the install command when a third-party program the test needs is missing. */
+export function requireProgram(program: string, debianPackage: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' });
+  const path = found.stdout.trim();
+  if (found.status !== 0 || path === '') {
+    throw new Error(`${program} is not installed; install it with: apt-get install -y ${debianPackage}`);
+  }
+  return path;
+}
+
+async function freeUdpPort(): Promise<number> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(() => resolve()));
+  return port;
+}
+
+/**
+ * dnsmasq on 127.0.0.1 answering only for `records` (name → address); everything else fails.
+ * It has no upstream, so nothing leaves the machine.
+ */
+export async function startDnsmasq(records: Record<string, string[]>): Promise<Running<ChildProcess> & { server: string }> {
+  const binary = requireProgram('dnsmasq', 'dnsmasq-base');
+  const port = await freeUdpPort();
+  const args = [
+    '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-daemon', '--listen-address=127.0.0.1', '--bind-interfaces',
+    `--port=${port}`, '--user=root', '--pid-file', '--local-ttl=60', '--log-facility=-',
+  ];
+  for (const [name, addresses] of Object.entries(records)) {
+    for (const address of addresses) args.push(`--host-record=${name},${address}`);
+  }
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const resolver = new Resolver({ timeout: 200, tries: 1 });
+  resolver.setServers([`127.0.0.1:${port}`]);
+  const first = Object.keys(records)[0];
+  let ready = false;
+  const deadline = Date.now() + 5000;
+  while (!ready && Date.now() < deadline && child.exitCode === null) {
+    try {
+      if (first) await resolver.resolve(first);
+      else await resolver.resolve4('absent.test').catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ETIMEOUT' || e.code === 'ECONNREFUSED') throw e;
+      });
+      ready = true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  if (!ready) {
+    child.kill('SIGKILL');
+    throw new Error(`dnsmasq did not answer on 127.0.0.1:${port}: ${stderr}`);
+  }
+  return {
+    value: child,
+    port,
+    server: `127.0.0.1:${port}`,
+    close: async () => {
+      if (child.exitCode !== null) return;
+      child.kill('SIGTERM');
+      await waitFor(() => child.exitCode !== null || child.signalCode !== null, 3000, 'dnsmasq to exit');
+    },
+  };
+}
