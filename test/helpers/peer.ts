@@ -72,9 +72,10 @@ export class Peer {
     return this.take(this.size);
   }
 
-  /** Resolves when the socket has fully closed. */
+  /** Resolves when the other side has closed the connection (FIN, RST or close); then closes ours. */
   async closed(timeoutMs = 3000): Promise<void> {
-    await this.until(() => this.isClosed, timeoutMs, 'close');
+    await this.until(() => this.ended || this.isClosed, timeoutMs, 'the other side to close');
+    this.socket.destroy();
   }
 
   private peek(): Buffer {

@@ -126,3 +126,32 @@ export async function startDnsmasq(records: Record<string, string[]>): Promise<R
     },
   };
 }
+
+const BLACKHOLE = `
+import socket, sys
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
+filler = socket.create_connection(s.getsockname())
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+`;
+
+/**
+ * A TCP port whose accept queue is full and never drained: new SYNs are dropped, so connecting
+ * to it times out (a real unresponsive host, on loopback).
+ */
+export async function startBlackhole(): Promise<Running<ChildProcess>> {
+  const python = requireProgram('python3', 'python3');
+  const child = spawn(python, ['-c', BLACKHOLE], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout!.once('data', (line: Buffer) => resolve(Number(line.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`blackhole helper exited with ${code}`)));
+  });
+  return {
+    value: child,
+    port,
+    close: async () => {
+      child.stdin!.end();
+      await waitFor(() => child.exitCode !== null || child.signalCode !== null, 3000, 'the blackhole helper to exit');
+    },
+  };
+}
