@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../../src/config/load.js';
+import { OPTIONS } from '../../src/config/options.js';
+
+describe('configuration', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'socksgate-config-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const file = async (name: string, text: string): Promise<string> => {
+    const path = join(dir, name);
+    await writeFile(path, text);
+    return path;
+  };
+
+  test('defaults: loopback 1080, no users, info logs', async () => {
+    const config = await loadConfig();
+    assert.deepEqual(config.listen, ['127.0.0.1:1080']);
+    assert.equal(config.users, undefined);
+    assert.equal(config.handshakeTimeout, 10);
+    assert.deepEqual(config.dns.servers, []);
+    assert.equal(config.log.level, 'info');
+  });
+
+  test('file values, overridden by flags; durations with units', async () => {
+    const path = await file('ok.yaml', 'listen: ["[::1]:1081"]\nidleTimeout: 5m\nbindTimeout: 1500ms\ndns:\n  servers: [127.0.0.1:5353]\nlog: { level: debug }\n');
+    const config = await loadConfig({ file: path, flags: new Map<string, unknown>([['listen', ['127.0.0.1:0']], ['log.level', 'warn']]) });
+    assert.deepEqual(config.listen, ['127.0.0.1:0']);
+    assert.equal(config.idleTimeout, 300);
+    assert.equal(config.bindTimeout, 1.5);
+    assert.deepEqual(config.dns.servers, ['127.0.0.1:5353']);
+    assert.equal(config.log.level, 'warn');
+  });
+
+  test('an invalid file is rejected with the key, the bad value and what is expected', async () => {
+    const path = await file('bad.yaml', 'maxClients: lots\nlisten: ["127.0.0.1"]\ndns: { servers: ["not an ip"] }\nhandshakeTimeout: soon\n');
+    await assert.rejects(loadConfig({ file: path }), (error: Error & { code: string }) => {
+      assert.equal(error.code, 'ERR_CONFIG');
+      assert.match(error.message, new RegExp(`maxClients in ${path}: got "lots"; expected number`));
+      assert.match(error.message, /listen\[0\] in .*: got "127.0.0.1"; a port is missing: expected HOST:PORT/);
+      assert.match(error.message, /dns.servers\[0\] in .*: got "not an ip"; "not an ip" is not an IPv4 address/);
+      assert.match(error.message, /handshakeTimeout in .*: got "soon"; expected a duration/);
+      return true;
+    });
+  });
+
+  test('unknown keys are named with the keys that exist', async () => {
+    const path = await file('unknown.yaml', 'listn: ["127.0.0.1:1080"]\ndns: { server: [] }\n');
+    await assert.rejects(loadConfig({ file: path }), (error: Error) => {
+      assert.match(error.message, /unknown key "listn"; known keys here: listen, users/);
+      assert.match(error.message, /unknown key "dns.server"; known keys here: servers/);
+      return true;
+    });
+  });
+
+  test('a bad flag value names the flag', async () => {
+    await assert.rejects(loadConfig({ flags: new Map([['maxClients', 0]]) }), /maxClients \(flag --max-clients\): got 0; Too small/);
+  });
+
+  test('YAML syntax errors and non-mapping files are reported with the file name', async () => {
+    await assert.rejects(loadConfig({ file: await file('syntax.yaml', 'listen: [\n') }), /syntax.yaml: not valid YAML/);
+    await assert.rejects(loadConfig({ file: await file('list.yaml', '- a\n- b\n') }), /expected a mapping of keys/);
+    await assert.rejects(loadConfig({ file: join(dir, 'nope.yaml') }), /cannot read it \(ENOENT\)/);
+    assert.deepEqual((await loadConfig({ file: await file('empty.yaml', '') })).listen, ['127.0.0.1:1080']);
+  });
+
+  test('an open proxy on a reachable address is refused unless users or allowOpen are given', async () => {
+    await assert.rejects(loadConfig({ flags: new Map([['listen', ['0.0.0.0:1080']]]) }), (error: Error & { code: string }) => {
+      assert.equal(error.code, 'ERR_OPEN_PROXY');
+      assert.match(error.message, /without users is an open proxy; add --users FILE/);
+      return true;
+    });
+    await loadConfig({ flags: new Map<string, unknown>([['listen', ['0.0.0.0:1080']], ['allowOpen', true]]) });
+    await loadConfig({ flags: new Map<string, unknown>([['listen', ['[::]:1080']], ['users', 'users.txt']]) });
+    await loadConfig({ flags: new Map<string, unknown>([['listen', ['127.0.0.5:1080', '[::1]:1080', 'localhost:1']]]) });
+  });
+
+  test('every key has a flag named after it and a description', () => {
+    const keys = OPTIONS.map((o) => [o.key, o.flag]);
+    assert.deepEqual(Object.fromEntries(keys), {
+      listen: '--listen',
+      users: '--users',
+      allowOpen: '--allow-open',
+      maxClients: '--max-clients',
+      handshakeTimeout: '--handshake-timeout',
+      connectTimeout: '--connect-timeout',
+      idleTimeout: '--idle-timeout',
+      bindTimeout: '--bind-timeout',
+      'dns.servers': '--dns-servers',
+      'log.level': '--log-level',
+      'log.format': '--log-format',
+    });
+    for (const option of OPTIONS) assert.ok(option.description.length > 10, option.key);
+  });
+});

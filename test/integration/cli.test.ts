@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { OPTIONS } from '../../src/config/options.js';
+import { CLI, listenPorts, startCli } from '../helpers/cli.js';
+import { Peer } from '../helpers/peer.js';
+import { startEcho } from '../helpers/servers.js';
+import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
+
+const isListening = (line: Record<string, unknown>): boolean => typeof line.msg === 'string' && line.msg.includes('listening on');
+
+describe('socksgate command line', () => {
+  let dir: string;
+  let echo: Awaited<ReturnType<typeof startEcho>>;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'socksgate-cli-'));
+    echo = await startEcho();
+  });
+  after(async () => {
+    await echo.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('serve: one line says where it listens (IPv4 and IPv6), it relays, SIGTERM exits 0', async () => {
+    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--listen', '[::1]:0', '--log-format', 'json']);
+    try {
+      const line = await cli.waitForLine(isListening);
+      const ports = listenPorts(line);
+      assert.equal(ports.size, 2);
+      for (const [host, port] of ports) {
+        const peer = await Peer.connect(port, host);
+        await handshake(peer);
+        peer.write(request(1, '127.0.0.1', echo.port));
+        assert.equal((await readReply(peer)).code, 0);
+        peer.write(`via ${host}`);
+        assert.equal((await peer.read(4 + host.length)).toString(), `via ${host}`);
+        peer.destroy();
+      }
+      await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.command === 'connect');
+      const end = cli.lines.find((l) => l.msg === 'session end')!;
+      assert.equal(end.target, `127.0.0.1:${echo.port}`);
+      assert.equal(end.up, 13);
+      assert.equal(end.down, 13);
+      assert.equal(typeof end.ms, 'number');
+    } finally {
+      assert.equal(await cli.stop(), 0);
+    }
+  });
+
+  test('passwd creates and updates users; serve --users requires them', async () => {
+    const users = join(dir, 'users.txt');
+    for (const [user, password] of [['alice', 'first'], ['bob', 'other'], ['alice', 'second']]) {
+      const added = startCli(['passwd', '--file', users, user!], `${password}\n`);
+      assert.equal(await added.exited(), 0, added.stderr);
+    }
+    assert.match(await readFile(users, 'utf8'), /^alice:\$scrypt\$.*\nbob:\$scrypt\$/);
+    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--users', users, '--log-format', 'json']);
+    try {
+      const port = listenPorts(await cli.waitForLine(isListening)).get('127.0.0.1')!;
+      const good = await Peer.connect(port);
+      await handshake(good, { user: 'alice', pass: 'second' });
+      good.destroy();
+      const bad = await Peer.connect(port);
+      bad.write(Buffer.concat([greeting(2), userPass('alice', 'first')]));
+      assert.deepEqual(await bad.read(4), Buffer.from([5, 2, 1, 1]));
+      await bad.closed();
+    } finally {
+      assert.equal(await cli.stop(), 0);
+    }
+  });
+
+  test('a config file works and a bad one exits 2 naming the key', async () => {
+    const good = join(dir, 'good.yaml');
+    await writeFile(good, 'listen: ["127.0.0.1:0"]\nlog:\n  format: json\n  level: debug\n');
+    const cli = startCli(['serve', '--config', good]);
+    try {
+      await cli.waitForLine(isListening);
+    } finally {
+      assert.equal(await cli.stop(), 0);
+    }
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'listen: ["127.0.0.1:0"]\nmaxClients: -3\n');
+    const failed = startCli(['serve', '--config', bad]);
+    assert.equal(await failed.exited(), 2);
+    assert.match(failed.stderr, /maxClients in .*bad.yaml: got -3/);
+  });
+
+  test('bad flags and refused set-ups exit non-zero with the reason on stderr', async () => {
+    const unknown = startCli(['serve', '--no-such-flag']);
+    assert.notEqual(await unknown.exited(), 0);
+    assert.match(unknown.stderr, /unknown option '--no-such-flag'/);
+    const open = startCli(['serve', '--listen', '0.0.0.0:0']);
+    assert.equal(await open.exited(), 2);
+    assert.match(open.stderr, /open proxy; add --users FILE/);
+    const busy = startCli(['serve', '--listen', `127.0.0.1:${echo.port}`]);
+    assert.equal(await busy.exited(), 1);
+    assert.match(busy.stderr, /EADDRINUSE.*pick another --listen port/);
+    const badPassword = startCli(['passwd', '--file', join(dir, 'x.txt'), 'carol'], '\n');
+    assert.equal(await badPassword.exited(), 2);
+    assert.match(badPassword.stderr, /password must be 1 to 255 bytes/);
+  });
+
+  test('--help explains every option', () => {
+    const help = spawnSync(process.execPath, [CLI, 'serve', '--help'], { encoding: 'utf8' });
+    assert.equal(help.status, 0);
+    for (const option of OPTIONS) assert.ok(help.stdout.includes(option.flag), `${option.flag} in serve --help`);
+    const top = spawnSync(process.execPath, [CLI, '--help'], { encoding: 'utf8' });
+    assert.match(top.stdout, /serve \[options\]/);
+    assert.match(top.stdout, /passwd \[options\] <USER>/);
+  });
+
+  test('npx socksgate runs the installed package (the README contract)', () => {
+    const result = spawnSync('npx', ['--no-install', 'socksgate', 'serve', '--help'], { encoding: 'utf8', cwd: join(CLI, '../../..') });
+    assert.equal(result.status, 0, `${result.stderr} (npm ci builds dist/; run it first)`);
+    assert.match(result.stdout, /--listen <HOST:PORT>/);
+  });
+});
