@@ -70,12 +70,21 @@ export function requireProgram(program: string, debianPackage: string): string {
   return path;
 }
 
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
+/** A port free for both TCP and UDP on 127.0.0.1 right now (dnsmasq binds both). */
+async function freeDnsPort(): Promise<number> {
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const tcp = createServer();
+    const port = await listenTcp(tcp, '127.0.0.1');
+    const udp = createSocket('udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => resolve(false));
+      udp.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    if (free) return port;
+  }
+  throw new Error('no port free for both TCP and UDP after 20 tries');
 }
 
 /**
@@ -83,8 +92,19 @@ async function freeUdpPort(): Promise<number> {
  * It has no upstream, so nothing leaves the machine.
  */
 export async function startDnsmasq(records: Record<string, string[]>): Promise<Running<ChildProcess> & { server: string }> {
+  // Another test may take the port between our probe and dnsmasq's bind: try again with a new one.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDnsmasqOnce(records);
+    } catch (error) {
+      if (attempt >= 5 || !/Address already in use/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+async function startDnsmasqOnce(records: Record<string, string[]>): Promise<Running<ChildProcess> & { server: string }> {
   const binary = requireProgram('dnsmasq', 'dnsmasq-base');
-  const port = await freeUdpPort();
+  const port = await freeDnsPort();
   const args = [
     '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-daemon', '--listen-address=127.0.0.1', '--bind-interfaces',
     `--port=${port}`, '--user=root', '--pid-file', '--local-ttl=60', '--log-facility=-',
@@ -112,7 +132,9 @@ export async function startDnsmasq(records: Record<string, string[]>): Promise<R
     }
   }
   if (!ready) {
-    child.kill('SIGKILL');
+    const closed = new Promise((resolve) => child.once('close', resolve));
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await closed;
     throw new Error(`dnsmasq did not answer on 127.0.0.1:${port}: ${stderr}`);
   }
   return {
