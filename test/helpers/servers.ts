@@ -115,6 +115,7 @@ async function startDnsmasqOnce(records: Record<string, string[]>): Promise<Runn
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const closed = new Promise((resolve) => child.once('close', resolve));
   const resolver = new Resolver({ timeout: 200, tries: 1 });
   resolver.setServers([`127.0.0.1:${port}`]);
   const first = Object.keys(records)[0];
@@ -132,7 +133,6 @@ async function startDnsmasqOnce(records: Record<string, string[]>): Promise<Runn
     }
   }
   if (!ready) {
-    const closed = new Promise((resolve) => child.once('close', resolve));
     if (child.exitCode === null) child.kill('SIGKILL');
     await closed;
     throw new Error(`dnsmasq did not answer on 127.0.0.1:${port}: ${stderr}`);
