@@ -64,9 +64,7 @@ async function serve(command: Command): Promise<void> {
   const config = await loadConfig({ file, flags: flagValues(command) });
   const log = createLogger(config.log);
   const server = await serverFromConfig(config, log);
-  const bound = await server.listen();
-  const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
-  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+  // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -79,6 +77,9 @@ async function serve(command: Command): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  const bound = await server.listen();
+  const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
+  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
 }
 
 async function readPassword(): Promise<Buffer> {

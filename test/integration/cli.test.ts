@@ -76,11 +76,10 @@ describe('socksgate command line', () => {
     const good = join(dir, 'good.yaml');
     await writeFile(good, 'listen: ["127.0.0.1:0"]\nlog:\n  format: json\n  level: debug\n');
     const cli = startCli(['serve', '--config', good]);
-    try {
-      await cli.waitForLine(isListening);
-    } finally {
-      assert.equal(await cli.stop(), 0);
-    }
+    const listening = await cli.waitForLine(isListening).catch((error: Error) => error);
+    const code = await cli.stop();
+    if (listening instanceof Error) throw listening;
+    assert.equal(code, 0, cli.stderr);
     const bad = join(dir, 'bad.yaml');
     await writeFile(bad, 'listen: ["127.0.0.1:0"]\nmaxClients: -3\n');
     const failed = startCli(['serve', '--config', bad]);
