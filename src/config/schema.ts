@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
 
@@ -7,18 +8,25 @@ import { parseHostPort } from './endpoint.js';
 const UNITS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600 };
 
 /** Seconds, given as a number (10, 0.5) or with a unit ("500ms", "10s", "5m", "1h"). */
-function duration(description: string, defaultSeconds: number) {
+function duration(description: string, defaultSeconds: number, minimum = 0, why = '') {
   return z
     .union([z.number(), z.string()])
     .transform((value, ctx) => {
-      if (typeof value === 'number') {
-        if (Number.isFinite(value) && value >= 0) return value;
-      } else {
+      let seconds = Number.NaN;
+      if (typeof value === 'number') seconds = value;
+      else {
         const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(value.trim());
-        if (m) return Number(m[1]) * UNITS[m[2] ?? 's']!;
+        if (m) seconds = Number(m[1]) * UNITS[m[2] ?? 's']!;
       }
-      ctx.addIssue({ code: 'custom', message: 'expected a duration: seconds (10, 0.5) or with a unit (500ms, 10s, 5m, 1h)' });
-      return z.NEVER;
+      if (!Number.isFinite(seconds) || seconds < 0) {
+        ctx.addIssue({ code: 'custom', message: 'expected a duration: seconds (10, 0.5) or with a unit (500ms, 10s, 5m, 1h)' });
+        return z.NEVER;
+      }
+      if (seconds < minimum) {
+        ctx.addIssue({ code: 'custom', message: `must be at least ${minimum} seconds${why}` });
+        return z.NEVER;
+      }
+      return seconds;
     })
     .default(defaultSeconds)
     .describe(description)
@@ -62,6 +70,62 @@ export const configSchema = z
     connectTimeout: duration('Time to reach a CONNECT destination, over all of its addresses.', 10),
     idleTimeout: duration('A relayed TCP connection with no traffic either way for this long is closed; 0 never closes.', 3600),
     bindTimeout: duration('Time a BIND waits for the incoming connection.', 60),
+    udp: z
+      .object({
+        port: z
+          .number()
+          .int()
+          .min(0)
+          .max(65535)
+          .default(0)
+          .describe(
+            'UDP ASSOCIATE relay port. 0: each association gets its own UDP socket on an ephemeral port. N: fixed-port mode, every association shares UDP port N (needed behind L4 load balancers); clients behind one NAT should then declare their UDP port in the request.',
+          )
+          .meta({ arg: 'PORT' }),
+        advertise: z
+          .string()
+          .refine((v) => isIP(v) !== 0, 'expected an IPv4 or IPv6 address')
+          .optional()
+          .describe('Address to put in BND.ADDR of UDP ASSOCIATE replies instead of the address the client reached (for NAT and load balancers).')
+          .meta({ arg: 'IP' }),
+        filtering: z
+          .enum(['address-and-port', 'endpoint-independent'])
+          .default('address-and-port')
+          .describe('Who may send to a client through its association: only endpoints the client has sent to (address-and-port), or anyone (endpoint-independent, "full cone", for P2P and games).')
+          .meta({ arg: 'MODE' }),
+        fragments: z
+          .enum(['reassemble', 'drop'])
+          .default('reassemble')
+          .describe('Datagrams with FRAG other than 0: reassemble them (RFC 1928 §7) or drop them.')
+          .meta({ arg: 'MODE' }),
+        fragmentTimeout: duration('Reassembly timer: a fragment sequence not complete in this time is abandoned; at least 5 s (RFC 1928 §7).', 5, 5, ' (RFC 1928 §7)'),
+        reassemblyMemory: z
+          .number()
+          .int()
+          .min(1024)
+          .default(128 * 1024)
+          .describe('Most bytes of fragments held for one association.')
+          .meta({ arg: 'BYTES' }),
+        reassemblyMemoryTotal: z
+          .number()
+          .int()
+          .min(1024)
+          .default(64 * 1024 * 1024)
+          .describe('Most bytes of fragments held for all associations together.')
+          .meta({ arg: 'BYTES' }),
+        maxPayload: z
+          .number()
+          .int()
+          .min(1)
+          .max(65507)
+          .default(65507)
+          .describe('Largest datagram payload relayed either way; larger ones are dropped and counted.')
+          .meta({ arg: 'BYTES' }),
+        idleTimeout: duration('An association with no datagrams either way for this long is closed; 0 never closes (it still ends with its TCP connection).', 0),
+        keepalive: duration('TCP keepalive delay on the control connection of an association, so dead clients are noticed; 0 disables.', 30),
+      })
+      .strict()
+      .prefault({}),
     dns: z
       .object({
         servers: z

@@ -7,6 +7,8 @@ import { SocksError } from '../protocol/errors.js';
 /** Turns a domain name into addresses to try, in order. */
 export interface Resolver {
   resolve(host: string): Promise<string[]>;
+  /** A fresh cached answer, without waiting: the UDP relay's fast path. */
+  cached(host: string): string[] | undefined;
 }
 
 export interface ResolverOptions {
@@ -16,6 +18,8 @@ export interface ResolverOptions {
   readonly cacheSize?: number;
   /** Per-query timeout in milliseconds for configured servers. */
   readonly timeoutMs?: number;
+  /** How long answers of the system's resolver are kept (it does not report TTLs). */
+  readonly systemTtlMs?: number;
 }
 
 /**
@@ -23,19 +27,7 @@ export interface ResolverOptions {
  * configured; otherwise queries those servers for A and AAAA and caches answers for their TTL.
  */
 export function createResolver(options: ResolverOptions): Resolver {
-  return options.servers.length === 0 ? new SystemResolver() : new CachingResolver(options);
-}
-
-class SystemResolver implements Resolver {
-  async resolve(host: string): Promise<string[]> {
-    if (isIP(host)) return [host];
-    try {
-      const answers = await lookup(host, { all: true, verbatim: true });
-      return answers.map((a) => a.address);
-    } catch (error) {
-      throw dnsFailure(host, error);
-    }
-  }
+  return options.servers.length === 0 ? new SystemResolver(options) : new ServerResolver(options);
 }
 
 interface CacheEntry {
@@ -43,32 +35,78 @@ interface CacheEntry {
   readonly expires: number;
 }
 
-class CachingResolver implements Resolver {
-  private readonly dns: DnsResolver;
+/** Answers kept until they expire, bounded in size, and one query in flight per name. */
+abstract class CachingResolver implements Resolver {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inFlight = new Map<string, Promise<string[]>>();
   private readonly cacheSize: number;
 
   constructor(options: ResolverOptions) {
-    this.dns = new DnsResolver({ timeout: options.timeoutMs ?? 2000, tries: 2 });
-    this.dns.setServers([...options.servers]);
     this.cacheSize = options.cacheSize ?? 10_000;
+  }
+
+  cached(host: string): string[] | undefined {
+    const entry = this.cache.get(host.toLowerCase());
+    if (entry === undefined) return undefined;
+    if (entry.expires > Date.now()) return entry.addresses;
+    this.cache.delete(host.toLowerCase());
+    return undefined;
   }
 
   resolve(host: string): Promise<string[]> {
     if (isIP(host)) return Promise.resolve([host]);
     const name = host.toLowerCase();
-    const cached = this.cache.get(name);
-    if (cached && cached.expires > Date.now()) return Promise.resolve(cached.addresses);
+    const hit = this.cached(name);
+    if (hit) return Promise.resolve(hit);
     let pending = this.inFlight.get(name);
     if (!pending) {
-      pending = this.query(name).finally(() => this.inFlight.delete(name));
+      pending = this.query(name)
+        .then(({ addresses, ttlMs }) => {
+          if (ttlMs > 0) {
+            if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
+            this.cache.set(name, { addresses, expires: Date.now() + ttlMs });
+          }
+          return addresses;
+        })
+        .finally(() => this.inFlight.delete(name));
       this.inFlight.set(name, pending);
     }
     return pending;
   }
 
-  private async query(name: string): Promise<string[]> {
+  protected abstract query(name: string): Promise<{ addresses: string[]; ttlMs: number }>;
+}
+
+/** getaddrinfo: /etc/hosts, then the system's DNS. It reports no TTL, so answers are kept briefly. */
+class SystemResolver extends CachingResolver {
+  private readonly ttlMs: number;
+
+  constructor(options: ResolverOptions) {
+    super(options);
+    this.ttlMs = options.systemTtlMs ?? 30_000;
+  }
+
+  protected async query(name: string): Promise<{ addresses: string[]; ttlMs: number }> {
+    try {
+      const answers = await lookup(name, { all: true, verbatim: true });
+      return { addresses: answers.map((a) => a.address), ttlMs: this.ttlMs };
+    } catch (error) {
+      throw dnsFailure(name, error);
+    }
+  }
+}
+
+/** The configured DNS servers, A and AAAA, each answer kept for its TTL. */
+class ServerResolver extends CachingResolver {
+  private readonly dns: DnsResolver;
+
+  constructor(options: ResolverOptions) {
+    super(options);
+    this.dns = new DnsResolver({ timeout: options.timeoutMs ?? 2000, tries: 2 });
+    this.dns.setServers([...options.servers]);
+  }
+
+  protected async query(name: string): Promise<{ addresses: string[]; ttlMs: number }> {
     const [v6, v4] = await Promise.allSettled([this.dns.resolve6(name, { ttl: true }), this.dns.resolve4(name, { ttl: true })]);
     const six = v6.status === 'fulfilled' ? v6.value : [];
     const four = v4.status === 'fulfilled' ? v4.value : [];
@@ -82,11 +120,7 @@ class CachingResolver implements Resolver {
       if (four[i]) addresses.push(four[i]!.address);
     }
     const ttl = Math.min(...six.map((a) => a.ttl), ...four.map((a) => a.ttl));
-    if (ttl > 0) {
-      if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
-      this.cache.set(name, { addresses, expires: Date.now() + ttl * 1000 });
-    }
-    return addresses;
+    return { addresses, ttlMs: ttl * 1000 };
   }
 }
 

@@ -27,5 +27,17 @@ export async function serverFromConfig(config: Config, logger: Logger): Promise<
     bindTimeoutMs: config.bindTimeout * 1000,
     dnsServers: config.dns.servers,
     logger,
+    udp: {
+      port: config.udp.port === 0 ? null : config.udp.port,
+      advertise: config.udp.advertise ?? null,
+      filtering: config.udp.filtering,
+      fragments: config.udp.fragments,
+      fragmentTimeoutMs: config.udp.fragmentTimeout * 1000,
+      reassemblyMemory: config.udp.reassemblyMemory,
+      reassemblyMemoryTotal: config.udp.reassemblyMemoryTotal,
+      maxPayload: config.udp.maxPayload,
+      idleTimeoutMs: config.udp.idleTimeout * 1000,
+      keepaliveMs: config.udp.keepalive * 1000,
+    },
   });
 }

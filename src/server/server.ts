@@ -5,6 +5,32 @@ import { DirectDialer, type Dialer } from './dialer.js';
 import { Session, type SessionContext } from './session.js';
 import type { UserStore } from './users.js';
 import { formatAddress, addressFromHost } from '../protocol/address.js';
+import type { UdpContext } from './associate.js';
+import { FixedPortDemux } from '../udp/demux.js';
+import { ReassemblyBudget } from '../udp/fragments.js';
+import { UdpStats } from '../udp/stats.js';
+
+export interface UdpOptions {
+  /**
+   * Absent or null: each association gets its own relay socket. A number: fixed-port mode, every
+   * association shares this UDP port on each listen address (0 picks a free port, for tests).
+   */
+  readonly port?: number | null;
+  /** BND.ADDR for UDP ASSOCIATE replies instead of the address the client reached. */
+  readonly advertise?: string | null;
+  readonly filtering?: 'address-and-port' | 'endpoint-independent';
+  readonly fragments?: 'reassemble' | 'drop';
+  readonly fragmentTimeoutMs?: number;
+  /** Bytes of fragments per association, and for all associations together. */
+  readonly reassemblyMemory?: number;
+  readonly reassemblyMemoryTotal?: number;
+  /** Largest payload relayed either way. */
+  readonly maxPayload?: number;
+  /** 0: associations end only with their control connection. */
+  readonly idleTimeoutMs?: number;
+  /** TCP keepalive delay on control connections; 0 disables. */
+  readonly keepaliveMs?: number;
+}
 
 export interface Endpoint {
   readonly host: string;
@@ -27,6 +53,7 @@ export interface ServerOptions {
   readonly resolver?: Resolver;
   readonly dialer?: Dialer;
   readonly logger?: Logger;
+  readonly udp?: UdpOptions;
 }
 
 export const SERVER_DEFAULTS = {
@@ -45,12 +72,31 @@ export class SocksServer {
   private readonly maxClients: number;
   private readonly log: Logger;
   private refusedOverLimit = 0;
+  private readonly demux: FixedPortDemux | null;
+  /** Counters of the UDP relay. */
+  readonly udpStats = new UdpStats();
 
   constructor(private readonly options: ServerOptions) {
     this.log = options.logger ?? pino({ level: 'silent' });
     this.maxClients = options.maxClients ?? SERVER_DEFAULTS.maxClients;
     const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [] });
+    const udp = options.udp ?? {};
+    this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log);
+    const udpContext: UdpContext = {
+      stats: this.udpStats,
+      budget: new ReassemblyBudget(udp.reassemblyMemoryTotal ?? 64 * 1024 * 1024),
+      demux: this.demux,
+      advertise: udp.advertise ?? null,
+      endpointIndependent: udp.filtering === 'endpoint-independent',
+      reassemble: (udp.fragments ?? 'reassemble') === 'reassemble',
+      fragmentTimeoutMs: udp.fragmentTimeoutMs ?? 5000,
+      reassemblyLimit: udp.reassemblyMemory ?? 128 * 1024,
+      maxPayload: udp.maxPayload ?? 65507,
+      idleTimeoutMs: udp.idleTimeoutMs ?? 0,
+      keepaliveMs: udp.keepaliveMs ?? 30_000,
+    };
     this.ctx = {
+      udp: udpContext,
       users: options.users ?? null,
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
@@ -69,6 +115,11 @@ export class SocksServer {
   /** Connections closed at once because `maxClients` were already connected. */
   get refusedCount(): number {
     return this.refusedOverLimit;
+  }
+
+  /** Associations the fixed-port demultiplexer still knows (0 when not in fixed-port mode). */
+  get demuxSize(): number {
+    return this.demux?.size ?? 0;
   }
 
   /** Bound addresses, in the order of `listen` (ports filled in when 0 was asked for). */
@@ -93,6 +144,10 @@ export class SocksServer {
           });
         });
         server.on('error', (error) => this.log.error({ err: error }, 'listener error'));
+        if (this.demux) {
+          const host = endpoint.host === 'localhost' ? '127.0.0.1' : endpoint.host;
+          await this.demux.bind(host, this.options.udp?.port ?? 0);
+        }
       }
     } catch (error) {
       await this.close();
@@ -105,7 +160,7 @@ export class SocksServer {
   async close(): Promise<void> {
     const closing = this.listeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
-    await Promise.all(closing);
+    await Promise.all([...closing, this.demux?.close()]);
   }
 
   private accept(socket: Socket): void {

@@ -12,6 +12,7 @@ import { encodeMethodSelection, parseGreeting } from '../protocol/greeting.js';
 import { ByteReader } from '../protocol/reader.js';
 import { encodeReply, parseRequest, type Request } from '../protocol/request.js';
 import type { Resolver } from '../dns/resolver.js';
+import { runAssociate, type UdpContext } from './associate.js';
 
 /** What every session of one server shares. */
 export interface SessionContext {
@@ -22,6 +23,7 @@ export interface SessionContext {
   readonly handshakeTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly bindTimeoutMs: number;
+  readonly udp: UdpContext;
 }
 
 const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
@@ -30,7 +32,7 @@ const EARLY_DATA_LIMIT = 64 * 1024;
 // After a failure reply, how long the client gets to read it and close before we drop the connection.
 const LINGER_MS = 1000;
 
-type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'closing';
+type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'associated' | 'closing';
 
 /**
  * One client TCP connection, from greeting to close. It owns the client socket, its timers and
@@ -114,6 +116,16 @@ export class Session {
     return { early: this.reader.take(), ended: this.clientEnded };
   }
 
+  /**
+   * UDP ASSOCIATE: from now on the control connection only keeps the association alive. Anything
+   * the client sends on it is discarded; its end (FIN, RST or error) ends the session (RFC 1928 §7).
+   */
+  holdControl(): void {
+    this.phase = 'associated';
+    this.reader.take();
+    this.socket.resume();
+  }
+
   close(result?: string): void {
     if (this.closed) return;
     this.closed = true;
@@ -157,7 +169,7 @@ export class Session {
   }
 
   private readonly onData = (chunk: Buffer): void => {
-    if (this.phase === 'closing') return;
+    if (this.phase === 'closing' || this.phase === 'associated') return;
     this.reader.push(chunk);
     if (this.phase === 'command' || this.phase === 'verifying') {
       if (this.reader.length > EARLY_DATA_LIMIT) this.socket.pause();
@@ -170,11 +182,14 @@ export class Session {
     if (this.phase === 'closing') this.close();
     // A client may half-close right after its request (RFC 793 allows it): the relay passes the FIN on.
     else if (this.phase === 'command') this.clientEnded = true;
+    else if (this.phase === 'associated') this.close('ok');
     else this.close(`client closed during ${this.phase}`);
   };
 
   private readonly onSocketClose = (): void => {
-    this.close(this.phase === 'closing' ? undefined : 'client closed');
+    if (this.phase === 'closing') this.close();
+    else if (this.phase === 'associated') this.close('ok');
+    else this.close('client closed');
   };
 
   private readonly onError = (error: NodeJS.ErrnoException): void => {
@@ -260,8 +275,8 @@ export class Session {
         work = runBind(this, request.destination);
         break;
       case Command.UDP_ASSOCIATE:
-        this.fail(Reply.COMMAND_NOT_SUPPORTED, 'udp associate is not available yet');
-        return;
+        work = runAssociate(this, request.destination);
+        break;
     }
     work.catch((error: Error) => {
       this.log.error({ err: error }, 'command failed unexpectedly');

@@ -1,0 +1,91 @@
+import { isIP } from 'node:net';
+import type { Session } from './session.js';
+import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { Reply } from '../protocol/constants.js';
+import { Association, type ClientChannel } from '../udp/association.js';
+import type { FixedPortDemux } from '../udp/demux.js';
+import type { ReassemblyBudget } from '../udp/fragments.js';
+import { unmapAddress } from '../udp/socket.js';
+import type { UdpStats } from '../udp/stats.js';
+
+/** What UDP ASSOCIATE needs from the server. */
+export interface UdpContext {
+  readonly stats: UdpStats;
+  readonly budget: ReassemblyBudget;
+  /** Set in fixed-port mode. */
+  readonly demux: FixedPortDemux | null;
+  readonly advertise: string | null;
+  readonly endpointIndependent: boolean;
+  readonly reassemble: boolean;
+  readonly fragmentTimeoutMs: number;
+  readonly reassemblyLimit: number;
+  readonly maxPayload: number;
+  readonly idleTimeoutMs: number;
+  readonly keepaliveMs: number;
+}
+
+/**
+ * The client's UDP port when the request declares it: DST.PORT set and DST.ADDR either the
+ * control connection's peer or unspecified (as PySocks sends). Any other address (a client behind
+ * NAT naming its private address) or port 0: the first datagram from the peer's IP fixes the port.
+ */
+export function declaredPort(destination: SocksAddress, clientIp: string): number | null {
+  if (destination.port === 0 || destination.type === 'domain') return null;
+  const host = addressFromHost(destination.host, 0).host;
+  if (host === '0.0.0.0' || host === '::') return destination.port;
+  return host === addressFromHost(clientIp, 0).host ? destination.port : null;
+}
+
+/**
+ * RFC 1928 §7 UDP ASSOCIATE: set up the relay, reply with where to send datagrams (BND.ADDR is
+ * the address the client reached, or udp.advertise; never a wildcard), then keep the association
+ * exactly as long as the control connection.
+ */
+export async function runAssociate(session: Session, destination: SocksAddress): Promise<void> {
+  const udp = session.ctx.udp;
+  const clientAddress = session.socket.remoteAddress ?? '';
+  const localHost = unmapAddress(session.socket.localAddress ?? '');
+  if (isIP(clientAddress) === 0 || isIP(localHost) === 0) {
+    session.fail(Reply.GENERAL_FAILURE, 'udp: control connection has no addresses');
+    return;
+  }
+  const association = new Association({
+    clientAddress,
+    declaredPort: declaredPort(destination, unmapAddress(clientAddress)),
+    endpointIndependent: udp.endpointIndependent,
+    reassemble: udp.reassemble,
+    fragmentTimeoutMs: udp.fragmentTimeoutMs,
+    reassemblyLimit: udp.reassemblyLimit,
+    budget: udp.budget,
+    maxPayload: udp.maxPayload,
+    idleTimeoutMs: udp.idleTimeoutMs,
+    resolver: session.ctx.resolver,
+    stats: udp.stats,
+    log: session.log,
+    onIdle: () => session.close('udp idle timeout'),
+  });
+  session.own(() => association.close());
+
+  let shared: { channel: ClientChannel; port: number } | undefined;
+  if (udp.demux) {
+    const registered = udp.demux.register(association, localHost);
+    if (typeof registered === 'string') {
+      session.fail(Reply.GENERAL_FAILURE, `udp: ${registered}`);
+      return;
+    }
+    shared = registered;
+  }
+  try {
+    await association.open(shared?.channel);
+  } catch (error) {
+    if (!session.isClosed) session.fail(Reply.GENERAL_FAILURE, `udp: cannot open a relay socket: ${(error as NodeJS.ErrnoException).code}`);
+    return;
+  }
+  if (session.isClosed) return;
+
+  const port = shared ? shared.port : association.relayPort;
+  session.meter = () => [association.up, association.down];
+  session.holdControl();
+  if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
+  session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port));
+}

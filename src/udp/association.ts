@@ -1,0 +1,236 @@
+import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
+import type { Logger } from 'pino';
+import type { Resolver } from '../dns/resolver.js';
+import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
+import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
+import { addressForSocket, bindUdp, unmapAddress, type BoundUdp } from './socket.js';
+import type { DropReason, UdpStats } from './stats.js';
+
+/** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
+export interface ClientChannel {
+  /** Sends header + payload to the client at `port` (its IP is the channel's business). */
+  send(header: Buffer, payload: Buffer, port: number): void;
+  /** The association is done with the channel. */
+  release(): void;
+}
+
+export interface AssociationOptions {
+  /** The control connection's peer, as its socket reports it. */
+  readonly clientAddress: string;
+  /** The client's UDP port when the request declared it, else null (the first datagram fixes it). */
+  readonly declaredPort: number | null;
+  readonly endpointIndependent: boolean;
+  readonly reassemble: boolean;
+  readonly fragmentTimeoutMs: number;
+  readonly reassemblyLimit: number;
+  readonly budget: ReassemblyBudget;
+  readonly maxPayload: number;
+  readonly idleTimeoutMs: number;
+  readonly resolver: Resolver;
+  readonly stats: UdpStats;
+  readonly log: Logger;
+  /** Called once when the association ends by itself (idle timeout), not when close() is called. */
+  readonly onIdle: () => void;
+}
+
+// Largest UDP payload over IPv4 (65535 - 20 - 8); a wrapped reply must fit in it.
+const MAX_UDP_PAYLOAD = 65507;
+// Endpoints remembered for filtering and reply headers; the oldest is forgotten beyond this.
+const MAX_PEERS = 4096;
+// Datagrams that may wait for one association's DNS answers.
+const MAX_WAITING_FOR_DNS = 64;
+
+/**
+ * One UDP ASSOCIATE (RFC 1928 §7). Owns its relay socket, fragment queue and idle timer; close()
+ * releases all of them. Datagrams from the client are unwrapped and sent on from the relay socket;
+ * datagrams from destinations are wrapped with their real source and sent to the client.
+ */
+export class Association {
+  /** Payload bytes client → destinations, and destinations → client. */
+  up = 0;
+  down = 0;
+  /** The client's UDP port, once declared or learned. */
+  clientPort: number | null;
+
+  private relay!: BoundUdp;
+  private channel: ClientChannel | null = null;
+  private clientIp: string;
+  private clientOnRelay = '';
+  private readonly peers = new Map<string, Buffer>();
+  private fragments: FragmentQueue | null = null;
+  private idleTimer: NodeJS.Timeout | null = null;
+  private lastActivity = Date.now();
+  private waitingForDns = 0;
+  private closed = false;
+
+  constructor(private readonly options: AssociationOptions) {
+    this.clientIp = unmapAddress(options.clientAddress);
+    this.clientPort = options.declaredPort;
+  }
+
+  /** The client's IP without IPv4 mapping. */
+  get client(): string {
+    return this.clientIp;
+  }
+
+  get relayPort(): number {
+    return this.relay.port;
+  }
+
+  /**
+   * Binds the relay socket. With no `channel`, the relay socket also faces the client (one socket
+   * per association); otherwise the client is reached through the channel (fixed-port mode).
+   */
+  async open(channel?: ClientChannel): Promise<void> {
+    this.relay = await bindUdp(0);
+    this.options.stats.associationsOpened++;
+    const socket = this.relay.socket;
+    this.clientOnRelay = addressForSocket(this.clientIp, this.relay.dualStack) ?? this.clientIp;
+    this.channel = channel ?? {
+      send: (header, payload, port) => socket.send([header, payload], port, this.clientOnRelay, this.onSent),
+      release: () => {},
+    };
+    socket.on('message', channel ? this.onTargetMessage : this.onRelayMessage);
+    socket.on('error', (error: NodeJS.ErrnoException) => this.drop('send-error', 1, error.code));
+    if (this.options.idleTimeoutMs > 0) this.armIdle(this.options.idleTimeoutMs);
+    if (this.closed) this.close();
+  }
+
+  /** The fixed-port demultiplexer learned the client's port from its first datagram. */
+  learnPort(port: number): void {
+    this.clientPort = port;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.fragments?.close();
+    this.peers.clear();
+    this.channel?.release();
+    if (this.relay) {
+      this.relay.socket.close();
+      this.options.stats.associationsClosed++;
+    }
+  }
+
+  /** A datagram from the client (RFC 1928 §7 header, then DATA). */
+  fromClient(datagram: Buffer): void {
+    const stats = this.options.stats;
+    stats.clientDatagrams++;
+    this.lastActivity = Date.now();
+    if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
+    const header = parseUdpHeader(datagram);
+    if (header.status !== 'ok') return this.drop('malformed', 1);
+    let { address } = header.value;
+    let payload = datagram.subarray(header.size);
+    stats.clientBytes += payload.length;
+    if (header.value.fragment !== 0) {
+      stats.fragments++;
+      if (!this.options.reassemble) return this.drop('fragment-disabled', 1);
+      this.fragments ??= new FragmentQueue(this.options.fragmentTimeoutMs, this.options.reassemblyLimit, this.options.budget, (reason, count) =>
+        this.drop(reason, count),
+      );
+      const whole = this.fragments.add(header.value.fragment, address, Buffer.from(payload));
+      if (!whole) return;
+      stats.reassembled++;
+      address = whole.address;
+      payload = whole.payload;
+    }
+    if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    if (address.type === 'domain') this.forwardToName(address, payload);
+    else this.forward(address.host, address.port, payload);
+  }
+
+  private forwardToName(address: SocksAddress, payload: Buffer): void {
+    const cached = this.options.resolver.cached(address.host);
+    if (cached) return this.forward(cached[0]!, address.port, payload);
+    if (this.waitingForDns >= MAX_WAITING_FOR_DNS) return this.drop('dns', 1);
+    this.waitingForDns++;
+    this.options.resolver.resolve(address.host).then(
+      (addresses) => {
+        this.waitingForDns--;
+        if (!this.closed) this.forward(addresses[0]!, address.port, payload);
+      },
+      () => {
+        this.waitingForDns--;
+        if (!this.closed) this.drop('dns', 1, address.host);
+      },
+    );
+  }
+
+  private forward(ip: string, port: number, payload: Buffer): void {
+    const target = addressForSocket(ip, this.relay.dualStack);
+    if (target === null) return this.drop('unreachable', 1, ip);
+    const key = `${target}|${port}`;
+    if (!this.peers.has(key)) this.remember(key, ip, port);
+    this.relay.socket.send(payload, port, target, this.onSent);
+    this.options.stats.forwardedDatagrams++;
+    this.options.stats.forwardedBytes += payload.length;
+    this.up += payload.length;
+  }
+
+  /** The reply header for an endpoint is built once and reused for every datagram from it. */
+  private remember(key: string, ip: string, port: number): Buffer {
+    if (this.peers.size >= MAX_PEERS) this.peers.delete(this.peers.keys().next().value as string);
+    const source = addressFromHost(ip, port);
+    const header = Buffer.allocUnsafe(udpHeaderSize(source));
+    writeUdpHeader(header, 0, source);
+    this.peers.set(key, header);
+    return header;
+  }
+
+  /** Per-association mode: the relay socket hears both the client and the destinations. */
+  private readonly onRelayMessage = (datagram: Buffer, from: RemoteInfo): void => {
+    if (from.address === this.clientOnRelay) {
+      if (this.clientPort === null) this.clientPort = from.port;
+      if (from.port === this.clientPort) return this.fromClient(datagram);
+      // Another port of the client's host: a destination only if the client sent to it.
+      if (!this.peers.has(`${from.address}|${from.port}`) && !this.options.endpointIndependent) {
+        this.options.stats.clientDatagrams++;
+        return this.drop('source', 1);
+      }
+    }
+    this.onTargetMessage(datagram, from);
+  };
+
+  /** A datagram from a destination (or anyone, with endpoint-independent filtering). */
+  private readonly onTargetMessage = (datagram: Buffer, from: RemoteInfo): void => {
+    const stats = this.options.stats;
+    stats.replyDatagrams++;
+    stats.replyBytes += datagram.length;
+    this.lastActivity = Date.now();
+    const key = `${from.address}|${from.port}`;
+    let header = this.peers.get(key);
+    if (header === undefined) {
+      if (!this.options.endpointIndependent) return this.drop('filtered', 1);
+      header = this.remember(key, unmapAddress(from.address), from.port);
+    }
+    if (this.clientPort === null) return this.drop('filtered', 1);
+    if (datagram.length > this.options.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
+    this.channel!.send(header, datagram, this.clientPort);
+    stats.deliveredDatagrams++;
+    stats.deliveredBytes += datagram.length;
+    this.down += datagram.length;
+  };
+
+  private readonly onSent = (error: Error | null): void => {
+    if (error) this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+  };
+
+  private drop(reason: DropReason, count: number, detail?: string): void {
+    this.options.stats.drops[reason] += count;
+    if (this.options.log.isLevelEnabled('debug')) this.options.log.debug({ reason, count, detail }, 'udp datagram dropped');
+  }
+
+  private armIdle(delay: number): void {
+    this.idleTimer = setTimeout(() => {
+      const quiet = Date.now() - this.lastActivity;
+      if (quiet >= this.options.idleTimeoutMs) {
+        this.close();
+        this.options.onIdle();
+      } else this.armIdle(this.options.idleTimeoutMs - quiet);
+    }, delay);
+  }
+}

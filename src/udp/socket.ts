@@ -1,0 +1,59 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { isIPv4, isIPv6 } from 'node:net';
+
+const MAPPED = '::ffff:';
+
+/** "::ffff:192.0.2.1" → "192.0.2.1"; other addresses unchanged. */
+export function unmapAddress(ip: string): string {
+  return ip.startsWith(MAPPED) && isIPv4(ip.slice(MAPPED.length)) ? ip.slice(MAPPED.length) : ip;
+}
+
+/**
+ * The form a socket of the given family sends to: IPv4 becomes IPv4-mapped on a dual-stack (udp6)
+ * socket; null when an IPv4 socket cannot reach an IPv6 address.
+ */
+export function addressForSocket(ip: string, dualStack: boolean): string | null {
+  if (dualStack) return isIPv4(ip) ? MAPPED + ip : ip;
+  const plain = unmapAddress(ip);
+  return isIPv6(plain) ? null : plain;
+}
+
+export interface BoundUdp {
+  readonly socket: Socket;
+  /** True for a udp6 socket that also carries IPv4 (IPv4 peers appear as ::ffff:a.b.c.d). */
+  readonly dualStack: boolean;
+  readonly port: number;
+}
+
+function bind(type: 'udp4' | 'udp6', host: string, port: number): Promise<BoundUdp> {
+  return new Promise((resolve, reject) => {
+    const socket = createSocket({ type, ipv6Only: false });
+    socket.once('error', (error) => {
+      socket.close();
+      reject(error);
+    });
+    socket.bind({ address: host, port, exclusive: true }, () => {
+      socket.removeAllListeners('error');
+      resolve({ socket, dualStack: type === 'udp6', port: socket.address().port });
+    });
+  });
+}
+
+/**
+ * A UDP socket on `host` (all addresses when absent), dual-stack where the machine has IPv6 so
+ * IPv4 and IPv6 destinations both work; IPv4 only otherwise.
+ */
+export async function bindUdp(port: number, host?: string): Promise<BoundUdp> {
+  if (host !== undefined) {
+    const plain = unmapAddress(host);
+    if (isIPv4(plain)) return bind('udp4', plain, port);
+    return bind('udp6', plain, port);
+  }
+  try {
+    return await bind('udp6', '::', port);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EINVAL') throw error;
+    return bind('udp4', '0.0.0.0', port);
+  }
+}
