@@ -30,7 +30,9 @@ export interface UdpContext {
  * NAT naming its private address) or port 0: the first datagram from the peer's IP fixes the port.
  */
 export function declaredPort(destination: SocksAddress, clientIp: string): number | null {
-  if (destination.port === 0 || destination.type === 'domain') return null;
+  if (destination.port === 0) return null;
+  // PySocks writes the unspecified address as the name "0" (what inet_aton reads as 0.0.0.0).
+  if (destination.type === 'domain') return destination.host === '0' ? destination.port : null;
   const host = addressFromHost(destination.host, 0).host;
   if (host === '0.0.0.0' || host === '::') return destination.port;
   return host === addressFromHost(clientIp, 0).host ? destination.port : null;
