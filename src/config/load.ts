@@ -88,7 +88,7 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, origin: { file?:
   }
   const value = valueAt(input, issue.path);
   const got = value === undefined ? 'nothing' : JSON.stringify(value);
-  const expected = issue.message.replace(/^Invalid input: /, '');
+  const expected = issue.message.replace(/^Invalid (input|option): /, '');
   const hint = option ? ` (${option.description.replace(/\.$/, '')})` : '';
   return `${where}: got ${got}; ${expected}${hint}`;
 }

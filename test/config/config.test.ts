@@ -83,6 +83,21 @@ describe('configuration', () => {
     await loadConfig({ flags: new Map<string, unknown>([['listen', ['127.0.0.5:1080', '[::1]:1080', 'localhost:1']]]) });
   });
 
+  test('udp keys: fixed port, advertise, filtering, and the RFC minimum for the reassembly timer', async () => {
+    const path = await file('udp.yaml', 'udp:\n  port: 1080\n  advertise: 203.0.113.7\n  filtering: endpoint-independent\n  fragmentTimeout: 10s\n');
+    const config = await loadConfig({ file: path });
+    assert.deepEqual([config.udp.port, config.udp.advertise, config.udp.filtering, config.udp.fragmentTimeout], [1080, '203.0.113.7', 'endpoint-independent', 10]);
+    assert.equal(config.udp.fragments, 'reassemble');
+    const bad = await file('udp-bad.yaml', 'udp:\n  port: 70000\n  advertise: proxy.example\n  fragmentTimeout: 2\n  filtering: cone\n');
+    await assert.rejects(loadConfig({ file: bad }), (error: Error) => {
+      assert.match(error.message, /udp.port in .*: got 70000; Too big/);
+      assert.match(error.message, /udp.advertise in .*: got "proxy.example"; expected an IPv4 or IPv6 address/);
+      assert.match(error.message, /udp.fragmentTimeout in .*: got 2; must be at least 5 seconds \(RFC 1928 §7\)/);
+      assert.match(error.message, /udp.filtering in .*: got "cone"; expected one of "address-and-port"\|"endpoint-independent"/);
+      return true;
+    });
+  });
+
   test('every key has a flag named after it and a description', () => {
     const keys = OPTIONS.map((o) => [o.key, o.flag]);
     assert.deepEqual(Object.fromEntries(keys), {
