@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
@@ -31,4 +31,29 @@ test('the README library example runs as written', () => {
   const run = spawnSync(process.execPath, [file], { encoding: 'utf8', timeout: 10_000 });
   assert.equal(run.status, 0, `${run.stderr} (the example imports the built package: npm ci builds dist/)`);
   assert.match(run.stdout, /^SOCKS5 on 127\.0\.0\.1:\d+\n$/);
+});
+
+test('the README DNS-through-the-proxy example works against a local DNS server', async () => {
+  const { startDnsmasq, startSocks } = await import('./helpers/servers.js');
+  const block = /### DNS through the proxy[\s\S]*?```python\n([\s\S]*?)```/.exec(readme);
+  assert.ok(block, 'a python block under "### DNS through the proxy"');
+  const dns = await startDnsmasq({ 'example.org': ['127.0.0.7'] });
+  const socks = await startSocks({ dnsServers: [dns.server] });
+  try {
+    const script = block[1]!.replace('"127.0.0.1", 1080', `"127.0.0.1", ${socks.port}`).replace('("192.0.2.53", 53)', `("127.0.0.1", ${dns.port})`);
+    assert.notEqual(script, block[1], 'the example names the proxy and the DNS server as expected');
+    // Asynchronously: the proxy runs in this process and must keep serving meanwhile.
+    const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn('/usr/bin/python3', ['-c', script], { timeout: 10_000 });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('close', (status) => resolve({ status, stdout, stderr }));
+    });
+    assert.equal(run.status, 0, `${run.stderr} (install python3-socks)`);
+    assert.equal(run.stdout.trim(), `45 bytes from ('127.0.0.1', ${dns.port})`);
+  } finally {
+    await Promise.all([socks.close(), dns.close()]);
+  }
 });
