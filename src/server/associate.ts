@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import type { Session } from './session.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
-import { Association, type ClientChannel } from '../udp/association.js';
+import { Association } from '../udp/association.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import { unmapAddress } from '../udp/socket.js';
@@ -53,6 +53,7 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   }
   const association = new Association({
     clientAddress,
+    shared: udp.demux !== null,
     declaredPort: declaredPort(destination, unmapAddress(clientAddress)),
     endpointIndependent: udp.endpointIndependent,
     reassemble: udp.reassemble,
@@ -68,24 +69,25 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   });
   session.own(() => association.close());
 
-  let shared: { channel: ClientChannel; port: number } | undefined;
+  try {
+    if (!(await association.open())) return;
+  } catch (error) {
+    if (!session.isClosed) session.fail(Reply.GENERAL_FAILURE, `udp: cannot open a relay socket: ${(error as NodeJS.ErrnoException).code}`);
+    return;
+  }
+  if (session.isClosed) return;
+  // Fixed-port mode: registered only once the association can relay, since clients know the port in advance.
+  let port = association.relayPort;
   if (udp.demux) {
     const registered = udp.demux.register(association, localHost);
     if (typeof registered === 'string') {
       session.fail(Reply.GENERAL_FAILURE, `udp: ${registered}`);
       return;
     }
-    shared = registered;
+    association.attach(registered.channel);
+    port = registered.port;
   }
-  try {
-    await association.open(shared?.channel);
-  } catch (error) {
-    if (!session.isClosed) session.fail(Reply.GENERAL_FAILURE, `udp: cannot open a relay socket: ${(error as NodeJS.ErrnoException).code}`);
-    return;
-  }
-  if (session.isClosed) return;
 
-  const port = shared ? shared.port : association.relayPort;
   session.meter = () => [association.up, association.down];
   session.holdControl();
   if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);

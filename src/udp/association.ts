@@ -18,6 +18,8 @@ export interface ClientChannel {
 export interface AssociationOptions {
   /** The control connection's peer, as its socket reports it. */
   readonly clientAddress: string;
+  /** Fixed-port mode: the client is reached through a shared channel given to attach(). */
+  readonly shared: boolean;
   /** The client's UDP port when the request declared it, else null (the first datagram fixes it). */
   readonly declaredPort: number | null;
   readonly endpointIndependent: boolean;
@@ -79,22 +81,32 @@ export class Association {
   }
 
   /**
-   * Binds the relay socket. With no `channel`, the relay socket also faces the client (one socket
-   * per association); otherwise the client is reached through the channel (fixed-port mode).
+   * Binds the relay socket. Unless `shared`, it also faces the client (one socket per association).
+   * Returns false when the association was closed meanwhile (nothing is left open then).
    */
-  async open(channel?: ClientChannel): Promise<void> {
-    this.relay = await bindUdp(0);
+  async open(): Promise<boolean> {
+    const relay = await bindUdp(0);
+    if (this.closed) {
+      relay.socket.close();
+      return false;
+    }
+    this.relay = relay;
     this.options.stats.associationsOpened++;
-    const socket = this.relay.socket;
-    this.clientOnRelay = addressForSocket(this.clientIp, this.relay.dualStack) ?? this.clientIp;
-    this.channel = channel ?? {
-      send: (header, payload, port) => socket.send([header, payload], port, this.clientOnRelay, this.onSent),
-      release: () => {},
-    };
-    socket.on('message', channel ? this.onTargetMessage : this.onRelayMessage);
+    const socket = relay.socket;
+    this.clientOnRelay = addressForSocket(this.clientIp, relay.dualStack) ?? this.clientIp;
+    if (!this.options.shared) {
+      this.channel = { send: (header, payload, port) => socket.send([header, payload], port, this.clientOnRelay, this.onSent), release: () => {} };
+    }
+    socket.on('message', this.options.shared ? this.onTargetMessage : this.onRelayMessage);
     socket.on('error', (error: NodeJS.ErrnoException) => this.drop('send-error', 1, error.code));
     if (this.options.idleTimeoutMs > 0) this.armIdle(this.options.idleTimeoutMs);
-    if (this.closed) this.close();
+    return true;
+  }
+
+  /** Fixed-port mode: the shared channel to the client, once the demultiplexer has registered us. */
+  attach(channel: ClientChannel): void {
+    if (this.closed) channel.release();
+    else this.channel = channel;
   }
 
   /** The fixed-port demultiplexer learned the client's port from its first datagram. */
@@ -119,6 +131,7 @@ export class Association {
   fromClient(datagram: Buffer): void {
     const stats = this.options.stats;
     stats.clientDatagrams++;
+    if (this.closed) return this.drop('source', 1);
     this.lastActivity = Date.now();
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
     const header = parseUdpHeader(datagram);
@@ -139,6 +152,7 @@ export class Association {
       payload = whole.payload;
     }
     if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    if (address.port === 0) return this.drop('malformed', 1, 'destination port 0');
     if (address.type === 'domain') this.forwardToName(address, payload);
     else this.forward(address.host, address.port, payload);
   }
@@ -165,7 +179,11 @@ export class Association {
     if (target === null) return this.drop('unreachable', 1, ip);
     const key = `${target}|${port}`;
     if (!this.peers.has(key)) this.remember(key, ip, port);
-    this.relay.socket.send(payload, port, target, this.onSent);
+    try {
+      this.relay.socket.send(payload, port, target, this.onSent);
+    } catch (error) {
+      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+    }
     this.options.stats.forwardedDatagrams++;
     this.options.stats.forwardedBytes += payload.length;
     this.up += payload.length;
@@ -209,7 +227,12 @@ export class Association {
     }
     if (this.clientPort === null) return this.drop('filtered', 1);
     if (datagram.length > this.options.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
-    this.channel!.send(header, datagram, this.clientPort);
+    if (this.channel === null) return this.drop('filtered', 1);
+    try {
+      this.channel.send(header, datagram, this.clientPort);
+    } catch (error) {
+      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+    }
     stats.deliveredDatagrams++;
     stats.deliveredBytes += datagram.length;
     this.down += datagram.length;
