@@ -70,8 +70,8 @@ export function requireProgram(program: string, debianPackage: string): string {
   return path;
 }
 
-/** A port free for both TCP and UDP on 127.0.0.1 right now (dnsmasq binds both). */
-async function freeDnsPort(): Promise<number> {
+/** A port free for both TCP and UDP on 127.0.0.1 right now (dnsmasq binds both; so does a fixed-port proxy). */
+export async function freeTcpUdpPort(): Promise<number> {
   for (let attempt = 0; attempt < 20; attempt++) {
     const tcp = createServer();
     const port = await listenTcp(tcp, '127.0.0.1');
@@ -104,7 +104,7 @@ export async function startDnsmasq(records: Record<string, string[]>): Promise<R
 
 async function startDnsmasqOnce(records: Record<string, string[]>): Promise<Running<ChildProcess> & { server: string }> {
   const binary = requireProgram('dnsmasq', 'dnsmasq-base');
-  const port = await freeDnsPort();
+  const port = await freeTcpUdpPort();
   const args = [
     '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-daemon', '--listen-address=127.0.0.1', '--bind-interfaces',
     `--port=${port}`, '--user=root', '--pid-file', '--local-ttl=60', '--log-facility=-',

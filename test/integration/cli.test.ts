@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { OPTIONS } from '../../src/config/options.js';
 import { CLI, listenPorts, startCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
-import { startEcho } from '../helpers/servers.js';
+import { freeTcpUdpPort, startEcho } from '../helpers/servers.js';
+import { openAssociation, startUdpEcho, unwrap } from '../helpers/udp.js';
 import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
 
 const isListening = (line: Record<string, unknown>): boolean => typeof line.msg === 'string' && line.msg.includes('listening on');
@@ -100,6 +101,25 @@ describe('socksgate command line', () => {
     const badPassword = startCli(['passwd', '--file', join(dir, 'x.txt'), 'carol'], '\n');
     assert.equal(await badPassword.exited(), 2);
     assert.match(badPassword.stderr, /password must be 1 to 255 bytes/);
+  });
+
+  test('serve --udp-port: TCP and UDP on one port, as behind a load balancer', async () => {
+    const port = await freeTcpUdpPort();
+    const udpEcho = await startUdpEcho();
+    const cli = startCli(['serve', '--listen', `127.0.0.1:${port}`, '--udp-port', String(port), '--udp-advertise', '127.0.0.1', '--log-format', 'json']);
+    try {
+      await cli.waitForLine(isListening);
+      const a = await openAssociation(port);
+      assert.deepEqual([a.reply.host, a.reply.port], ['127.0.0.1', port]);
+      await a.sendTo('127.0.0.1', udpEcho.port, Buffer.from('one port for all'));
+      assert.equal(unwrap((await a.udp.receive()).data).data.toString(), 'one port for all');
+      a.close();
+      const end = await cli.waitForLine((l) => l.msg === 'session end' && l.command === 'udp');
+      assert.deepEqual([end.up, end.down, end.result], [16, 16, 'ok']);
+    } finally {
+      udpEcho.close();
+      assert.equal(await cli.stop(), 0);
+    }
   });
 
   test('--help explains every option', () => {
