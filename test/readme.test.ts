@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { configReferenceTable } from '../src/config/reference.js';
 import { OPTIONS } from '../src/config/options.js';
+import { runPySocks } from './helpers/python.js';
 
 const root = new URL('../../', import.meta.url);
 const readme = readFileSync(new URL('README.md', root), 'utf8');
@@ -42,16 +43,8 @@ test('the README DNS-through-the-proxy example works against a local DNS server'
   try {
     const script = block[1]!.replace('"127.0.0.1", 1080', `"127.0.0.1", ${socks.port}`).replace('("192.0.2.53", 53)', `("127.0.0.1", ${dns.port})`);
     assert.notEqual(script, block[1], 'the example names the proxy and the DNS server as expected');
-    // Asynchronously: the proxy runs in this process and must keep serving meanwhile.
-    const run = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn('/usr/bin/python3', ['-c', script], { timeout: 10_000 });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-      child.on('close', (status) => resolve({ status, stdout, stderr }));
-    });
-    assert.equal(run.status, 0, `${run.stderr} (install python3-socks)`);
+    const run = await runPySocks(script);
+    assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout.trim(), `45 bytes from ('127.0.0.1', ${dns.port})`);
   } finally {
     await Promise.all([socks.close(), dns.close()]);

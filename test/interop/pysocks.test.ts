@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { runPySocks } from '../helpers/python.js';
 import { UserStore, hashPassword } from '../../src/server/users.js';
 import { startEcho, startSocks } from '../helpers/servers.js';
 
-// Debian's python3-socks installs into the system Python, so use that interpreter by its path.
-const PYTHON = '/usr/bin/python3';
 
 const SCRIPT = `
 import socket, sys, socks
@@ -29,20 +26,6 @@ while len(got) < len(data):
 print("OK" if got == data else "MISMATCH %d" % len(got), s.get_proxy_sockname())
 `;
 
-function pysocks(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing; install it with: apt-get install -y python3-socks`);
-  return new Promise((resolve) => {
-    const child = spawn(PYTHON, ['-c', SCRIPT, ...args]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('close', (code) => {
-      if (/No module named 'socks'/.test(stderr)) stderr += '\ninstall it with: apt-get install -y python3-socks';
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
 
 describe('PySocks (python3-socks) CONNECT through socksgate', () => {
   let echo: Awaited<ReturnType<typeof startEcho>>;
@@ -58,16 +41,16 @@ describe('PySocks (python3-socks) CONNECT through socksgate', () => {
   });
 
   test('no authentication: 100 KiB echo byte-exact', async () => {
-    const result = await pysocks([String(open.port), String(echo.port), '', '']);
+    const result = await runPySocks(SCRIPT, [String(open.port), String(echo.port), '', '']);
     assert.equal(result.code, 0, result.stderr);
     assert.match(result.stdout, /^OK \('127\.0\.0\.1', \d+\)/);
   });
 
   test('username/password, and a wrong password refused', async () => {
-    const good = await pysocks([String(guarded.port), String(echo.port), 'dave', 'pw']);
+    const good = await runPySocks(SCRIPT, [String(guarded.port), String(echo.port), 'dave', 'pw']);
     assert.equal(good.code, 0, good.stderr);
     assert.match(good.stdout, /^OK /);
-    const bad = await pysocks([String(guarded.port), String(echo.port), 'dave', 'wrong']);
+    const bad = await runPySocks(SCRIPT, [String(guarded.port), String(echo.port), 'dave', 'wrong']);
     assert.equal(bad.code, 0, bad.stderr);
     assert.match(bad.stdout, /^ERROR \w+ .*SOCKS5 authentication failed/);
   });
@@ -76,7 +59,7 @@ describe('PySocks (python3-socks) CONNECT through socksgate', () => {
     const closed = await startEcho();
     const port = closed.port;
     await closed.close();
-    const result = await pysocks([String(open.port), String(port), '', '']);
+    const result = await runPySocks(SCRIPT, [String(open.port), String(port), '', '']);
     assert.match(result.stdout, /^ERROR GeneralProxyError .*0x05: Connection refused/);
   });
 });

@@ -1,13 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
+import { runPySocks } from '../helpers/python.js';
 import { SocksClient } from 'socks';
 import { waitFor } from '../helpers/peer.js';
 import { startDnsmasq, startSocks } from '../helpers/servers.js';
 import { UdpPeer, dnsAnswers, dnsQuery, startUdpEcho } from '../helpers/udp.js';
-
-const PYTHON = '/usr/bin/python3';
 
 // PySocks opens the control connection on the first sendto and declares DST "0" with its UDP port.
 const PYSOCKS_UDP = `
@@ -31,20 +28,6 @@ answer, source = s.recvfrom(65535)
 print("OK", ok, source[1], binascii.hexlify(answer).decode())
 `;
 
-function runPython(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing; install it with: apt-get install -y python3-socks`);
-  return new Promise((resolve) => {
-    const child = spawn(PYTHON, ['-c', PYSOCKS_UDP, ...args]);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.on('close', (code) => {
-      if (/No module named 'socks'/.test(stderr)) stderr += '\ninstall it with: apt-get install -y python3-socks';
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
 
 describe('third-party UDP clients through socksgate', () => {
   let dns: Awaited<ReturnType<typeof startDnsmasq>>;
@@ -62,7 +45,7 @@ describe('third-party UDP clients through socksgate', () => {
 
   test('PySocks (python3-socks): byte-exact echo up to 60000 bytes, a name resolved by the proxy, a DNS query', async () => {
     const query = dnsQuery('answer.test', 0x4242);
-    const result = await runPython([String(socks.port), String(echo.port), String(dns.port), query.toString('hex')]);
+    const result = await runPySocks(PYSOCKS_UDP, [String(socks.port), String(echo.port), String(dns.port), query.toString('hex')]);
     assert.equal(result.code, 0, result.stderr);
     const m = /^OK (\d+) (\d+) ([0-9a-f]+)$/.exec(result.stdout.trim());
     assert.ok(m, result.stdout);
