@@ -7,3 +7,4 @@ export { createResolver, type Resolver, type ResolverOptions } from './dns/resol
 export { loadConfig, validateConfig } from './config/load.js';
 export { configSchema, type Config } from './config/schema.js';
 export { ConfigError } from './config/errors.js';
+export * from './client/index.js';

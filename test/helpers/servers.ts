@@ -177,3 +177,61 @@ export async function startBlackhole(): Promise<Running<ChildProcess>> {
     },
   };
 }
+
+/**
+ * Dante (danted, from Debian's dante-server) on 127.0.0.1 serving CONNECT, BIND and UDP ASSOCIATE
+ * without authentication, in the foreground, with a generated config.
+ */
+export async function startDante(): Promise<Running<ChildProcess>> {
+  const binary = requireProgram('danted', 'dante-server');
+  const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'socksgate-dante-'));
+  const port = await freeTcpUdpPort();
+  const config = [
+    'logoutput: stderr',
+    `internal: 127.0.0.1 port = ${port}`,
+    'external: 127.0.0.1',
+    'socksmethod: none',
+    'clientmethod: none',
+    'user.privileged: root',
+    'user.unprivileged: nobody',
+    'client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }',
+    'socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: bind connect udpassociate }',
+    'socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: bindreply udpreply }',
+  ].join('\n');
+  await writeFile(join(dir, 'danted.conf'), `${config}\n`);
+  const child = spawn(binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const { connect } = await import('node:net');
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const up = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+      throw new Error(`danted did not start on 127.0.0.1:${port}: ${stderr}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    value: child,
+    port,
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        await waitFor(() => child.exitCode !== null || child.signalCode !== null, 5000, 'danted to exit');
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

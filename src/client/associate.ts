@@ -1,0 +1,268 @@
+import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { isIPv4, isIPv6 } from 'node:net';
+import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { Command } from '../protocol/constants.js';
+import { SocksError } from '../protocol/errors.js';
+import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
+import { ControlConnection, destinationFor, type DialOptions } from './control.js';
+import { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
+
+export interface ReassociateOptions {
+  /** First wait before trying again (default 200 ms); doubles after each failure. */
+  readonly initialDelayMs?: number;
+  /** Longest wait between attempts (default 10 s). */
+  readonly maxDelayMs?: number;
+  /** Give up (and close) after this many failed attempts in a row (default: never). */
+  readonly maxAttempts?: number;
+}
+
+export interface AssociateOptions extends DialOptions {
+  readonly proxy: ProxyInput;
+  /** Declare our UDP port in the request (DST 0.0.0.0:port, as PySocks does). Default true; false sends 0.0.0.0:0. */
+  readonly declarePort?: boolean;
+  /** TCP keepalive delay on the control connection in ms, so a dead proxy is noticed (default 30000; 0 disables). */
+  readonly tcpKeepaliveMs?: number;
+  /** Application keepalive: send `payload` to host:port every `intervalMs` (keeps NAT mappings on the UDP path open). */
+  readonly keepalive?: { readonly intervalMs: number; readonly host: string; readonly port: number; readonly payload?: Buffer };
+  /** Set up a new association (same local UDP socket) when the control connection or the proxy is lost. */
+  readonly reassociate?: boolean | ReassociateOptions;
+}
+
+/** A datagram from the far side: its DATA and who sent it (the proxy reports the real source). */
+export interface UdpMessage {
+  readonly payload: Buffer;
+  readonly from: SocksAddress;
+}
+
+export interface UdpAssociationEvents {
+  message: [UdpMessage];
+  /** The association is over: closed by us (error null) or lost for good. */
+  close: [SocksError | null];
+  /** The control connection was lost; with `reassociate`, attempts follow. */
+  disconnect: [SocksError];
+  /** A new association is up: datagrams now go to `relay`. */
+  reassociate: [SocksAddress];
+}
+
+/**
+ * A UDP association through a SOCKS5 proxy (RFC 1928 §7): a real datagram API. It keeps the
+ * control connection open for its whole life; closing either side closes everything.
+ */
+export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
+  private control: ControlConnection | null = null;
+  private relayAddress: SocksAddress;
+  private relayHost = '';
+  private closed = false;
+  private keepaliveTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private failures = 0;
+
+  private constructor(
+    private readonly udp: UdpSocket,
+    private readonly proxy: ProxyOptions,
+    private readonly options: AssociateOptions,
+  ) {
+    super();
+    this.relayAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
+    udp.on('message', this.onDatagram);
+    udp.on('error', () => {
+      // Send errors reach send()'s promise; nothing else is fatal to the association.
+    });
+  }
+
+  /** Where our datagrams go: BND.ADDR:BND.PORT of the proxy's reply. */
+  get relay(): SocksAddress {
+    return this.relayAddress;
+  }
+
+  /** The local UDP port our datagrams leave from. */
+  get localPort(): number {
+    return this.udp.address().port;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  static async open(options: AssociateOptions): Promise<UdpAssociation> {
+    const proxy = parseProxy(options.proxy);
+    const control = await ControlConnection.open(proxy, options);
+    let udp: UdpSocket | null = null;
+    try {
+      // The UDP socket leaves from the same local address as the control connection, so the proxy
+      // sees one client IP on both.
+      const local = control.socket.localAddress ?? '0.0.0.0';
+      udp = createSocket(isIPv6(local) && !local.startsWith('::ffff:') ? 'udp6' : 'udp4');
+      await new Promise<void>((resolve, reject) => {
+        udp!.once('error', reject);
+        udp!.bind(0, local.startsWith('::ffff:') ? local.slice(7) : local, () => {
+          udp!.off('error', reject);
+          resolve();
+        });
+      });
+      const association = new UdpAssociation(udp, proxy, options);
+      await association.establish(control);
+      return association;
+    } catch (error) {
+      control.destroy();
+      udp?.close();
+      throw error;
+    }
+  }
+
+  /** Sends `payload` to host:port through the proxy. Resolves once the datagram has left this host. */
+  async send(payload: Uint8Array, host: string, port: number): Promise<void> {
+    if (this.closed) throw new SocksError('ERR_CLOSED', 'the association is closed');
+    if (this.control === null) throw new SocksError('ERR_REASSOCIATING', 'the association is being set up again; try again after the reassociate event');
+    const destination = await destinationFor(host, port, this.proxy.remoteDns ?? false);
+    const datagram = encodeUdpDatagram(destination, payload);
+    await new Promise<void>((resolve, reject) => {
+      this.udp.send(datagram, this.relayAddress.port, this.relayHost, (error) =>
+        error ? reject(new SocksError('ERR_UDP_SEND', `cannot send to the relay ${this.relayHost}:${this.relayAddress.port}: ${(error as NodeJS.ErrnoException).code}`, null, { cause: error })) : resolve(),
+      );
+    });
+  }
+
+  /** Closes the association: control connection, UDP socket and timers. */
+  close(): void {
+    this.finish(null);
+  }
+
+  /** Datagrams as an async iterator; it ends when the association closes. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<UdpMessage> {
+    const queue: UdpMessage[] = [];
+    let wake: (() => void) | null = null;
+    const onMessage = (message: UdpMessage): void => {
+      queue.push(message);
+      wake?.();
+    };
+    const onClose = (): void => wake?.();
+    this.on('message', onMessage);
+    this.on('close', onClose);
+    try {
+      for (;;) {
+        while (queue.length > 0) yield queue.shift()!;
+        if (this.closed) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+      }
+    } finally {
+      this.off('message', onMessage);
+      this.off('close', onClose);
+    }
+  }
+
+  private async establish(control: ControlConnection): Promise<void> {
+    const declared = this.options.declarePort === false ? 0 : this.localPort;
+    const unspecified = this.udp.address().family === 'IPv6' ? '::' : '0.0.0.0';
+    const reply = await control.request(Command.UDP_ASSOCIATE, addressFromHost(unspecified, declared));
+    control.release();
+    const bound = reply.bound;
+    // Some servers answer 0.0.0.0 (or a name): that means "the address you reached me on".
+    const usable = bound.type !== 'domain' && bound.host !== '0.0.0.0' && bound.host !== '::';
+    this.relayHost = usable ? bound.host : (control.socket.remoteAddress ?? this.proxy.host);
+    if (isIPv4(this.relayHost) && this.udp.address().family === 'IPv6') this.relayHost = `::ffff:${this.relayHost}`;
+    this.relayAddress = usable ? bound : addressFromHost(this.relayHost, bound.port);
+    this.control = control;
+    const socket = control.socket;
+    const keepalive = this.options.tcpKeepaliveMs ?? 30_000;
+    if (keepalive > 0) socket.setKeepAlive(true, keepalive);
+    socket.on('data', () => {
+      // RFC 1928 gives the control connection nothing more to carry; ignore stray bytes.
+    });
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      if (this.control === control) this.lost(new SocksError('ERR_CONTROL_CLOSED', `the proxy ${this.proxy.host}:${this.proxy.port} closed the association's control connection`));
+    });
+    this.startKeepalive();
+  }
+
+  private readonly onDatagram = (datagram: Buffer, from: RemoteInfo): void => {
+    // Only the relay speaks for the association; anything else reaching our port is ignored.
+    if (from.port !== this.relayAddress.port || !sameIp(from.address, this.relayHost)) return;
+    const header = parseUdpHeader(datagram);
+    if (header.status !== 'ok' || header.value.fragment !== 0) return;
+    this.emit('message', { payload: datagram.subarray(header.size), from: header.value.address });
+  };
+
+  private lost(error: SocksError): void {
+    this.control = null;
+    this.stopKeepalive();
+    if (this.closed) return;
+    const retry = this.options.reassociate;
+    if (!retry) return this.finish(error);
+    this.emit('disconnect', error);
+    this.scheduleRetry(typeof retry === 'object' ? retry : {});
+  }
+
+  private scheduleRetry(retry: ReassociateOptions): void {
+    if (retry.maxAttempts !== undefined && this.failures >= retry.maxAttempts) {
+      return this.finish(new SocksError('ERR_REASSOCIATE_FAILED', `gave up setting up a new association after ${this.failures} attempts`));
+    }
+    const delay = Math.min((retry.initialDelayMs ?? 200) * 2 ** this.failures, retry.maxDelayMs ?? 10_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      ControlConnection.open(this.proxy, { timeoutMs: this.options.timeoutMs ?? 10_000 })
+        .then(async (control) => {
+          if (this.closed) return control.destroy();
+          try {
+            await this.establish(control);
+          } catch (error) {
+            control.destroy();
+            throw error;
+          }
+          this.failures = 0;
+          this.emit('reassociate', this.relayAddress);
+        })
+        .catch(() => {
+          this.failures++;
+          if (!this.closed) this.scheduleRetry(retry);
+        });
+    }, delay);
+  }
+
+  private startKeepalive(): void {
+    const keepalive = this.options.keepalive;
+    if (!keepalive || keepalive.intervalMs <= 0) return;
+    const payload = keepalive.payload ?? Buffer.alloc(0);
+    this.keepaliveTimer = setInterval(() => {
+      this.send(payload, keepalive.host, keepalive.port).catch(() => {});
+    }, keepalive.intervalMs);
+  }
+
+  private stopKeepalive(): void {
+    if (this.keepaliveTimer) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+  }
+
+  private finish(error: SocksError | null): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopKeepalive();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const control = this.control;
+    this.control = null;
+    control?.destroy();
+    this.udp.close();
+    this.emit('close', error);
+  }
+}
+
+function sameIp(a: string, b: string): boolean {
+  if (a === b) return true;
+  const strip = (ip: string): string => (ip.startsWith('::ffff:') ? ip.slice(7) : ip);
+  return strip(a) === strip(b);
+}
+
+/**
+ * UDP ASSOCIATE through the proxy: resolves to an association with send(), 'message' events (or
+ * `for await`), close(), and a 'close' event when the proxy ends it.
+ *
+ *   const udp = await associate({ proxy: 'socks5://127.0.0.1:1080' });
+ *   udp.on('message', ({ payload, from }) => console.log(from, payload));
+ *   await udp.send(Buffer.from('hello'), '192.0.2.10', 7);
+ */
+export function associate(options: AssociateOptions): Promise<UdpAssociation> {
+  return UdpAssociation.open(options);
+}
