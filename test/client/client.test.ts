@@ -127,7 +127,7 @@ describe('client library behaviour (against socksgate)', () => {
       await assert.rejects(connect({ proxy: `socks5://ann:nope@127.0.0.1:${socks.port}`, host: '127.0.0.1', port: echo.port }), { code: 'ERR_AUTH_FAILED' });
       await assert.rejects(connect({ proxy: `socks5://127.0.0.1:${socks.port}`, host: '127.0.0.1', port: echo.port }), {
         code: 'ERR_NO_ACCEPTABLE_METHOD',
-        message: /put them in the proxy URL/,
+        message: /put the username and password in the proxy URL/,
       });
     } finally {
       await Promise.all([socks.close(), echo.close()]);
