@@ -1,6 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { Logger } from 'pino';
+import { parseProxy } from './client/proxy.js';
+import { parseDestination, parseHostPort, type HostPort } from './config/endpoint.js';
+import { LOG_LEVELS } from './config/schema.js';
+import { DnsStub } from './tools/dns-stub.js';
+import { UdpForwarder } from './tools/udp-forward.js';
 import { ConfigError } from './config/errors.js';
 import { loadConfig } from './config/load.js';
 import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
@@ -65,21 +71,61 @@ async function serve(command: Command): Promise<void> {
   const log = createLogger(config.log);
   const server = await serverFromConfig(config, log);
   // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
+  stopOnSignals(log, () => server.close(), () => ({ sessions: server.sessionCount }));
+  const bound = await server.listen();
+  const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
+  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+}
+
+/** SIGTERM and SIGINT run `close`, then exit 0 (1 if closing failed). */
+function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => object = () => ({})): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, sessions: server.sessionCount }, 'shutting down');
-    server.close().then(
+    log.info({ signal, ...state() }, 'shutting down');
+    close().then(
       () => process.exit(0),
       () => process.exit(1),
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  const bound = await server.listen();
-  const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
-  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+}
+
+/** Parses a flag value with `parse`, or fails with the flag's name and the reason. */
+function hostPortFlag(flag: string, parse: (text: string) => HostPort | string): (text: string) => HostPort {
+  return (text) => {
+    const parsed = parse(text);
+    if (typeof parsed === 'string') throw new InvalidArgumentError(parsed);
+    return parsed;
+  };
+}
+
+interface ToolOptions {
+  proxy: string;
+  listen: HostPort;
+  logLevel: string;
+  logFormat: 'auto' | 'json' | 'pretty';
+}
+
+function checkProxy(url: string): string {
+  try {
+    parseProxy(url);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  return url;
+}
+
+function toolCommand(name: string, description: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .requiredOption('--proxy <URL>', 'the SOCKS5 proxy: socks5://[user:pass@]host:port (socks5h:// to let it resolve names)', checkProxy)
+    .requiredOption('--listen <HOST:PORT>', 'local UDP address to listen on, such as 127.0.0.1:5353', hostPortFlag('--listen', (t) => parseHostPort(t)))
+    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto'));
 }
 
 async function readPassword(): Promise<Buffer> {
@@ -121,6 +167,32 @@ Examples:
   socksgate serve --listen 0.0.0.0:1080 --users users.txt
   socksgate serve --config socksgate.yaml --log-level debug`,
 );
+
+toolCommand('udp-forward', 'A local UDP port whose datagrams go through the proxy to one destination (one association per local peer).')
+  .requiredOption('--to <HOST:PORT>', 'where every datagram goes (a name is resolved by the proxy with socks5h://)', hostPortFlag('--to', (t) => parseDestination(t)))
+  .option('--idle-timeout <SECONDS>', 'a local peer silent this long loses its association', (v) => Number(v), 60)
+  .addHelpText('after', '\nExample:\n  socksgate udp-forward --proxy socks5://127.0.0.1:1080 --listen 127.0.0.1:5300 --to 192.0.2.53:53\n  dig -p 5300 @127.0.0.1 example.org')
+  .action(async (options: ToolOptions & { to: HostPort; idleTimeout: number }) => {
+    const log = createLogger({ level: options.logLevel, format: options.logFormat });
+    const forwarder = new UdpForwarder({ proxy: options.proxy, listen: options.listen, to: options.to, idleTimeoutMs: options.idleTimeout * 1000, logger: log });
+    stopOnSignals(log, () => forwarder.close(), () => ({ peers: forwarder.peerCount }));
+    const bound = await forwarder.listen();
+    const where = formatAddress(addressFromHost(bound.host, bound.port));
+    log.info({ listen: [where], to: `${options.to.host}:${options.to.port}` }, `socksgate udp-forward listening on ${where}, forwarding to ${options.to.host}:${options.to.port}`);
+  });
+
+toolCommand('dns', 'A DNS stub: queries on a local UDP port go through the proxy over UDP, and over TCP when truncated or UDP fails.')
+  .requiredOption('--upstream <IP[:PORT]>', 'the DNS server to ask through the proxy (port 53 by default)', hostPortFlag('--upstream', (t) => parseDestination(t, 53)))
+  .option('--timeout <SECONDS>', 'wait this long for a UDP answer before asking over TCP', (v) => Number(v), 2)
+  .addHelpText('after', '\nExample:\n  socksgate dns --proxy socks5://127.0.0.1:1080 --listen 127.0.0.1:5353 --upstream 192.0.2.53\n  dig -p 5353 @127.0.0.1 example.org')
+  .action(async (options: ToolOptions & { upstream: HostPort; timeout: number }) => {
+    const log = createLogger({ level: options.logLevel, format: options.logFormat });
+    const stub = new DnsStub({ proxy: options.proxy, listen: options.listen, upstream: options.upstream, timeoutMs: options.timeout * 1000, logger: log });
+    stopOnSignals(log, () => stub.close(), () => ({ ...stub.stats }));
+    const bound = await stub.listen();
+    const where = formatAddress(addressFromHost(bound.host, bound.port));
+    log.info({ listen: [where], upstream: `${options.upstream.host}:${options.upstream.port}` }, `socksgate dns listening on ${where}, asking ${options.upstream.host}:${options.upstream.port}`);
+  });
 
 program
   .command('passwd')

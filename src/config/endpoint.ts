@@ -46,3 +46,34 @@ export function isLoopbackHost(host: string): boolean {
   }
   return false;
 }
+
+/**
+ * A destination "host:port" where host may also be a domain name ("example.org:53", "[2001:db8::1]:53").
+ * Returns a reason string when the text is not valid.
+ */
+export function parseDestination(text: string, defaultPort?: number): HostPort | string {
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  let host: string;
+  let portText: string | undefined;
+  if (bracketed) {
+    host = bracketed[1]!;
+    portText = bracketed[2];
+    if (!isIPv6(host)) return `"${host}" inside [] is not an IPv6 address`;
+  } else if (isIPv6(text)) {
+    host = text;
+  } else {
+    const colon = text.lastIndexOf(':');
+    host = colon < 0 ? text : text.slice(0, colon);
+    portText = colon < 0 ? undefined : text.slice(colon + 1);
+    if (!isIPv4(host) && !/^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$/.test(host)) {
+      return `"${host}" is not an IP address or a host name`;
+    }
+  }
+  if (portText === undefined || portText === '') {
+    if (defaultPort === undefined) return `a port is missing: expected HOST:PORT, got "${text}"`;
+    return { host, port: defaultPort };
+  }
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `port "${portText}" is not a number from 1 to 65535`;
+  return { host, port };
+}

@@ -142,9 +142,14 @@ async function startDnsmasqOnce(records: Record<string, string[]>): Promise<Runn
     port,
     server: `127.0.0.1:${port}`,
     close: async () => {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
-      await waitFor(() => child.exitCode !== null || child.signalCode !== null, 3000, 'dnsmasq to exit');
+      // dnsmasq waits for its TCP children; do not let one stuck query hold the test up.
+      const exited = await waitFor(() => child.exitCode !== null || child.signalCode !== null, 3000, 'dnsmasq to exit').then(() => true, () => false);
+      if (!exited) {
+        child.kill('SIGKILL');
+        await waitFor(() => child.exitCode !== null || child.signalCode !== null, 3000, 'dnsmasq to be killed');
+      }
     },
   };
 }
