@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { parseProxy } from './client/proxy.js';
 import { parseDestination, parseHostPort, type HostPort } from './config/endpoint.js';
 import { LOG_LEVELS } from './config/schema.js';
+import { formatReport, runCheck } from './tools/check.js';
 import { DnsStub } from './tools/dns-stub.js';
 import { UdpForwarder } from './tools/udp-forward.js';
 import { ConfigError } from './config/errors.js';
@@ -192,6 +193,30 @@ toolCommand('dns', 'A DNS stub: queries on a local UDP port go through the proxy
     const bound = await stub.listen();
     const where = formatAddress(addressFromHost(bound.host, bound.port));
     log.info({ listen: [where], upstream: `${options.upstream.host}:${options.upstream.port}` }, `socksgate dns listening on ${where}, asking ${options.upstream.host}:${options.upstream.port}`);
+  });
+
+program
+  .command('check')
+  .description("Diagnose a SOCKS5 server's TCP and UDP paths: methods, CONNECT, the UDP ASSOCIATE reply, round trip, sizes, fragments, source-port and lifetime safety, latency.")
+  .argument('<URL>', 'the server: socks5://[user:pass@]host:port', checkProxy)
+  .option('--tcp <HOST:PORT>', 'a TCP endpoint to CONNECT to', hostPortFlag('--tcp', (t) => parseDestination(t)))
+  .option('--udp-echo <HOST:PORT>', 'a UDP echo service (enables the size, fragment and latency checks)', hostPortFlag('--udp-echo', (t) => parseDestination(t)))
+  .option('--dns <IP[:PORT]>', 'a DNS server for a UDP round trip with a real query', hostPortFlag('--dns', (t) => parseDestination(t, 53)))
+  .option('--dns-name <NAME>', 'the name to ask the --dns server for', 'example.org')
+  .option('--timeout <MS>', 'milliseconds to wait at each step', (v) => Number(v), 2000)
+  .option('--json', 'print the report as JSON')
+  .addHelpText('after', '\nExit code: 0 when no check failed, 1 when one did.\n\nExample:\n  socksgate check socks5://127.0.0.1:1080 --udp-echo 127.0.0.1:7 --tcp 127.0.0.1:80')
+  .action(async (url: string, options: { tcp?: HostPort; udpEcho?: HostPort; dns?: HostPort; dnsName: string; timeout: number; json?: boolean }) => {
+    const report = await runCheck({
+      proxy: url,
+      ...(options.tcp ? { tcp: options.tcp } : {}),
+      ...(options.udpEcho ? { udpEcho: options.udpEcho } : {}),
+      ...(options.dns ? { dns: { ...options.dns, name: options.dnsName } } : {}),
+      timeoutMs: options.timeout,
+      onProgress: (message) => process.stderr.write(`checking ${message} …\n`),
+    });
+    process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
+    process.exitCode = report.verdict === 'fail' ? 1 : 0;
   });
 
 program
