@@ -25,7 +25,7 @@ test('the README quick start names the two commands', () => {
 });
 
 test('the README library example runs as written', () => {
-  const block = /## Library\n\n```js\n([\s\S]*?)```/.exec(readme);
+  const block = /## Server library\n\n```js\n([\s\S]*?)```/.exec(readme);
   assert.ok(block, 'a js block under "## Library"');
   const file = fileURLToPath(new URL('build/readme-library-example.mjs', root));
   writeFileSync(file, block[1]!);
@@ -48,5 +48,40 @@ test('the README DNS-through-the-proxy example works against a local DNS server'
     assert.equal(run.stdout.trim(), `45 bytes from ('127.0.0.1', ${dns.port})`);
   } finally {
     await Promise.all([socks.close(), dns.close()]);
+  }
+});
+
+test('the README client library example runs against a real proxy and echo targets', async () => {
+  const { startEcho, startSocks } = await import('./helpers/servers.js');
+  const { startUdpEcho } = await import('./helpers/udp.js');
+  const { spawn } = await import('node:child_process');
+  const block = /## Client library\n\n```js\n([\s\S]*?)```/.exec(readme);
+  assert.ok(block, 'a js block under "## Client library"');
+  const socks = await startSocks();
+  const tcp = await startEcho();
+  const udp = await startUdpEcho();
+  try {
+    const script = block[1]!
+      .replace("'socks5://127.0.0.1:1080'", `'socks5://127.0.0.1:${socks.port}'`)
+      .replace('port: 8080', `port: ${tcp.port}`)
+      .replace("'127.0.0.1', 7)", `'127.0.0.1', ${udp.port})`)
+      .replace('port: 7 }', `port: ${udp.port} }`);
+    const file = fileURLToPath(new URL('build/readme-client-example.mjs', root));
+    writeFileSync(file, script);
+    // Asynchronously: the proxy and the targets run in this process.
+    const output = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [file], { timeout: 20_000 });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+    assert.equal(output.code, 0, output.stderr.slice(0, 2000));
+    assert.ok(output.stdout.length < 500, `unexpectedly long output (${output.stdout.length} bytes)`);
+    assert.equal(output.stdout, `hello over TCP\nhello over UDP from 127.0.0.1:${udp.port}\nlargest datagram: 65497\n`);
+  } finally {
+    udp.close();
+    await Promise.all([socks.close(), tcp.close()]);
   }
 });

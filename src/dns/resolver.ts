@@ -54,7 +54,10 @@ abstract class CachingResolver implements Resolver {
   }
 
   resolve(host: string): Promise<string[]> {
-    if (isIP(host)) return Promise.resolve([host]);
+    if (isIP(host)) {
+      // An address with a zone ("::1%eth0") is meaningless to a proxy's peer and unsafe to pass on.
+      return host.includes('%') ? Promise.reject(dnsFailure(host, undefined)) : Promise.resolve([host]);
+    }
     const name = host.toLowerCase();
     const hit = this.cached(name);
     if (hit) return Promise.resolve(hit);

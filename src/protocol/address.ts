@@ -22,12 +22,21 @@ const MAPPED_PREFIX = '::ffff:';
  */
 export function addressFromHost(host: string, port: number): SocksAddress {
   if (isIPv4(host)) return { host, port, type: 'ipv4' };
-  if (isIPv6(host)) {
-    const lower = host.toLowerCase();
+  // A zone ("fe80::1%eth0", as Node reports link-local peers) means nothing to a SOCKS peer: drop it.
+  const zone = host.indexOf('%');
+  const bare = zone >= 0 ? host.slice(0, zone) : host;
+  if (isIPv6(bare)) {
+    const lower = bare.toLowerCase();
     if (lower.startsWith(MAPPED_PREFIX) && isIPv4(lower.slice(MAPPED_PREFIX.length))) {
       return { host: lower.slice(MAPPED_PREFIX.length), port, type: 'ipv4' };
     }
-    return { host: ipaddr.IPv6.parse(host).toString(), port, type: 'ipv6' };
+    let canonical = lower;
+    try {
+      canonical = ipaddr.IPv6.parse(bare).toString();
+    } catch {
+      // Node and ipaddr.js disagree on a few exotic spellings; keep Node's.
+    }
+    return { host: canonical, port, type: 'ipv6' };
   }
   return { host, port, type: 'domain' };
 }

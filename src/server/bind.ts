@@ -35,6 +35,7 @@ export async function runBind(session: Session, destination: SocksAddress): Prom
     session.fail(Reply.GENERAL_FAILURE, `bind: cannot listen on ${local.host}: ${(error as NodeJS.ErrnoException).code}`);
     return;
   }
+  listener.on('error', (error: NodeJS.ErrnoException) => session.fail(Reply.GENERAL_FAILURE, `bind: listener failed: ${error.code ?? error.message}`));
   const port = (listener.address() as { port: number }).port;
   session.reply(Reply.SUCCEEDED, { ...local, port });
 

@@ -145,7 +145,8 @@ export class SocksServer {
         });
         server.on('error', (error) => this.log.error({ err: error }, 'listener error'));
         if (this.demux) {
-          const host = endpoint.host === 'localhost' ? '127.0.0.1' : endpoint.host;
+          // The address the TCP listener really got ("localhost" may have become ::1 or 127.0.0.1).
+          const host = (server.address() as { address: string }).address;
           await this.demux.bind(host, this.options.udp?.port ?? 0);
         }
       }

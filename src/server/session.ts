@@ -181,7 +181,8 @@ export class Session {
   private readonly onEnd = (): void => {
     if (this.phase === 'closing') this.close();
     // A client may half-close right after its request (RFC 793 allows it): the relay passes the FIN on.
-    else if (this.phase === 'command') this.clientEnded = true;
+    // While credentials are being checked, the request may already be buffered: decide after the check.
+    else if (this.phase === 'command' || this.phase === 'verifying') this.clientEnded = true;
     else if (this.phase === 'associated') this.close('ok');
     else this.close(`client closed during ${this.phase}`);
   };
@@ -257,6 +258,7 @@ export class Session {
         this.phase = 'request';
         this.socket.resume();
         this.advance();
+        if (this.clientEnded && this.phase === 'request') this.close('client closed during request');
       },
       (error: Error) => this.close(`password check failed: ${error.message}`),
     );

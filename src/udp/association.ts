@@ -165,7 +165,13 @@ export class Association {
     this.options.resolver.resolve(address.host).then(
       (addresses) => {
         this.waitingForDns--;
-        if (!this.closed) this.forward(addresses[0]!, address.port, payload);
+        if (this.closed) return;
+        try {
+          this.forward(addresses[0]!, address.port, payload);
+        } catch (error) {
+          // Nothing a name resolves to may take the relay down.
+          this.drop('dns', 1, (error as Error).message);
+        }
       },
       () => {
         this.waitingForDns--;

@@ -52,8 +52,12 @@ export class FixedPortDemux {
     }
     const socket = bound.socket;
     const target = addressForSocket(ip, bound.dualStack) ?? ip;
+    const stats = this.stats;
+    const onSent = (error: Error | null): void => {
+      if (error) stats.drops['send-error']++;
+    };
     const channel: ClientChannel = {
-      send: (header, payload, port) => socket.send([header, payload], port, target),
+      send: (header, payload, port) => socket.send([header, payload], port, target, onSent),
       release: () => this.unregister(association),
     };
     return { channel, port: bound.port };

@@ -83,6 +83,14 @@ describe('method selection and username/password (RFC 1928 §3, RFC 1929)', () =
     peer.destroy();
   });
 
+  test('with users, a pipelined request followed at once by a FIN is still served', async () => {
+    const peer = await Peer.connect(guarded.port);
+    peer.end(Buffer.concat([greeting(2), userPass('alice', 'wonderland'), request(1, '127.0.0.1', echo.port), Buffer.from('hello')]));
+    assert.deepEqual(await peer.read(4), Buffer.from([5, 2, 1, 0]));
+    assert.equal((await readReply(peer)).code, 0);
+    assert.equal((await peer.readToEnd()).toString(), 'hello');
+  });
+
   test('a handshake dribbled one byte per write', async () => {
     const peer = await Peer.connect(guarded.port);
     const bytes = Buffer.concat([greeting(2), userPass('alice', 'wonderland'), request(1, 'localhost', echo.port)]);

@@ -238,11 +238,17 @@ describe('UDP ASSOCIATE (RFC 1928 §7)', () => {
         Buffer.from([0, 0, 0, 3, 0, 0, 7, 0x41]), // domain of length 0
         Buffer.from([0, 0, 0, 3, 40, 0x61, 0x62]), // domain longer than the datagram
         Buffer.from([0, 0, 0, 4, 0, 0, 0, 0]), // IPv6 address cut short
+        Buffer.from([0, 0, 0, 1, 127, 0, 0, 1, 0, 0, 0x41]), // destination port 0
       ];
       for (const datagram of bad) await a.udp.send(datagram, a.reply.port, a.reply.host);
+      // A "name" that Node takes for an IPv6 address with a zone: refused like a name that does not resolve.
+      const zoned = Buffer.from('::1%a.b', 'latin1');
+      const port = Buffer.from([echo6.port >> 8, echo6.port & 0xff]);
+      await a.udp.send(Buffer.concat([Buffer.from([0, 0, 0, 3, zoned.length]), zoned, port, Buffer.from('zone')]), a.reply.port, a.reply.host);
+      await waitFor(() => socks.server.udpStats.drops.dns === before.dns + 1, 2000, 'the zoned address to be refused');
       await a.sendTo('127.0.0.1', echo4.port, Buffer.from('still fine'));
       assert.equal(unwrap((await a.udp.receive()).data).data.toString(), 'still fine');
-      assert.deepEqual(delta(socks, before), { malformed: bad.length });
+      assert.deepEqual(delta(socks, before), { malformed: bad.length, dns: 1 });
     } finally {
       a.close();
     }
@@ -435,6 +441,20 @@ describe('fixed-port mode (udp.port)', () => {
     } finally {
       a.close();
       stranger.close();
+    }
+  });
+
+  test('listening on "localhost": the shared UDP socket sits where the TCP listener really is', async () => {
+    const local = await startSocks({ udp: { port: 0 } }, 'localhost');
+    const where = local.server.addresses()[0]!.host;
+    const a = await openAssociation(local.port, { proxyHost: where });
+    try {
+      assert.equal(a.reply.code, 0);
+      await a.sendTo('127.0.0.1', echo.port, Buffer.from('via localhost'));
+      assert.equal(unwrap((await a.udp.receive()).data).data.toString(), 'via localhost');
+    } finally {
+      a.close();
+      await local.close();
     }
   });
 
