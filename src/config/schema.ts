@@ -85,6 +85,7 @@ export const configSchema = z
         advertise: z
           .string()
           .refine((v) => isIP(v) !== 0, 'expected an IPv4 or IPv6 address')
+          .refine((v) => v !== '0.0.0.0' && v !== '::', 'must be an address clients can send to, not the unspecified address')
           .optional()
           .describe('Address to put in BND.ADDR of UDP ASSOCIATE replies instead of the address the client reached (for NAT and load balancers).')
           .meta({ arg: 'IP' }),

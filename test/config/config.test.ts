@@ -88,6 +88,7 @@ describe('configuration', () => {
     const config = await loadConfig({ file: path });
     assert.deepEqual([config.udp.port, config.udp.advertise, config.udp.filtering, config.udp.fragmentTimeout], [1080, '203.0.113.7', 'endpoint-independent', 10]);
     assert.equal(config.udp.fragments, 'reassemble');
+    await assert.rejects(loadConfig({ flags: new Map([['udp.advertise', '0.0.0.0']]) }), /udp.advertise \(flag --udp-advertise\): got "0.0.0.0"; must be an address clients can send to/);
     const bad = await file('udp-bad.yaml', 'udp:\n  port: 70000\n  advertise: proxy.example\n  fragmentTimeout: 2\n  filtering: cone\n');
     await assert.rejects(loadConfig({ file: bad }), (error: Error) => {
       assert.match(error.message, /udp.port in .*: got 70000; Too big/);

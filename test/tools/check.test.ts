@@ -75,6 +75,19 @@ describe('socksgate check', () => {
     }
   });
 
+  test('a BND.ADDR of 0.0.0.0 is flagged; the check carries on with the server\'s own address', async () => {
+    const socks = await startSocks({ udp: { advertise: '0.0.0.0' } });
+    try {
+      const report = await runCheck({ proxy: `socks5://127.0.0.1:${socks.port}`, udpEcho: { host: '127.0.0.1', port: echo.port } });
+      assert.equal(check(report, 'associate').status, 'warn');
+      assert.match(check(report, 'associate').detail, /BND.ADDR is 0\.0\.0\.0:\d+: clients must guess/);
+      assert.equal(check(report, 'udp-round-trip').status, 'pass');
+      assert.equal(report.verdict, 'warn');
+    } finally {
+      await socks.close();
+    }
+  });
+
   test('a DNS target, a server that needs a login, and a server that is not there', async () => {
     const dns = await startDnsmasq({ 'example.org': ['127.0.0.8'] });
     const socks = await startSocks();
