@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Logger } from 'pino';
+import { parse as parseYaml } from 'yaml';
 import { parseProxy } from './client/proxy.js';
 import { parseDestination, parseHostPort, type HostPort } from './config/endpoint.js';
 import { LOG_LEVELS } from './config/schema.js';
@@ -37,6 +38,15 @@ function flagParser(option: OptionInfo): ((value: string, previous: unknown) => 
     case 'number':
     case 'duration':
       return (value) => (value.trim() !== '' && !Number.isNaN(Number(value)) ? Number(value) : value);
+    case 'yaml':
+      // Invalid YAML stays a string, so validation names the flag and what it expected.
+      return (value) => {
+        try {
+          return parseYaml(value) as unknown;
+        } catch {
+          return value;
+        }
+      };
     default:
       return undefined;
   }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { configSchema } from './schema.js';
 
-export type OptionKind = 'boolean' | 'number' | 'string' | 'list' | 'enum' | 'duration';
+export type OptionKind = 'boolean' | 'number' | 'string' | 'list' | 'enum' | 'duration' | 'yaml';
 
 /** One configuration key as the command line and the README see it. */
 export interface OptionInfo {
@@ -30,7 +30,8 @@ function kindOf(schema: z.ZodType, meta: Record<string, unknown>): { kind: Optio
   }
   if (inner instanceof z.ZodBoolean) return { kind: 'boolean' };
   if (inner instanceof z.ZodNumber) return { kind: 'number' };
-  if (inner instanceof z.ZodArray) return { kind: 'list' };
+  if (inner instanceof z.ZodArray) return { kind: inner.element instanceof z.ZodObject ? 'yaml' : 'list' };
+  if (inner instanceof z.ZodRecord) return { kind: 'yaml' };
   if (inner instanceof z.ZodEnum) return { kind: 'enum', choices: inner.options.map(String) };
   return { kind: 'string' };
 }
@@ -78,6 +79,7 @@ export const OPTIONS: readonly OptionInfo[] = (() => {
 export function formatValue(value: unknown, kind?: OptionKind): string {
   if (value === undefined) return '';
   if (kind === 'duration') return `${String(value)}s`;
+  if (kind === 'yaml') return JSON.stringify(value);
   if (Array.isArray(value)) return value.length === 0 ? '[]' : value.join(', ');
   return String(value);
 }

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
+import { checkCidr, checkPortSpec } from './values.js';
 
 // The one description of socksgate's configuration: defaults, validation, the command-line flags
 // (config key `dns.servers` is flag `--dns-servers`) and the README's config reference all come from here.
@@ -39,6 +40,39 @@ const hostPort = (defaultPort?: number) =>
     if (typeof parsed === 'string') ctx.addIssue({ code: 'custom', message: parsed });
   });
 
+const destinationEntry = z.string().superRefine((value, ctx) => {
+  const text = value.trim();
+  if (isIP(text) || text.includes('/')) {
+    const problem = checkCidr(text);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  } else if (!/^(\*\.|\.)?([a-z0-9_]([a-z0-9_-]{0,62})\.?)+$/i.test(text)) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not an address, CIDR range, domain (example.org) or domain suffix (.example.org)` });
+  }
+});
+
+const cidrEntry = z.string().superRefine((value, ctx) => {
+  const problem = checkCidr(value.trim());
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+const portEntry = z.union([z.number().int(), z.string()]).superRefine((value, ctx) => {
+  const problem = checkPortSpec(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+export const ruleSchema = z
+  .object({
+    action: z.enum(['allow', 'deny']),
+    name: z.string().optional(),
+    clients: z.array(cidrEntry).optional(),
+    users: z.array(z.string()).optional(),
+    groups: z.array(z.string()).optional(),
+    commands: z.array(z.enum(['connect', 'bind', 'udp'])).optional(),
+    destinations: z.array(destinationEntry).optional(),
+    ports: z.array(portEntry).optional(),
+  })
+  .strict();
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const configSchema = z
@@ -59,6 +93,27 @@ export const configSchema = z
       .boolean()
       .default(false)
       .describe('Allow listening on a non-loopback address without users, which makes an open proxy anyone who can reach it may use.'),
+    allowLoopbackTargets: z
+      .boolean()
+      .default(false)
+      .describe('Allow destinations on loopback (127.0.0.0/8, ::1), denied by default: for local set-ups and test suites, never on a shared proxy.'),
+    defaultAction: z
+      .enum(['allow', 'deny'])
+      .default('allow')
+      .describe('What happens to a request no rule matches. Even "allow" keeps loopback, link-local and the proxy\'s own addresses denied unless a rule names them.')
+      .meta({ arg: 'ACTION' }),
+    rules: z
+      .array(ruleSchema)
+      .default([])
+      .describe(
+        'Ordered access rules, first match wins: {action: allow|deny, name, clients: [CIDR], users: [name], groups: [name], commands: [connect|bind|udp], destinations: [CIDR|domain|.suffix], ports: [N|N-M]}. As a flag: YAML or JSON.',
+      )
+      .meta({ arg: 'YAML' }),
+    groups: z
+      .record(z.string(), z.array(z.string()))
+      .default({})
+      .describe('Named groups of users for rules: {staff: [alice, bob]}. As a flag: YAML or JSON.')
+      .meta({ arg: 'YAML' }),
     maxClients: z
       .number()
       .int()

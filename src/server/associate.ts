@@ -51,7 +51,15 @@ export async function runAssociate(session: Session, destination: SocksAddress):
     session.fail(Reply.GENERAL_FAILURE, 'udp: control connection has no addresses');
     return;
   }
+  const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
+  if (!decision.allowed) {
+    session.log.info({ command: 'udp', rule: decision.reason }, 'denied by policy');
+    session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
+    return;
+  }
   const association = new Association({
+    policy: () => session.ctx.live.policy,
+    user: session.user,
     clientAddress,
     shared: udp.demux !== null,
     declaredPort: declaredPort(destination, unmapAddress(clientAddress)),

@@ -2,6 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { Session } from './session.js';
 import { pipeSession } from './connect.js';
 import { replyForError } from './dialer.js';
+import { admit } from './gate.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 
@@ -11,9 +12,11 @@ import { Reply } from '../protocol/constants.js';
  * second reply naming that host, then relay.
  */
 export async function runBind(session: Session, destination: SocksAddress): Promise<void> {
+  const admission = await admit(session, 'bind', destination);
+  if (!admission || session.isClosed) return;
   let expected: Set<string> | null;
   try {
-    expected = await expectedHosts(session, destination);
+    expected = admission.addresses ? new Set(admission.addresses.map((a) => addressFromHost(a, 0).host)) : await expectedHosts(session, destination);
   } catch (error) {
     if (!session.isClosed) session.fail(replyForError(error), `bind: ${(error as Error).message}`);
     return;

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Session } from './session.js';
 import { replyForError } from './dialer.js';
+import { admit } from './gate.js';
 import { relay } from './relay.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { describeReply, Reply } from '../protocol/constants.js';
@@ -10,9 +11,11 @@ import { describeReply, Reply } from '../protocol/constants.js';
  * outbound socket's local address, then relay both ways until both sides are done.
  */
 export async function runConnect(session: Session, destination: SocksAddress): Promise<void> {
+  const admission = await admit(session, 'connect', destination);
+  if (!admission || session.isClosed) return;
   let target: Socket;
   try {
-    target = await session.ctx.dialer.dial(destination, session.signal);
+    target = await session.ctx.dialer.dial(destination, session.signal, admission.addresses);
   } catch (error) {
     if (session.isClosed) return;
     const code = replyForError(error);

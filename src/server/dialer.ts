@@ -6,8 +6,11 @@ import { SocksError } from '../protocol/errors.js';
 
 /** The server's outbound side: direct here; an upstream SOCKS5 hop can implement the same role. */
 export interface Dialer {
-  /** A connected socket to `destination`, or a SocksError carrying the reply code for the failure. */
-  dial(destination: SocksAddress, signal: AbortSignal): Promise<Socket>;
+  /**
+   * A connected socket to `destination`, or a SocksError carrying the reply code for the failure.
+   * `addresses`, when given, are the ones a domain was already resolved (and checked) to.
+   */
+  dial(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<Socket>;
 }
 
 export class DirectDialer implements Dialer {
@@ -16,9 +19,9 @@ export class DirectDialer implements Dialer {
     private readonly timeoutMs: number,
   ) {}
 
-  async dial(destination: SocksAddress, signal: AbortSignal): Promise<Socket> {
+  async dial(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<Socket> {
     const deadline = Date.now() + this.timeoutMs;
-    const hosts = destination.type === 'domain' ? await this.resolver.resolve(destination.host) : [destination.host];
+    const hosts = addresses ?? (destination.type === 'domain' ? await this.resolver.resolve(destination.host) : [destination.host]);
     let lastError: unknown;
     // Every resolved address, in the resolver's order, within one overall deadline.
     for (const host of hosts) {

@@ -27,6 +27,10 @@ export async function serverFromConfig(config: Config, logger: Logger): Promise<
     bindTimeoutMs: config.bindTimeout * 1000,
     dnsServers: config.dns.servers,
     logger,
+    rules: config.rules,
+    defaultAction: config.defaultAction,
+    groups: config.groups,
+    allowLoopbackTargets: config.allowLoopbackTargets,
     udp: {
       port: config.udp.port === 0 ? null : config.udp.port,
       advertise: config.udp.advertise ?? null,

@@ -2,7 +2,11 @@ import { createServer, type Server, type Socket } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
 import { DirectDialer, type Dialer } from './dialer.js';
-import { Session, type SessionContext } from './session.js';
+import { Session, type LiveSettings, type SessionContext } from './session.js';
+import { networkInterfaces } from 'node:os';
+import { isIP } from 'node:net';
+import { Policy } from '../policy/policy.js';
+import type { RuleConfig } from '../policy/rule.js';
 import type { UserStore } from './users.js';
 import { formatAddress, addressFromHost } from '../protocol/address.js';
 import type { UdpContext } from './associate.js';
@@ -54,6 +58,23 @@ export interface ServerOptions {
   readonly dialer?: Dialer;
   readonly logger?: Logger;
   readonly udp?: UdpOptions;
+  /** Access rules, first match wins (see the README). */
+  readonly rules?: readonly RuleConfig[];
+  readonly defaultAction?: 'allow' | 'deny';
+  readonly groups?: Readonly<Record<string, readonly string[]>>;
+  /** Allow loopback destinations, denied by default. */
+  readonly allowLoopbackTargets?: boolean;
+}
+
+/** The parts of the options a reload may change. */
+export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets'>;
+
+/** Every address of this machine: destinations the safe defaults deny unless a rule names them. */
+function ownAddresses(listen: readonly Endpoint[]): string[] {
+  const own = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) own.add(info.address);
+  for (const endpoint of listen) if (isIP(endpoint.host)) own.add(endpoint.host);
+  return [...own];
 }
 
 export const SERVER_DEFAULTS = {
@@ -97,13 +118,34 @@ export class SocksServer {
     };
     this.ctx = {
       udp: udpContext,
-      users: options.users ?? null,
+      live: this.liveSettings(options),
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
       log: this.log,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
+    };
+  }
+
+  /**
+   * Replaces users and policy at once. Live sessions keep running; their next decision (a new
+   * UDP destination, say) uses the new settings.
+   */
+  reload(options: ReloadableOptions): void {
+    this.ctx.live = this.liveSettings(options);
+  }
+
+  private liveSettings(options: ReloadableOptions): LiveSettings {
+    return {
+      users: options.users ?? null,
+      policy: new Policy({
+        rules: options.rules ?? [],
+        defaultAction: options.defaultAction ?? 'allow',
+        groups: options.groups ?? {},
+        allowLoopbackTargets: options.allowLoopbackTargets ?? false,
+        ownAddresses: ownAddresses(this.options.listen),
+      }),
     };
   }
 

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Dialer } from './dialer.js';
 import type { UserStore } from './users.js';
+import type { Policy } from '../policy/policy.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
 import { runBind } from './bind.js';
@@ -14,9 +15,15 @@ import { encodeReply, parseRequest, type Request } from '../protocol/request.js'
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
 
+/** What a reload replaces at once; sessions read it at each decision. */
+export interface LiveSettings {
+  readonly users: UserStore | null;
+  readonly policy: Policy;
+}
+
 /** What every session of one server shares. */
 export interface SessionContext {
-  readonly users: UserStore | null;
+  live: LiveSettings;
   readonly dialer: Dialer;
   readonly resolver: Resolver;
   readonly log: Logger;
@@ -204,11 +211,11 @@ export class Session {
           const greeting = this.reader.read(parseGreeting);
           if (greeting.status === 'more') return;
           if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
-          const method = selectMethod(greeting.value.methods, this.ctx.users !== null);
+          const method = selectMethod(greeting.value.methods, this.ctx.live.users !== null);
           this.log.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
           this.socket.write(encodeMethodSelection(method));
           if (method === Method.NO_ACCEPTABLE) {
-            const wanted = this.ctx.users ? 'username/password' : 'no authentication';
+            const wanted = this.ctx.live.users ? 'username/password' : 'no authentication';
             return this.closeGently(`no acceptable method: client offered [${greeting.value.methods.join(',')}], server needs ${wanted}`);
           }
           this.phase = method === Method.USERNAME_PASSWORD ? 'auth' : 'request';
@@ -243,7 +250,7 @@ export class Session {
   }
 
   private verify(username: string, password: Buffer): void {
-    const users = this.ctx.users;
+    const users = this.ctx.live.users;
     if (!users) return this.close('credentials without users');
     users.verify(username, password).then(
       (ok) => {

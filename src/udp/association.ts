@@ -6,6 +6,7 @@ import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-h
 import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
 import { addressForSocket, bindUdp, unmapAddress, type BoundUdp } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
+import type { Policy } from '../policy/policy.js';
 
 /** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
 export interface ClientChannel {
@@ -30,6 +31,9 @@ export interface AssociationOptions {
   readonly maxPayload: number;
   readonly idleTimeoutMs: number;
   readonly resolver: Resolver;
+  /** The policy in force now (a reload may replace it), and who is asking. */
+  readonly policy: () => Policy;
+  readonly user: string | null;
   readonly stats: UdpStats;
   readonly log: Logger;
   /** Called once when the association ends by itself (idle timeout), not when close() is called. */
@@ -60,6 +64,9 @@ export class Association {
   private clientIp: string;
   private clientOnRelay = '';
   private readonly peers = new Map<string, Buffer>();
+  /** Policy decisions per destination ("host|ip|port"), valid while `decidedBy` is in force. */
+  private readonly decisions = new Map<string, boolean>();
+  private decidedBy: Policy | null = null;
   private fragments: FragmentQueue | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private lastActivity = Date.now();
@@ -154,12 +161,39 @@ export class Association {
     if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
     if (address.port === 0) return this.drop('malformed', 1, 'destination port 0');
     if (address.type === 'domain') this.forwardToName(address, payload);
-    else this.forward(address.host, address.port, payload);
+    else if (this.allowed(address.host, address.host, address.port)) this.forward(address.host, address.port, payload);
+  }
+
+  /**
+   * Whether policy lets this association send to `ip` (the address `host` names) and `port`;
+   * decided once per destination while the same policy is in force. A denial is dropped, counted
+   * and logged once with the rule that decided.
+   */
+  private allowed(host: string, ip: string, port: number): boolean {
+    const policy = this.options.policy();
+    if (this.decidedBy !== policy) {
+      this.decisions.clear();
+      this.decidedBy = policy;
+    }
+    const key = `${host}|${ip}|${port}`;
+    let allowed = this.decisions.get(key);
+    if (allowed === undefined) {
+      const decision = policy.decide({ client: this.clientIp, user: this.options.user, command: 'udp', host, port, ip: unmapAddress(ip) });
+      allowed = decision?.allowed ?? false;
+      if (this.decisions.size >= MAX_PEERS) this.decisions.delete(this.decisions.keys().next().value as string);
+      this.decisions.set(key, allowed);
+      if (!allowed) this.options.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
+    }
+    if (!allowed) this.drop('denied', 1, host);
+    return allowed;
   }
 
   private forwardToName(address: SocksAddress, payload: Buffer): void {
     const cached = this.options.resolver.cached(address.host);
-    if (cached) return this.forward(cached[0]!, address.port, payload);
+    if (cached) {
+      if (this.allowed(address.host, cached[0]!, address.port)) this.forward(cached[0]!, address.port, payload);
+      return;
+    }
     if (this.waitingForDns >= MAX_WAITING_FOR_DNS) return this.drop('dns', 1);
     this.waitingForDns++;
     this.options.resolver.resolve(address.host).then(
@@ -167,7 +201,7 @@ export class Association {
         this.waitingForDns--;
         if (this.closed) return;
         try {
-          this.forward(addresses[0]!, address.port, payload);
+          if (this.allowed(address.host, addresses[0]!, address.port)) this.forward(addresses[0]!, address.port, payload);
         } catch (error) {
           // Nothing a name resolves to may take the relay down.
           this.drop('dns', 1, (error as Error).message);

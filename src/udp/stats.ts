@@ -10,6 +10,7 @@ export const DROP_REASONS = [
   'fragment-abandoned', // sequence broken: lower or missing FRAG, other destination, memory limit
   'fragment-timeout', // sequence not complete when the reassembly timer expired
   'dns', // the destination name did not resolve, or too many datagrams waited for it
+  'denied', // a policy rule (or safe default) forbids the destination
   'unreachable', // the destination's family cannot be reached from this relay
   'send-error', // the operating system refused to send (EHOSTUNREACH, EMSGSIZE, ENOBUFS, …)
 ] as const;

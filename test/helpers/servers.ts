@@ -11,9 +11,12 @@ export interface Running<T> {
   close(): Promise<void>;
 }
 
-/** A socksgate server on `host`:0 (closed by the test). */
+/**
+ * A socksgate server on `host`:0 (closed by the test). Every target in these tests is on loopback,
+ * so loopback destinations are allowed unless the test says otherwise.
+ */
 export async function startSocks(options: Partial<ServerOptions> = {}, host = '127.0.0.1'): Promise<Running<SocksServer> & { server: SocksServer }> {
-  const server = new SocksServer({ listen: [{ host, port: 0 }], ...options });
+  const server = new SocksServer({ listen: [{ host, port: 0 }], allowLoopbackTargets: true, ...options });
   const [bound] = await server.listen();
   return { value: server, server, port: bound!.port, close: () => server.close() };
 }

@@ -26,7 +26,7 @@ describe('socksgate command line', () => {
   });
 
   test('serve: one line says where it listens (IPv4 and IPv6), it relays, SIGTERM exits 0', async () => {
-    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--listen', '[::1]:0', '--log-format', 'json']);
+    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--listen', '[::1]:0', '--log-format', 'json', '--allow-loopback-targets']);
     try {
       const line = await cli.waitForLine(isListening);
       const ports = listenPorts(line);
@@ -106,7 +106,7 @@ describe('socksgate command line', () => {
   test('serve --udp-port: TCP and UDP on one port, as behind a load balancer', async () => {
     const port = await freeTcpUdpPort();
     const udpEcho = await startUdpEcho();
-    const cli = startCli(['serve', '--listen', `127.0.0.1:${port}`, '--udp-port', String(port), '--udp-advertise', '127.0.0.1', '--log-format', 'json']);
+    const cli = startCli(['serve', '--listen', `127.0.0.1:${port}`, '--udp-port', String(port), '--udp-advertise', '127.0.0.1', '--log-format', 'json', '--allow-loopback-targets']);
     try {
       await cli.waitForLine(isListening);
       const a = await openAssociation(port);
