@@ -73,6 +73,19 @@ export const ruleSchema = z
   })
   .strict();
 
+function rateLimits(who: string) {
+  const rate = (what: string) =>
+    z.number().min(0).default(0).describe(`${what} per ${who}, over all its sessions; 0 for no limit.`).meta({ arg: 'N' });
+  return z
+    .object({
+      udpPacketsPerSecond: rate('UDP datagrams per second'),
+      udpBytesPerSecond: rate('UDP payload bytes per second'),
+      tcpBytesPerSecond: rate('TCP bytes per second (both ways)'),
+    })
+    .strict()
+    .prefault({});
+}
+
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export const configSchema = z
@@ -114,6 +127,49 @@ export const configSchema = z
       .default({})
       .describe('Named groups of users for rules: {staff: [alice, bob]}. As a flag: YAML or JSON.')
       .meta({ arg: 'YAML' }),
+    limits: z
+      .object({
+        sessionsPerClient: z.number().int().min(0).default(1000).describe('Most sessions at once from one client address; 0 for no limit.').meta({ arg: 'N' }),
+        sessionsPerUser: z.number().int().min(0).default(0).describe('Most sessions at once for one user; 0 for no limit.').meta({ arg: 'N' }),
+        overLimitReply: z
+          .enum(['general-failure', 'not-allowed'])
+          .default('general-failure')
+          .describe('The reply to a request over a session limit: 0x01 (general-failure) or 0x02 (not-allowed).')
+          .meta({ arg: 'REPLY' }),
+        client: rateLimits('client address'),
+        user: rateLimits('user'),
+        destinationsPerAssociation: z
+          .number()
+          .int()
+          .min(1)
+          .default(4096)
+          .describe('Most distinct destinations one UDP association may send to; datagrams to more are dropped.')
+          .meta({ arg: 'N' }),
+        amplificationRatio: z
+          .number()
+          .min(0)
+          .default(100)
+          .describe('Per UDP association, bytes coming back may be at most this many times the bytes the client sent (plus the burst); 0 for no limit.')
+          .meta({ arg: 'RATIO' }),
+        amplificationBurst: z
+          .number()
+          .int()
+          .min(0)
+          .default(1024 * 1024)
+          .describe('Bytes an association may receive beyond the amplification ratio.')
+          .meta({ arg: 'BYTES' }),
+      })
+      .strict()
+      .prefault({}),
+    auth: z
+      .object({
+        slowAfter: z.number().int().min(1).default(3).describe('Failed logins from one address (within auth.window) after which each new attempt waits first.').meta({ arg: 'N' }),
+        blockAfter: z.number().int().min(1).default(10).describe('Failed logins from one address (within auth.window) after which it is blocked.').meta({ arg: 'N' }),
+        blockFor: duration('How long a blocked address stays blocked.', 600),
+        window: duration('How long failed logins are remembered.', 600),
+      })
+      .strict()
+      .prefault({}),
     maxClients: z
       .number()
       .int()

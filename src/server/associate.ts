@@ -53,13 +53,20 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   }
   const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
   if (!decision.allowed) {
+    session.ctx.stats.denied++;
     session.log.info({ command: 'udp', rule: decision.reason }, 'denied by policy');
     session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
     return;
   }
+  const limits = session.ctx.live.limits;
+  const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
   const association = new Association({
     policy: () => session.ctx.live.policy,
     user: session.user,
+    meter: rates.length === 0 ? null : (bytes) => rates.every((r) => r.takeDatagram(bytes)),
+    maxDestinations: limits.destinationsPerAssociation,
+    amplificationRatio: limits.amplificationRatio,
+    amplificationBurst: limits.amplificationBurst,
     clientAddress,
     shared: udp.demux !== null,
     declaredPort: declaredPort(destination, unmapAddress(clientAddress)),

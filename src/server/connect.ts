@@ -3,6 +3,7 @@ import type { Session } from './session.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
 import { relay } from './relay.js';
+import { Throttle } from './throttle.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { describeReply, Reply } from '../protocol/constants.js';
 
@@ -37,6 +38,8 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
   const downBase = client.bytesWritten;
   const { early, ended } = session.detach();
   session.meter = () => [target.bytesWritten, client.bytesWritten - downBase];
-  const end = await relay(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended });
+  const buckets = session.rates.filter((r) => r.tcpBytes.rate > 0).map((r) => r.tcpBytes);
+  const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
+  const end = await relay(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended, ...throttles });
   session.close(end === 'closed' ? 'ok' : end);
 }

@@ -31,6 +31,8 @@ export async function serverFromConfig(config: Config, logger: Logger): Promise<
     defaultAction: config.defaultAction,
     groups: config.groups,
     allowLoopbackTargets: config.allowLoopbackTargets,
+    limits: config.limits,
+    auth: { slowAfter: config.auth.slowAfter, blockAfter: config.auth.blockAfter, blockMs: config.auth.blockFor * 1000, windowMs: config.auth.window * 1000 },
     udp: {
       port: config.udp.port === 0 ? null : config.udp.port,
       advertise: config.udp.advertise ?? null,

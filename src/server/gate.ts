@@ -45,6 +45,7 @@ export async function admit(session: Session, command: CommandName, destination:
 }
 
 function deny(session: Session, decision: Decision, ip?: string): null {
+  session.ctx.stats.denied++;
   session.log.info({ command: session.command, target: session.target, address: ip, rule: decision.reason }, 'denied by policy');
   session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
   return null;

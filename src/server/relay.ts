@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface RelayOptions {
   /** Inactivity in milliseconds after which both sockets are destroyed; 0 disables. */
@@ -7,6 +8,9 @@ export interface RelayOptions {
   readonly early?: Buffer;
   /** The client half-closed before the relay began: the target gets a FIN after `early`. */
   readonly clientEnded?: boolean;
+  /** Streams to pass each direction through (rate limits), or none. */
+  readonly up?: Duplex;
+  readonly down?: Duplex;
 }
 
 /**
@@ -16,7 +20,7 @@ export interface RelayOptions {
  * error. The caller still owns both sockets.
  */
 export function relay(client: Socket, target: Socket, options: RelayOptions): Promise<string> {
-  const { idleMs, early, clientEnded = false } = options;
+  const { idleMs, early, clientEnded = false, up, down } = options;
   return new Promise((resolve) => {
     let end = 'closed';
     let open = 2;
@@ -24,10 +28,14 @@ export function relay(client: Socket, target: Socket, options: RelayOptions): Pr
       if (end === 'closed') end = reason;
       client.destroy();
       target.destroy();
+      up?.destroy();
+      down?.destroy();
     };
     const onClose = (): void => {
       if (--open > 0) return;
       client.setTimeout(0);
+      up?.destroy();
+      down?.destroy();
       resolve(end);
     };
     client.on('error', (error: NodeJS.ErrnoException) => fail(`client ${error.code ?? error.message}`));
@@ -39,9 +47,12 @@ export function relay(client: Socket, target: Socket, options: RelayOptions): Pr
     if (client.closed || target.closed) fail('closed early');
     // Every byte passes through the client socket, so its inactivity is the relay's.
     if (idleMs > 0) client.setTimeout(idleMs, () => fail('idle'));
-    if (early && early.length > 0) target.write(early);
-    if (clientEnded) target.end();
-    else client.pipe(target);
-    target.pipe(client);
+    const toTarget = up ?? target;
+    if (up) up.pipe(target);
+    if (early && early.length > 0) toTarget.write(early);
+    if (clientEnded) toTarget.end();
+    else client.pipe(toTarget);
+    if (down) target.pipe(down).pipe(client);
+    else target.pipe(client);
   });
 }

@@ -2,7 +2,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
 import { DirectDialer, type Dialer } from './dialer.js';
-import { Session, type LiveSettings, type SessionContext } from './session.js';
+import { ServerStats, Session, type LiveSettings, type SessionContext } from './session.js';
+import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
+import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
+import { Reply } from '../protocol/constants.js';
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
@@ -64,10 +67,28 @@ export interface ServerOptions {
   readonly groups?: Readonly<Record<string, readonly string[]>>;
   /** Allow loopback destinations, denied by default. */
   readonly allowLoopbackTargets?: boolean;
+  readonly limits?: LimitOptions;
+  /** Slowing and blocking of addresses that keep failing to log in. */
+  readonly auth?: LockoutOptions;
 }
 
+export interface LimitOptions {
+  /** Concurrent sessions per client address / per user; 0 for no limit. */
+  readonly sessionsPerClient?: number;
+  readonly sessionsPerUser?: number;
+  readonly overLimitReply?: 'general-failure' | 'not-allowed';
+  readonly client?: Partial<RateLimits>;
+  readonly user?: Partial<RateLimits>;
+  readonly destinationsPerAssociation?: number;
+  /** Replies at most ratio × what the client sent, plus burst bytes; ratio 0 for no limit. */
+  readonly amplificationRatio?: number;
+  readonly amplificationBurst?: number;
+}
+
+const NO_RATES: RateLimits = { udpPacketsPerSecond: 0, udpBytesPerSecond: 0, tcpBytesPerSecond: 0 };
+
 /** The parts of the options a reload may change. */
-export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets'>;
+export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets' | 'limits'>;
 
 /** Every address of this machine: destinations the safe defaults deny unless a rule names them. */
 function ownAddresses(listen: readonly Endpoint[]): string[] {
@@ -96,6 +117,8 @@ export class SocksServer {
   private readonly demux: FixedPortDemux | null;
   /** Counters of the UDP relay. */
   readonly udpStats = new UdpStats();
+  /** Counters of the TCP side: failed logins, blocked addresses, limits, denials. */
+  readonly stats = new ServerStats();
 
   constructor(private readonly options: ServerOptions) {
     this.log = options.logger ?? pino({ level: 'silent' });
@@ -116,9 +139,14 @@ export class SocksServer {
       idleTimeoutMs: udp.idleTimeoutMs ?? 0,
       keepaliveMs: udp.keepaliveMs ?? 30_000,
     };
+    const limits = options.limits ?? {};
     this.ctx = {
       udp: udpContext,
       live: this.liveSettings(options),
+      sessionsPerClient: new SessionCounter(limits.sessionsPerClient ?? 1000),
+      sessionsPerUser: new SessionCounter(limits.sessionsPerUser ?? 0),
+      lockout: new AuthLockout(options.auth ?? { slowAfter: 3, blockAfter: 10, blockMs: 600_000, windowMs: 600_000 }),
+      stats: this.stats,
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
       log: this.log,
@@ -134,6 +162,9 @@ export class SocksServer {
    */
   reload(options: ReloadableOptions): void {
     this.ctx.live = this.liveSettings(options);
+    // The counters carry over (live sessions are in them); only their caps change.
+    this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? 1000;
+    this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? 0;
   }
 
   private liveSettings(options: ReloadableOptions): LiveSettings {
@@ -146,6 +177,14 @@ export class SocksServer {
         allowLoopbackTargets: options.allowLoopbackTargets ?? false,
         ownAddresses: ownAddresses(this.options.listen),
       }),
+      limits: {
+        clientRates: new RateTable({ ...NO_RATES, ...options.limits?.client }),
+        userRates: new RateTable({ ...NO_RATES, ...options.limits?.user }),
+        destinationsPerAssociation: options.limits?.destinationsPerAssociation ?? 4096,
+        amplificationRatio: options.limits?.amplificationRatio ?? 100,
+        amplificationBurst: options.limits?.amplificationBurst ?? 1024 * 1024,
+        overLimitReply: options.limits?.overLimitReply === 'not-allowed' ? Reply.NOT_ALLOWED : Reply.GENERAL_FAILURE,
+      },
     };
   }
 
@@ -207,6 +246,11 @@ export class SocksServer {
   }
 
   private accept(socket: Socket): void {
+    if (this.ctx.live.users && this.ctx.lockout?.isBlocked(addressFromHost(socket.remoteAddress ?? '', 0).host)) {
+      this.stats.authBlocked++;
+      socket.destroy();
+      return;
+    }
     if (this.sessions.size >= this.maxClients) {
       this.refusedOverLimit++;
       this.log.warn({ client: formatAddress(addressFromHost(socket.remoteAddress ?? '', socket.remotePort ?? 0)), maxClients: this.maxClients }, 'too many clients: connection closed');

@@ -3,6 +3,9 @@ import type { Logger } from 'pino';
 import type { Dialer } from './dialer.js';
 import type { UserStore } from './users.js';
 import type { Policy } from '../policy/policy.js';
+import type { AuthLockout } from '../policy/lockout.js';
+import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
+import { unmapAddress } from '../udp/socket.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
 import { runBind } from './bind.js';
@@ -15,15 +18,41 @@ import { encodeReply, parseRequest, type Request } from '../protocol/request.js'
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
 
+/** Limits a reload may change. */
+export interface LiveLimits {
+  readonly clientRates: RateTable;
+  readonly userRates: RateTable;
+  readonly destinationsPerAssociation: number;
+  readonly amplificationRatio: number;
+  readonly amplificationBurst: number;
+  readonly overLimitReply: ReplyCode;
+}
+
 /** What a reload replaces at once; sessions read it at each decision. */
 export interface LiveSettings {
   readonly users: UserStore | null;
   readonly policy: Policy;
+  readonly limits: LiveLimits;
+}
+
+/** Counters of the TCP side, read by exporters. */
+export class ServerStats {
+  authFailures = 0;
+  /** Connections closed at once because their address was blocked after failed logins. */
+  authBlocked = 0;
+  /** Requests refused over a per-client or per-user session limit. */
+  sessionsOverLimit = 0;
+  /** Requests refused by a rule or safe default. */
+  denied = 0;
 }
 
 /** What every session of one server shares. */
 export interface SessionContext {
   live: LiveSettings;
+  readonly sessionsPerClient: SessionCounter;
+  readonly sessionsPerUser: SessionCounter;
+  readonly lockout: AuthLockout | null;
+  readonly stats: ServerStats;
   readonly dialer: Dialer;
   readonly resolver: Resolver;
   readonly log: Logger;
@@ -54,6 +83,8 @@ export class Session {
   target = '-';
   up = 0;
   down = 0;
+  /** The rate buckets of this session's client address and user (none when unlimited). */
+  rates: RateBuckets[] = [];
   /** Set by a command that relays: reads the byte counts (client→target, target→client) at close. */
   meter: (() => readonly [number, number]) | null = null;
 
@@ -252,6 +283,28 @@ export class Session {
   private verify(username: string, password: Buffer): void {
     const users = this.ctx.live.users;
     if (!users) return this.close('credentials without users');
+    const address = unmapAddress(this.client.host);
+    const lockout = this.ctx.lockout;
+    const wait = lockout?.delayFor(address) ?? 0;
+    if (wait < 0) {
+      this.ctx.stats.authBlocked++;
+      return this.close('blocked after repeated failed logins');
+    }
+    // An address that keeps failing waits before each new check: guessing gets slow.
+    if (wait > 0) {
+      this.socket.pause();
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = setTimeout(() => {
+        this.timer = setTimeout(() => this.close('handshake timeout'), this.ctx.handshakeTimeoutMs);
+        this.check(users, username, password, address);
+      }, wait);
+      return;
+    }
+    this.check(users, username, password, address);
+  }
+
+  private check(users: UserStore, username: string, password: Buffer, address: string): void {
+    const lockout = this.ctx.lockout;
     users.verify(username, password).then(
       (ok) => {
         if (this.closed) return;
@@ -259,8 +312,11 @@ export class Session {
         this.socket.write(encodeAuthStatus(ok));
         if (!ok) {
           this.user = username;
+          this.ctx.stats.authFailures++;
+          if (lockout?.fail(address)) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
           return this.closeGently('authentication failed');
         }
+        lockout?.succeed(address);
         this.user = username;
         this.phase = 'request';
         this.socket.resume();
@@ -271,10 +327,37 @@ export class Session {
     );
   }
 
+  /** Session limits per client address and per user, and the shared rate buckets. */
+  private admitSession(): boolean {
+    const address = unmapAddress(this.client.host);
+    const limits = this.ctx.live.limits;
+    const over = (what: string): false => {
+      this.ctx.stats.sessionsOverLimit++;
+      this.log.info({ command: this.command, limit: what }, 'session limit reached');
+      this.fail(limits.overLimitReply, `too many sessions from this ${what}`);
+      return false;
+    };
+    if (!this.ctx.sessionsPerClient.enter(address)) return over('client address');
+    this.own(() => this.ctx.sessionsPerClient.leave(address));
+    const user = this.user;
+    if (user !== null) {
+      if (!this.ctx.sessionsPerUser.enter(user)) return over('user');
+      this.own(() => this.ctx.sessionsPerUser.leave(user));
+    }
+    for (const [table, key] of [[limits.clientRates, address], [limits.userRates, user]] as const) {
+      if (key === null || !table.active) continue;
+      const buckets = table.acquire(key);
+      this.rates.push(buckets);
+      this.own(() => table.release(key, buckets));
+    }
+    return true;
+  }
+
   private dispatch(request: Request): void {
     this.command = describeCommand(request.command);
     this.target = formatAddress(request.destination);
     this.log.debug({ command: this.command, target: this.target }, 'request');
+    if (!this.admitSession()) return;
     let work: Promise<void>;
     switch (request.command) {
       case Command.CONNECT:

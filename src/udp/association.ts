@@ -34,6 +34,13 @@ export interface AssociationOptions {
   /** The policy in force now (a reload may replace it), and who is asking. */
   readonly policy: () => Policy;
   readonly user: string | null;
+  /** Takes a datagram of `bytes` from the client's and user's rate buckets; null when unlimited. */
+  readonly meter: ((bytes: number) => boolean) | null;
+  /** Most distinct destinations the client may send to. */
+  readonly maxDestinations: number;
+  /** Replies may total at most ratio × what the client sent, plus burst bytes; ratio 0: no limit. */
+  readonly amplificationRatio: number;
+  readonly amplificationBurst: number;
   readonly stats: UdpStats;
   readonly log: Logger;
   /** Called once when the association ends by itself (idle timeout), not when close() is called. */
@@ -42,8 +49,10 @@ export interface AssociationOptions {
 
 // Largest UDP payload over IPv4 (65535 - 20 - 8); a wrapped reply must fit in it.
 const MAX_UDP_PAYLOAD = 65507;
-// Endpoints remembered for filtering and reply headers; the oldest is forgotten beyond this.
-const MAX_PEERS = 4096;
+// Senders remembered for their reply headers under endpoint-independent filtering (oldest forgotten first).
+const MAX_STRANGERS = 1024;
+// Policy decisions remembered per association (oldest forgotten first).
+const MAX_DECISIONS = 4096;
 // Datagrams that may wait for one association's DNS answers.
 const MAX_WAITING_FOR_DNS = 64;
 
@@ -63,7 +72,10 @@ export class Association {
   private channel: ClientChannel | null = null;
   private clientIp: string;
   private clientOnRelay = '';
+  /** Destinations the client sent to ("ip|port"), with the reply header for each. */
   private readonly peers = new Map<string, Buffer>();
+  /** Endpoint-independent filtering: headers for senders the client never sent to. */
+  private readonly strangers = new Map<string, Buffer>();
   /** Policy decisions per destination ("host|ip|port"), valid while `decidedBy` is in force. */
   private readonly decisions = new Map<string, boolean>();
   private decidedBy: Policy | null = null;
@@ -127,6 +139,8 @@ export class Association {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.fragments?.close();
     this.peers.clear();
+    this.strangers.clear();
+    this.decisions.clear();
     this.channel?.release();
     if (this.relay) {
       this.relay.socket.close();
@@ -146,6 +160,7 @@ export class Association {
     let { address } = header.value;
     let payload = datagram.subarray(header.size);
     stats.clientBytes += payload.length;
+    if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
     if (header.value.fragment !== 0) {
       stats.fragments++;
       if (!this.options.reassemble) return this.drop('fragment-disabled', 1);
@@ -180,7 +195,7 @@ export class Association {
     if (allowed === undefined) {
       const decision = policy.decide({ client: this.clientIp, user: this.options.user, command: 'udp', host, port, ip: unmapAddress(ip) });
       allowed = decision?.allowed ?? false;
-      if (this.decisions.size >= MAX_PEERS) this.decisions.delete(this.decisions.keys().next().value as string);
+      if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
       this.decisions.set(key, allowed);
       if (!allowed) this.options.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
     }
@@ -218,7 +233,10 @@ export class Association {
     const target = addressForSocket(ip, this.relay.dualStack);
     if (target === null) return this.drop('unreachable', 1, ip);
     const key = `${target}|${port}`;
-    if (!this.peers.has(key)) this.remember(key, ip, port);
+    if (!this.peers.has(key)) {
+      if (this.peers.size >= this.options.maxDestinations) return this.drop('too-many-destinations', 1, ip);
+      this.peers.set(key, replyHeader(ip, port));
+    }
     try {
       this.relay.socket.send(payload, port, target, this.onSent);
     } catch (error) {
@@ -229,23 +247,13 @@ export class Association {
     this.up += payload.length;
   }
 
-  /** The reply header for an endpoint is built once and reused for every datagram from it. */
-  private remember(key: string, ip: string, port: number): Buffer {
-    if (this.peers.size >= MAX_PEERS) this.peers.delete(this.peers.keys().next().value as string);
-    const source = addressFromHost(ip, port);
-    const header = Buffer.allocUnsafe(udpHeaderSize(source));
-    writeUdpHeader(header, 0, source);
-    this.peers.set(key, header);
-    return header;
-  }
-
   /** Per-association mode: the relay socket hears both the client and the destinations. */
   private readonly onRelayMessage = (datagram: Buffer, from: RemoteInfo): void => {
     if (from.address === this.clientOnRelay) {
       if (this.clientPort === null) this.clientPort = from.port;
       if (from.port === this.clientPort) return this.fromClient(datagram);
       // Another port of the client's host: a destination only if the client sent to it.
-      if (!this.peers.has(`${from.address}|${from.port}`) && !this.options.endpointIndependent) {
+      if (!this.options.endpointIndependent && !this.peers.has(`${from.address}|${from.port}`)) {
         this.options.stats.clientDatagrams++;
         return this.drop('source', 1);
       }
@@ -263,9 +271,18 @@ export class Association {
     let header = this.peers.get(key);
     if (header === undefined) {
       if (!this.options.endpointIndependent) return this.drop('filtered', 1);
-      header = this.remember(key, unmapAddress(from.address), from.port);
+      header = this.strangers.get(key);
+      if (header === undefined) {
+        if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
+        header = replyHeader(unmapAddress(from.address), from.port);
+        this.strangers.set(key, header);
+      }
     }
     if (this.clientPort === null) return this.drop('filtered', 1);
+    // Anti-amplification: what comes back stays within a ratio of what the client sent.
+    if (this.options.amplificationRatio > 0 && this.down + datagram.length > this.up * this.options.amplificationRatio + this.options.amplificationBurst) {
+      return this.drop('amplification', 1);
+    }
     if (datagram.length > this.options.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     if (this.channel === null) return this.drop('filtered', 1);
     try {
@@ -296,4 +313,12 @@ export class Association {
       } else this.armIdle(this.options.idleTimeoutMs - quiet);
     }, delay);
   }
+}
+
+/** The RFC 1928 §7 header for replies from ip:port, built once per sender and reused. */
+function replyHeader(ip: string, port: number): Buffer {
+  const source = addressFromHost(ip, port);
+  const header = Buffer.allocUnsafe(udpHeaderSize(source));
+  writeUdpHeader(header, 0, source);
+  return header;
 }

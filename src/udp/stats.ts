@@ -11,6 +11,9 @@ export const DROP_REASONS = [
   'fragment-timeout', // sequence not complete when the reassembly timer expired
   'dns', // the destination name did not resolve, or too many datagrams waited for it
   'denied', // a policy rule (or safe default) forbids the destination
+  'rate-limited', // over the client's or user's UDP datagrams/s or bytes/s
+  'too-many-destinations', // over limits.destinationsPerAssociation
+  'amplification', // replies over limits.amplificationRatio times what the client sent, plus the burst
   'unreachable', // the destination's family cannot be reached from this relay
   'send-error', // the operating system refused to send (EHOSTUNREACH, EMSGSIZE, ENOBUFS, …)
 ] as const;

@@ -100,34 +100,17 @@ describe('configuration', () => {
   });
 
   test('every key has a flag named after it and a description', () => {
-    const keys = OPTIONS.map((o) => [o.key, o.flag]);
-    assert.deepEqual(Object.fromEntries(keys), {
-      listen: '--listen',
-      users: '--users',
-      allowOpen: '--allow-open',
-      allowLoopbackTargets: '--allow-loopback-targets',
-      defaultAction: '--default-action',
-      rules: '--rules',
-      groups: '--groups',
-      maxClients: '--max-clients',
-      handshakeTimeout: '--handshake-timeout',
-      connectTimeout: '--connect-timeout',
-      idleTimeout: '--idle-timeout',
-      bindTimeout: '--bind-timeout',
-      'udp.port': '--udp-port',
-      'udp.advertise': '--udp-advertise',
-      'udp.filtering': '--udp-filtering',
-      'udp.fragments': '--udp-fragments',
-      'udp.fragmentTimeout': '--udp-fragment-timeout',
-      'udp.reassemblyMemory': '--udp-reassembly-memory',
-      'udp.reassemblyMemoryTotal': '--udp-reassembly-memory-total',
-      'udp.maxPayload': '--udp-max-payload',
-      'udp.idleTimeout': '--udp-idle-timeout',
-      'udp.keepalive': '--udp-keepalive',
-      'dns.servers': '--dns-servers',
-      'log.level': '--log-level',
-      'log.format': '--log-format',
-    });
-    for (const option of OPTIONS) assert.ok(option.description.length > 10, option.key);
+    const kebab = (part: string): string => part.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+    for (const option of OPTIONS) {
+      assert.equal(option.flag, `--${option.key.split('.').map(kebab).join('-')}`, option.key);
+      assert.ok(option.description.length > 10, option.key);
+    }
+    const flags = Object.fromEntries(OPTIONS.map((o) => [o.key, o.flag]));
+    assert.equal(flags['dns.servers'], '--dns-servers');
+    assert.equal(flags['udp.port'], '--udp-port');
+    assert.equal(flags.allowLoopbackTargets, '--allow-loopback-targets');
+    assert.equal(flags['limits.client.udpPacketsPerSecond'], '--limits-client-udp-packets-per-second');
+    assert.equal(flags['auth.blockFor'], '--auth-block-for');
+    assert.equal(OPTIONS.find((o) => o.key === 'rules')?.kind, 'yaml');
   });
 });

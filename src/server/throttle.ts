@@ -1,0 +1,30 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import type { TokenBucket } from '../policy/limits.js';
+
+/**
+ * Paces a byte stream to the slowest of its token buckets (shared with every other stream of the
+ * same client or user). It wraps a relay's pipe; backpressure does the rest.
+ */
+export class Throttle extends Transform {
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly buckets: readonly TokenBucket[]) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let wait = 0;
+    for (const bucket of this.buckets) wait = Math.max(wait, bucket.reserve(chunk.length));
+    if (wait <= 0) return callback(null, chunk);
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      callback(null, chunk);
+    }, Math.ceil(wait));
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    callback(error);
+  }
+}
