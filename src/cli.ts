@@ -14,7 +14,10 @@ import { loadConfig } from './config/load.js';
 import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
 import { createLogger } from './observe/log.js';
 import { formatAddress, addressFromHost } from './protocol/address.js';
-import { serverFromConfig } from './server/from-config.js';
+import { reloadableFromConfig, restartOnlyChanges, serverFromConfig } from './server/from-config.js';
+import { watch } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { setUserInFile } from './server/users.js';
 
 // The nearest package.json above this file (dist/ in the package, build/src/ in the test build).
@@ -78,14 +81,65 @@ function flagValues(command: Command): Map<string, unknown> {
 
 async function serve(command: Command): Promise<void> {
   const { config: file } = command.opts<{ config?: string }>();
-  const config = await loadConfig({ file, flags: flagValues(command) });
+  const flags = flagValues(command);
+  let config = await loadConfig({ file, flags });
   const log = createLogger(config.log);
   const server = await serverFromConfig(config, log);
   // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
-  stopOnSignals(log, () => server.close(), () => ({ sessions: server.sessionCount }));
+  const pidFile = config.pidFile;
+  stopOnSignals(
+    log,
+    async () => {
+      await server.close();
+      if (pidFile) await rm(pidFile, { force: true });
+    },
+    () => ({ sessions: server.sessionCount }),
+  );
+
+  // SIGHUP (or a change of a watched file): users, rules and limits again, live sessions untouched.
+  let reloading: Promise<void> = Promise.resolve();
+  const reload = (why: string): void => {
+    reloading = reloading.then(async () => {
+      try {
+        const next = await loadConfig({ file, flags });
+        server.reload(await reloadableFromConfig(next));
+        const ignored = restartOnlyChanges(config, next);
+        config = next;
+        log.info({ why, sessions: server.sessionCount, ...(ignored.length ? { needsRestart: ignored } : {}) }, 'configuration reloaded');
+        if (ignored.length) log.warn({ keys: ignored }, `a restart is needed to apply: ${ignored.join(', ')}`);
+      } catch (error) {
+        log.error({ why, reason: (error as Error).message }, 'reload refused: the configuration in force stays');
+      }
+    });
+  };
+  process.on('SIGHUP', () => reload('SIGHUP'));
+  if (config.watch) watchFiles([file, config.users], () => reload('file changed'), log);
+
   const bound = await server.listen();
+  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
   const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
   log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+}
+
+/** Calls `onChange` (debounced) when one of the files changes; editors that replace files are handled. */
+function watchFiles(files: Array<string | undefined>, onChange: () => void, log: Logger): void {
+  let timer: NodeJS.Timeout | null = null;
+  const changed = (): void => {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(onChange, 200);
+  };
+  for (const file of files) {
+    if (!file) continue;
+    // Watch the folder: a file replaced by rename (as editors and `socksgate passwd` do) keeps being seen.
+    const name = basename(file);
+    try {
+      watch(dirname(file), (_event, changedName) => {
+        if (changedName === null || changedName === name) changed();
+      }).unref();
+    } catch (error) {
+      log.warn({ file, err: (error as Error).message }, 'cannot watch the file; reload with SIGHUP instead');
+    }
+  }
 }
 
 /** SIGTERM and SIGINT run `close`, then exit 0 (1 if closing failed). */
@@ -227,6 +281,29 @@ program
     });
     process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
     process.exitCode = report.verdict === 'fail' ? 1 : 0;
+  });
+
+program
+  .command('reload')
+  .description('Ask a running server to reload its users, rules and limits (sends it SIGHUP).')
+  .option('--pid-file <FILE>', 'the pid file the server writes (serve --pid-file)')
+  .option('--pid <PID>', 'the server process ID', (v) => Number(v))
+  .action(async (options: { pidFile?: string; pid?: number }) => {
+    let pid = options.pid;
+    if (pid === undefined) {
+      if (!options.pidFile) throw new ConfigError('ERR_RELOAD', 'give --pid-file FILE (as passed to serve --pid-file) or --pid PID');
+      const text = await readFile(options.pidFile, 'utf8').catch((error: NodeJS.ErrnoException) => {
+        throw new ConfigError('ERR_RELOAD', `cannot read ${options.pidFile} (${error.code}): is the server running with --pid-file ${options.pidFile}?`);
+      });
+      pid = Number(text.trim());
+    }
+    if (!Number.isInteger(pid) || pid <= 0) throw new ConfigError('ERR_RELOAD', `"${pid}" is not a process ID`);
+    try {
+      process.kill(pid, 'SIGHUP');
+    } catch (error) {
+      throw new ConfigError('ERR_RELOAD', `cannot signal process ${pid}: ${(error as NodeJS.ErrnoException).code} (is the server running?)`);
+    }
+    process.stderr.write(`asked process ${pid} to reload; its log says whether the new configuration was accepted\n`);
   });
 
 program

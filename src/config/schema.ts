@@ -170,6 +170,16 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    pidFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Write the process ID to this file (for `socksgate reload --pid-file`); removed on exit.')
+      .meta({ arg: 'FILE' }),
+    watch: z
+      .boolean()
+      .default(false)
+      .describe('Reload users, rules and limits when the config or users file changes (as on SIGHUP).'),
     maxClients: z
       .number()
       .int()

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { parseHostPort, type HostPort } from '../config/endpoint.js';
 import { ConfigError } from '../config/errors.js';
-import { SocksServer } from './server.js';
+import { SocksServer, type ReloadableOptions } from './server.js';
 import { UserStore } from './users.js';
 
 function endpoint(text: string): HostPort {
@@ -11,15 +11,33 @@ function endpoint(text: string): HostPort {
   return parsed;
 }
 
-/** The server a validated config describes (users file loaded); not yet listening. */
-export async function serverFromConfig(config: Config, logger: Logger): Promise<SocksServer> {
+/** Users, rules and limits of a validated config (the users file loaded): what a reload replaces. */
+export async function reloadableFromConfig(config: Config): Promise<ReloadableOptions> {
   const users = config.users ? await UserStore.load(config.users) : null;
   if (users && users.size === 0) {
     throw new ConfigError('ERR_USERS_EMPTY', `users file ${config.users} has no users, so nobody could log in; add one with: echo PASSWORD | socksgate passwd --file ${config.users} USER`);
   }
-  return new SocksServer({
-    listen: config.listen.map(endpoint),
+  return {
     users,
+    rules: config.rules,
+    defaultAction: config.defaultAction,
+    groups: config.groups,
+    allowLoopbackTargets: config.allowLoopbackTargets,
+    limits: config.limits,
+  };
+}
+
+/** Config keys a reload cannot change (they shape listeners and sockets): a restart applies them. */
+export function restartOnlyChanges(before: Config, after: Config): string[] {
+  const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen'];
+  return keys.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
+}
+
+/** The server a validated config describes (users file loaded); not yet listening. */
+export async function serverFromConfig(config: Config, logger: Logger): Promise<SocksServer> {
+  return new SocksServer({
+    ...(await reloadableFromConfig(config)),
+    listen: config.listen.map(endpoint),
     maxClients: config.maxClients,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,
     connectTimeoutMs: config.connectTimeout * 1000,
@@ -27,11 +45,6 @@ export async function serverFromConfig(config: Config, logger: Logger): Promise<
     bindTimeoutMs: config.bindTimeout * 1000,
     dnsServers: config.dns.servers,
     logger,
-    rules: config.rules,
-    defaultAction: config.defaultAction,
-    groups: config.groups,
-    allowLoopbackTargets: config.allowLoopbackTargets,
-    limits: config.limits,
     auth: { slowAfter: config.auth.slowAfter, blockAfter: config.auth.blockAfter, blockMs: config.auth.blockFor * 1000, windowMs: config.auth.window * 1000 },
     udp: {
       port: config.udp.port === 0 ? null : config.udp.port,
