@@ -43,9 +43,14 @@ async function readConfigFile(file: string): Promise<Record<string, unknown>> {
   } catch (error) {
     throw new ConfigError('ERR_CONFIG_FILE', `config file ${file}: cannot read it (${(error as NodeJS.ErrnoException).code})`, { cause: error });
   }
+  return parseConfigText(text, file);
+}
+
+/** The mapping a YAML config text holds; throws ConfigError (naming `file`) for anything else. */
+export function parseConfigText(text: string, file: string): Record<string, unknown> {
   let data: unknown;
   try {
-    data = parseYaml(text);
+    data = parseYaml(text, { logLevel: 'error' });
   } catch (error) {
     const detail = error instanceof YAMLParseError ? error.message : String(error);
     throw new ConfigError('ERR_CONFIG_YAML', `config file ${file}: not valid YAML: ${detail}`, { cause: error });

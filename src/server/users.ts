@@ -82,6 +82,11 @@ export class UserStore {
       const code = (error as NodeJS.ErrnoException).code;
       throw new ConfigError('ERR_USERS_FILE', `users file ${file}: cannot read it (${code}); create it with: echo PASSWORD | socksgate passwd --file ${file} USER`, { cause: error });
     }
+    return UserStore.parse(text, file);
+  }
+
+  /** The users of a users file's text; throws ConfigError naming the line for anything malformed. */
+  static parse(text: string, file: string): UserStore {
     const users = new Map<string, PasswordHash>();
     text.split('\n').forEach((raw, index) => {
       const line = raw.trim();
