@@ -13,6 +13,7 @@ import { ConfigError } from './config/errors.js';
 import { loadConfig } from './config/load.js';
 import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
 import { createLogger } from './observe/log.js';
+import { AdminServer } from './observe/admin.js';
 import { formatAddress, addressFromHost } from './protocol/address.js';
 import { reloadableFromConfig, restartOnlyChanges, serverFromConfig } from './server/from-config.js';
 import { watch } from 'node:fs';
@@ -85,15 +86,20 @@ async function serve(command: Command): Promise<void> {
   let config = await loadConfig({ file, flags });
   const log = createLogger(config.log);
   const server = await serverFromConfig(config, log);
+  const admin = config.admin ? new AdminServer(server) : null;
   // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
   const pidFile = config.pidFile;
+  const shutdownMs = config.shutdownTimeout * 1000;
   stopOnSignals(
     log,
     async () => {
-      await server.close();
+      // Stop accepting and report not-ready at once; live sessions get up to shutdownTimeout to finish.
+      const cut = await server.drain(shutdownMs);
+      if (cut > 0) log.warn({ sessions: cut, shutdownTimeout: config.shutdownTimeout }, 'shutdown deadline reached: closed the sessions still open');
+      await admin?.close();
       if (pidFile) await rm(pidFile, { force: true });
     },
-    () => ({ sessions: server.sessionCount }),
+    () => ({ sessions: server.sessionCount, deadlineSeconds: config.shutdownTimeout }),
   );
 
   // SIGHUP (or a change of a watched file): users, rules and limits again, live sessions untouched.
@@ -115,6 +121,12 @@ async function serve(command: Command): Promise<void> {
   process.on('SIGHUP', () => reload('SIGHUP'));
   if (config.watch) watchFiles([file, config.users], () => reload('file changed'), log);
 
+  if (admin && config.admin) {
+    const where = parseHostPort(config.admin) as HostPort;
+    const bound = await admin.listen(where.host, where.port);
+    const text = formatAddress(addressFromHost(bound.host, bound.port));
+    log.info({ admin: text }, `admin listening on http://${text}/ (metrics, healthz, readyz, status)`);
+  }
   const bound = await server.listen();
   if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
   const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));

@@ -100,6 +100,15 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, origin: { file?:
 
 /** Refuses an open proxy on a reachable address unless asked for explicitly. */
 function checkSafety(config: Config): void {
+  if (config.admin && !config.adminAllowRemote) {
+    const admin = parseHostPort(config.admin);
+    if (typeof admin !== 'string' && !isLoopbackHost(admin.host)) {
+      throw new ConfigError(
+        'ERR_ADMIN_REMOTE',
+        `the admin listener ${config.admin} would be reachable from other hosts and has no authentication; use 127.0.0.1:PORT, or pass --admin-allow-remote behind a firewall`,
+      );
+    }
+  }
   if (config.users || config.allowOpen) return;
   const exposed = config.listen.filter((text) => {
     const parsed = parseHostPort(text);

@@ -170,6 +170,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    admin: hostPort()
+      .optional()
+      .describe('Admin listener for /metrics (Prometheus), /healthz, /readyz and the /status page, as HOST:PORT; off when unset.')
+      .meta({ arg: 'HOST:PORT' }),
+    adminAllowRemote: z
+      .boolean()
+      .default(false)
+      .describe('Allow the admin listener on a non-loopback address (it has no authentication: put it behind a firewall).'),
+    shutdownTimeout: duration('On SIGTERM, how long live sessions may go on finishing before the rest are closed.', 30),
     pidFile: z
       .string()
       .min(1)

@@ -20,6 +20,8 @@ export interface ResolverOptions {
   readonly timeoutMs?: number;
   /** How long answers of the system's resolver are kept (it does not report TTLs). */
   readonly systemTtlMs?: number;
+  /** Told about every lookup that was not answered from the cache: seconds taken and success. */
+  readonly onLookup?: (seconds: number, ok: boolean) => void;
 }
 
 /**
@@ -40,9 +42,11 @@ abstract class CachingResolver implements Resolver {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly inFlight = new Map<string, Promise<string[]>>();
   private readonly cacheSize: number;
+  private readonly onLookup: ((seconds: number, ok: boolean) => void) | undefined;
 
   constructor(options: ResolverOptions) {
     this.cacheSize = options.cacheSize ?? 10_000;
+    this.onLookup = options.onLookup;
   }
 
   cached(host: string): string[] | undefined {
@@ -63,13 +67,20 @@ abstract class CachingResolver implements Resolver {
     if (hit) return Promise.resolve(hit);
     let pending = this.inFlight.get(name);
     if (!pending) {
+      const started = performance.now();
+      const report = (ok: boolean): void => this.onLookup?.((performance.now() - started) / 1000, ok);
       pending = this.query(name)
         .then(({ addresses, ttlMs }) => {
+          report(true);
           if (ttlMs > 0) {
             if (this.cache.size >= this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
             this.cache.set(name, { addresses, expires: Date.now() + ttlMs });
           }
           return addresses;
+        })
+        .catch((error: unknown) => {
+          report(false);
+          throw error;
         })
         .finally(() => this.inFlight.delete(name));
       this.inFlight.set(name, pending);

@@ -80,7 +80,7 @@ export async function runAssociate(session: Session, destination: SocksAddress):
     resolver: session.ctx.resolver,
     stats: udp.stats,
     log: session.log,
-    onIdle: () => session.close('udp idle timeout'),
+    onIdle: () => session.timedOut('udp-idle'),
   });
   session.own(() => association.close());
 
@@ -104,6 +104,7 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   }
 
   session.meter = () => [association.up, association.down];
+  session.details = () => association.describe();
   session.holdControl();
   if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
   session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port));

@@ -45,7 +45,10 @@ export async function runBind(session: Session, destination: SocksAddress): Prom
   const peer = await acceptFrom(listener, expected, session);
   listener.close();
   if (!peer) {
-    if (!session.isClosed) session.fail(Reply.HOST_UNREACHABLE, `bind: no connection from ${destination.host} within ${session.ctx.bindTimeoutMs} ms`);
+    if (!session.isClosed) {
+      session.ctx.stats.timeouts.bind++;
+      session.fail(Reply.HOST_UNREACHABLE, `bind: no connection from ${destination.host} within ${session.ctx.bindTimeoutMs} ms`);
+    }
     return;
   }
   session.own(() => peer.destroy());

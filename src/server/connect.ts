@@ -41,5 +41,6 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
   const buckets = session.rates.filter((r) => r.tcpBytes.rate > 0).map((r) => r.tcpBytes);
   const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
   const end = await relay(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended, ...throttles });
-  session.close(end === 'closed' ? 'ok' : end);
+  if (end === 'idle') session.ctx.stats.timeouts.idle++;
+  session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
 }

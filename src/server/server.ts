@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
@@ -106,9 +107,34 @@ export const SERVER_DEFAULTS = {
   bindTimeoutMs: 60_000,
 } as const;
 
+/** What a session looked like when it ended (for metrics and access logs). */
+export interface SessionEnd {
+  readonly command: string;
+  readonly seconds: number;
+  readonly result: string;
+}
+
+export interface SocksServerEvents {
+  'session-end': [SessionEnd];
+  /** A DNS lookup not answered from the cache. */
+  'dns-lookup': [seconds: number, ok: boolean];
+}
+
+/** One live session as a status page shows it. */
+export interface SessionSnapshot {
+  readonly client: string;
+  readonly user: string | null;
+  readonly command: string;
+  readonly target: string;
+  readonly up: number;
+  readonly down: number;
+  readonly ageSeconds: number;
+  readonly [detail: string]: unknown;
+}
+
 /** A SOCKS5 server: owns its listeners and every live session. */
-export class SocksServer {
-  private readonly listeners: Server[] = [];
+export class SocksServer extends EventEmitter<SocksServerEvents> {
+  private readonly tcpListeners: Server[] = [];
   private readonly sessions = new Set<Session>();
   private readonly ctx: SessionContext;
   private readonly maxClients: number;
@@ -120,10 +146,13 @@ export class SocksServer {
   /** Counters of the TCP side: failed logins, blocked addresses, limits, denials. */
   readonly stats = new ServerStats();
 
+  private draining = false;
+
   constructor(private readonly options: ServerOptions) {
+    super();
     this.log = options.logger ?? pino({ level: 'silent' });
     this.maxClients = options.maxClients ?? SERVER_DEFAULTS.maxClients;
-    const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [] });
+    const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [], onLookup: (seconds, ok) => this.emit('dns-lookup', seconds, ok) });
     const udp = options.udp ?? {};
     this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log);
     const udpContext: UdpContext = {
@@ -205,7 +234,7 @@ export class SocksServer {
 
   /** Bound addresses, in the order of `listen` (ports filled in when 0 was asked for). */
   addresses(): Endpoint[] {
-    return this.listeners.map((l) => {
+    return this.tcpListeners.map((l) => {
       const a = l.address() as { address: string; port: number };
       return { host: a.address, port: a.port };
     });
@@ -216,7 +245,7 @@ export class SocksServer {
     try {
       for (const endpoint of this.options.listen) {
         const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
-        this.listeners.push(server);
+        this.tcpListeners.push(server);
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
           server.listen({ host: endpoint.host, port: endpoint.port }, () => {
@@ -238,14 +267,64 @@ export class SocksServer {
     return this.addresses();
   }
 
+  /** Accepting connections (listening and not draining). */
+  get ready(): boolean {
+    return this.tcpListeners.length > 0 && !this.draining;
+  }
+
+  /**
+   * Graceful shutdown: stop accepting, let live sessions finish for up to `deadlineMs`, then close
+   * what is left. Resolves with the number of sessions that had to be cut.
+   */
+  async drain(deadlineMs: number): Promise<number> {
+    this.draining = true;
+    const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    const deadline = Date.now() + deadlineMs;
+    while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const cut = this.sessions.size;
+    await Promise.all(closing);
+    await this.close();
+    return cut;
+  }
+
+  /** Live sessions, for a status page (bounded to the first `limit`). */
+  snapshot(limit = 500): SessionSnapshot[] {
+    const now = performance.now();
+    const out: SessionSnapshot[] = [];
+    for (const session of this.sessions) {
+      if (out.length >= limit) break;
+      const [up, down] = session.meter ? session.meter() : [0, 0];
+      out.push({
+        client: formatAddress(session.client),
+        user: session.user,
+        command: session.command,
+        target: session.target,
+        up,
+        down,
+        ageSeconds: Math.round((now - session.startedAt) / 100) / 10,
+        ...(session.details ? session.details() : {}),
+      });
+    }
+    return out;
+  }
+
+  /** Live sessions by command ('-' while still in the handshake). */
+  sessionsByCommand(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const session of this.sessions) counts[session.command] = (counts[session.command] ?? 0) + 1;
+    return counts;
+  }
+
   /** Stops listening and closes every session. */
   async close(): Promise<void> {
-    const closing = this.listeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    this.draining = true;
+    const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
     await Promise.all([...closing, this.demux?.close()]);
   }
 
   private accept(socket: Socket): void {
+    this.stats.connectionsAccepted++;
     if (this.ctx.live.users && this.ctx.lockout?.isBlocked(addressFromHost(socket.remoteAddress ?? '', 0).host)) {
       this.stats.authBlocked++;
       socket.destroy();
@@ -257,7 +336,10 @@ export class SocksServer {
       socket.destroy();
       return;
     }
-    const session = new Session(socket, this.ctx, (s) => this.sessions.delete(s));
+    const session = new Session(socket, this.ctx, (s) => {
+      this.sessions.delete(s);
+      this.emit('session-end', { command: s.command, seconds: (performance.now() - s.startedAt) / 1000, result: s.outcome });
+    });
     this.sessions.add(session);
   }
 }

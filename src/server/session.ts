@@ -37,6 +37,12 @@ export interface LiveSettings {
 
 /** Counters of the TCP side, read by exporters. */
 export class ServerStats {
+  /** TCP connections accepted (refused ones included). */
+  connectionsAccepted = 0;
+  /** Sessions ended, by command ('-' for those that never got to one). */
+  readonly sessionsEnded: Record<string, number> = {};
+  /** Sessions ended by a timeout, by kind. */
+  readonly timeouts = { handshake: 0, idle: 0, bind: 0, 'udp-idle': 0 };
   authFailures = 0;
   /** Connections closed at once because their address was blocked after failed logins. */
   authBlocked = 0;
@@ -105,11 +111,31 @@ export class Session {
   ) {
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
     this.log = ctx.log.child({ client: formatAddress(this.client) });
-    this.timer = setTimeout(() => this.close('handshake timeout'), ctx.handshakeTimeoutMs);
+    this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.once('close', this.onSocketClose);
+  }
+
+  /** How the session ended ('ok' or what ended it); meaningful once closed. */
+  get outcome(): string {
+    return this.result;
+  }
+
+  /** When the session began (performance.now()). */
+  get startedAt(): number {
+    return this.started;
+  }
+
+  /** Set by a command: what a status page shows about it beyond the common fields. */
+  details: (() => Record<string, unknown>) | null = null;
+
+  /** Ends the session on a timeout of the given kind, counted. */
+  timedOut(kind: keyof ServerStats['timeouts']): void {
+    if (this.closed) return;
+    this.ctx.stats.timeouts[kind]++;
+    this.close(`${kind} timeout`);
   }
 
   /** Aborted when the session closes: pending dials and waits stop. */
@@ -180,6 +206,7 @@ export class Session {
     }
     this.socket.destroy();
     if (this.meter) [this.up, this.down] = this.meter();
+    this.ctx.stats.sessionsEnded[this.command] = (this.ctx.stats.sessionsEnded[this.command] ?? 0) + 1;
     this.log.info(
       {
         user: this.user,
@@ -295,7 +322,7 @@ export class Session {
       this.socket.pause();
       if (this.timer) clearTimeout(this.timer);
       this.timer = setTimeout(() => {
-        this.timer = setTimeout(() => this.close('handshake timeout'), this.ctx.handshakeTimeoutMs);
+        this.timer = setTimeout(() => this.timedOut('handshake'), this.ctx.handshakeTimeoutMs);
         this.check(users, username, password, address);
       }, wait);
       return;

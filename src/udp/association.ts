@@ -65,6 +65,9 @@ export class Association {
   /** Payload bytes client → destinations, and destinations → client. */
   up = 0;
   down = 0;
+  /** Datagrams relayed client → destinations and destinations → client. */
+  datagramsUp = 0;
+  datagramsDown = 0;
   /** The client's UDP port, once declared or learned. */
   clientPort: number | null;
 
@@ -131,6 +134,24 @@ export class Association {
   /** The fixed-port demultiplexer learned the client's port from its first datagram. */
   learnPort(port: number): void {
     this.clientPort = port;
+  }
+
+  /** For a status page: the client endpoint, destinations (the first 20) and traffic each way. */
+  describe(): Record<string, unknown> {
+    const destinations: string[] = [];
+    for (const key of this.peers.keys()) {
+      if (destinations.length >= 20) break;
+      const [ip, port] = key.split('|');
+      destinations.push(`${unmapAddress(ip!)}:${port}`);
+    }
+    return {
+      udpClient: this.clientPort === null ? `${this.clientIp}:?` : `${this.clientIp}:${this.clientPort}`,
+      relayPort: this.relay?.port,
+      destinations,
+      destinationCount: this.peers.size,
+      datagramsUp: this.datagramsUp,
+      datagramsDown: this.datagramsDown,
+    };
   }
 
   close(): void {
@@ -245,6 +266,7 @@ export class Association {
     this.options.stats.forwardedDatagrams++;
     this.options.stats.forwardedBytes += payload.length;
     this.up += payload.length;
+    this.datagramsUp++;
   }
 
   /** Per-association mode: the relay socket hears both the client and the destinations. */
@@ -293,6 +315,7 @@ export class Association {
     stats.deliveredDatagrams++;
     stats.deliveredBytes += datagram.length;
     this.down += datagram.length;
+    this.datagramsDown++;
   };
 
   private readonly onSent = (error: Error | null): void => {

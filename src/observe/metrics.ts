@@ -1,0 +1,174 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SocksServer } from '../server/server.js';
+import { DROP_REASONS } from '../udp/stats.js';
+
+/**
+ * Prometheus metrics of one server. Counters the server keeps as plain integers are read at scrape
+ * time (collect callbacks), so the hot path never touches prom-client; only session ends and DNS
+ * lookups are observed as they happen. Label sets are bounded: no per-client labels.
+ */
+export function createMetrics(server: SocksServer): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'socksgate_process_' });
+  const udp = server.udpStats;
+  const tcp = server.stats;
+  const COMMANDS = ['connect', 'bind', 'udp', '-'];
+
+  new Gauge({
+    name: 'socksgate_sessions_active',
+    help: 'Sessions open now, by command ("-" while in the handshake).',
+    labelNames: ['command'],
+    registers: [registry],
+    collect() {
+      const counts = server.sessionsByCommand();
+      for (const command of COMMANDS) this.set({ command }, counts[command] ?? 0);
+    },
+  });
+  new Counter({
+    name: 'socksgate_tcp_connections_total',
+    help: 'TCP control connections accepted.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(tcp.connectionsAccepted);
+    },
+  });
+  new Counter({
+    name: 'socksgate_sessions_total',
+    help: 'Sessions ended, by command.',
+    labelNames: ['command'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const command of COMMANDS) this.inc({ command }, tcp.sessionsEnded[command] ?? 0);
+    },
+  });
+  new Counter({
+    name: 'socksgate_session_timeouts_total',
+    help: 'Sessions ended by a timeout, by kind.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [kind, count] of Object.entries(tcp.timeouts)) this.inc({ kind }, count);
+    },
+  });
+  new Counter({
+    name: 'socksgate_auth_failures_total',
+    help: 'Failed username/password logins.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(tcp.authFailures);
+    },
+  });
+  new Counter({
+    name: 'socksgate_auth_blocked_total',
+    help: 'Connections closed because their address is blocked after failed logins.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(tcp.authBlocked);
+    },
+  });
+  new Counter({
+    name: 'socksgate_rule_denials_total',
+    help: 'Requests denied by a rule or a safe default (UDP datagrams are in socksgate_udp_dropped_total{reason="denied"}).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(tcp.denied);
+    },
+  });
+  new Counter({
+    name: 'socksgate_session_limit_refusals_total',
+    help: 'Requests refused over a per-client or per-user session limit.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(tcp.sessionsOverLimit);
+    },
+  });
+  new Gauge({
+    name: 'socksgate_udp_associations_active',
+    help: 'UDP associations open now.',
+    registers: [registry],
+    collect() {
+      this.set(udp.activeAssociations);
+    },
+  });
+  new Counter({
+    name: 'socksgate_udp_associations_total',
+    help: 'UDP associations opened.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(udp.associationsOpened);
+    },
+  });
+  const directions = (pick: 'datagrams' | 'bytes'): Record<string, number> =>
+    pick === 'datagrams'
+      ? { client_to_proxy: udp.clientDatagrams, proxy_to_destination: udp.forwardedDatagrams, destination_to_proxy: udp.replyDatagrams, proxy_to_client: udp.deliveredDatagrams }
+      : { client_to_proxy: udp.clientBytes, proxy_to_destination: udp.forwardedBytes, destination_to_proxy: udp.replyBytes, proxy_to_client: udp.deliveredBytes };
+  for (const pick of ['datagrams', 'bytes'] as const) {
+    new Counter({
+      name: `socksgate_udp_${pick}_total`,
+      help: `UDP ${pick === 'bytes' ? 'payload bytes' : 'datagrams'} by direction.`,
+      labelNames: ['direction'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [direction, value] of Object.entries(directions(pick))) this.inc({ direction }, value);
+      },
+    });
+  }
+  new Counter({
+    name: 'socksgate_udp_dropped_total',
+    help: 'UDP datagrams dropped, by reason.',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const reason of DROP_REASONS) this.inc({ reason }, udp.drops[reason]);
+    },
+  });
+  new Counter({
+    name: 'socksgate_udp_fragments_total',
+    help: 'UDP datagrams received with FRAG other than 0.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(udp.fragments);
+    },
+  });
+  new Counter({
+    name: 'socksgate_udp_reassemblies_total',
+    help: 'Fragment sequences reassembled into one datagram.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(udp.reassembled);
+    },
+  });
+
+  const duration = new Histogram({
+    name: 'socksgate_session_duration_seconds',
+    help: 'How long sessions lasted, by command.',
+    labelNames: ['command'],
+    buckets: [0.01, 0.1, 1, 10, 60, 600, 3600, 86400],
+    registers: [registry],
+  });
+  server.on('session-end', (end) => duration.observe({ command: COMMANDS.includes(end.command) ? end.command : '-' }, end.seconds));
+  const lookups = new Counter({ name: 'socksgate_dns_lookups_total', help: 'DNS lookups not answered from the cache, by result.', labelNames: ['result'], registers: [registry] });
+  const lookupSeconds = new Histogram({
+    name: 'socksgate_dns_lookup_duration_seconds',
+    help: 'How long DNS lookups took.',
+    buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 5],
+    registers: [registry],
+  });
+  server.on('dns-lookup', (seconds, ok) => {
+    lookups.inc({ result: ok ? 'ok' : 'error' });
+    lookupSeconds.observe(seconds);
+  });
+  return registry;
+}
