@@ -282,8 +282,9 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     const deadline = Date.now() + deadlineMs;
     while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     const cut = this.sessions.size;
-    await Promise.all(closing);
+    // A listener's close completes only when its connections are gone: close the sessions first.
     await this.close();
+    await Promise.all(closing);
     return cut;
   }
 
