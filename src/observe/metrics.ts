@@ -9,7 +9,7 @@ import { DROP_REASONS } from '../udp/stats.js';
  */
 export function createMetrics(server: SocksServer): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'socksgate_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'socksgate_' });
   const udp = server.udpStats;
   const tcp = server.stats;
   const COMMANDS = ['connect', 'bind', 'udp', '-'];
