@@ -8,6 +8,7 @@ import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
 import { ControlConnection } from '../client/control.js';
 import { connect } from '../client/connect.js';
 import { parseProxy, type ProxyInput, type ProxyOptions } from '../client/proxy.js';
+import { bindUdp } from '../udp/socket.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
 
@@ -237,7 +238,7 @@ class UdpProbe {
     const control = await ControlConnection.open(proxy, { timeoutMs });
     try {
       const local = (control.socket.localAddress ?? '0.0.0.0').replace(/^::ffff:/, '');
-      const udp = await bindUdp(local);
+      const udp = await bindLocal(local);
       const port = udp.address().port;
       const reply = await control.request(Command.UDP_ASSOCIATE, addressFromHost(isIPv6(local) ? '::' : '0.0.0.0', port));
       control.release();
@@ -353,7 +354,7 @@ class UdpProbe {
 
   async hijackCheck(target: UdpTarget, timeoutMs: number): Promise<CheckResult> {
     const local = this.udp.address().address;
-    const other = await bindUdp(local);
+    const other = await bindLocal(local);
     this.sockets.push(other);
     const trip = await this.roundTrip(target, 32, timeoutMs, { socket: other });
     return trip.ok
@@ -384,15 +385,9 @@ class UdpProbe {
   }
 }
 
-function bindUdp(host: string): Promise<UdpSocket> {
-  const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
-  return new Promise((resolve, reject) => {
-    socket.once('error', reject);
-    socket.bind(0, host, () => {
-      socket.off('error', reject);
-      resolve(socket);
-    });
-  });
+/** A UDP socket on `host`, any port (the family follows the address). */
+async function bindLocal(host: string): Promise<UdpSocket> {
+  return (await bindUdp(0, host)).socket;
 }
 
 /** Round trips straight to the target (no proxy), when it is reachable from here. */

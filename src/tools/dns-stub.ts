@@ -1,10 +1,10 @@
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Logger } from 'pino';
 import pino from 'pino';
 import { associate, type UdpAssociation } from '../client/associate.js';
 import { connect } from '../client/connect.js';
 import type { ProxyInput } from '../client/proxy.js';
+import { bindUdp } from '../udp/socket.js';
 
 export interface DnsStubOptions {
   readonly proxy: ProxyInput;
@@ -58,14 +58,7 @@ export class DnsStub {
 
   async listen(): Promise<{ host: string; port: number }> {
     const { host, port } = this.options.listen;
-    const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(port, host, () => {
-        socket.off('error', reject);
-        resolve();
-      });
-    });
+    const { socket } = await bindUdp(port, host);
     socket.on('message', this.onQuery);
     socket.on('error', (error) => this.log.warn({ err: error }, 'dns stub socket error'));
     this.socket = socket;

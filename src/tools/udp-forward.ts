@@ -1,9 +1,9 @@
-import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Logger } from 'pino';
 import pino from 'pino';
 import { associate, type UdpAssociation } from '../client/associate.js';
 import type { ProxyInput } from '../client/proxy.js';
+import { bindUdp } from '../udp/socket.js';
 
 export interface UdpForwardOptions {
   readonly proxy: ProxyInput;
@@ -50,14 +50,7 @@ export class UdpForwarder {
 
   async listen(): Promise<{ host: string; port: number }> {
     const { host, port } = this.options.listen;
-    const socket = createSocket(isIPv6(host) ? 'udp6' : 'udp4');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(port, host, () => {
-        socket.off('error', reject);
-        resolve();
-      });
-    });
+    const { socket } = await bindUdp(port, host);
     socket.on('message', this.onLocal);
     socket.on('error', (error) => this.log.warn({ err: error }, 'udp-forward socket error'));
     this.socket = socket;
