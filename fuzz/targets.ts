@@ -7,6 +7,7 @@ import { ByteReader } from '../src/protocol/reader.js';
 import { encodeReply, encodeRequest, parseReply, parseRequest } from '../src/protocol/request.js';
 import { encodeUdpDatagram, parseUdpHeader } from '../src/protocol/udp-header.js';
 import { SocksError } from '../src/protocol/errors.js';
+import { encodeUotFrame, parseUotFrame } from '../src/protocol/uot.js';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfigText, validateConfig } from '../src/config/load.js';
 import { UserStore } from '../src/server/users.js';
@@ -95,6 +96,18 @@ export const TARGETS: FuzzTarget[] = [
         expected[0] = 0;
         expected[1] = 0;
         assert.ok(again.equals(expected));
+      }
+    },
+  },
+  {
+    name: 'uot-frame',
+    cover: PROTOCOL,
+    run(input) {
+      const result = parseUotFrame(input);
+      expectError(result);
+      if (result.status === 'ok') {
+        assert.ok(result.size <= input.length);
+        assert.ok(encodeUotFrame(result.value.address, result.value.payload).equals(input.subarray(0, result.size)));
       }
     },
   },

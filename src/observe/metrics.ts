@@ -12,7 +12,7 @@ export function createMetrics(server: SocksServer): Registry {
   collectDefaultMetrics({ register: registry, prefix: 'socksgate_' });
   const udp = server.udpStats;
   const tcp = server.stats;
-  const COMMANDS = ['connect', 'bind', 'udp', '-'];
+  const COMMANDS = ['connect', 'bind', 'udp', 'udp-over-tcp', '-'];
 
   new Gauge({
     name: 'socksgate_sessions_active',

@@ -15,6 +15,8 @@ export const Command = {
   CONNECT: 0x01,
   BIND: 0x02,
   UDP_ASSOCIATE: 0x03,
+  /** hev-socks5's "FWD UDP": datagrams carried in frames on the TCP connection (see docs/udp-over-tcp.md). */
+  FWD_UDP: 0x05,
 } as const;
 
 export const AddressType = {
@@ -57,7 +59,7 @@ const replyText: Record<number, string> = {
   0x08: 'address type not supported',
 };
 
-const commandText: Record<number, string> = { 0x01: 'connect', 0x02: 'bind', 0x03: 'udp' };
+const commandText: Record<number, string> = { 0x01: 'connect', 0x02: 'bind', 0x03: 'udp', 0x05: 'udp-over-tcp' };
 
 const methodText: Record<number, string> = {
   0x00: 'no authentication',
@@ -83,5 +85,5 @@ export function describeMethod(code: number): string {
 }
 
 export function isCommand(code: number): code is CommandCode {
-  return code === Command.CONNECT || code === Command.BIND || code === Command.UDP_ASSOCIATE;
+  return code === Command.CONNECT || code === Command.BIND || code === Command.UDP_ASSOCIATE || code === Command.FWD_UDP;
 }

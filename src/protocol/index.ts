@@ -7,3 +7,4 @@ export * from './auth.js';
 export * from './request.js';
 export * from './udp-header.js';
 export * from './reader.js';
+export * from './uot.js';

@@ -23,7 +23,7 @@ export function parseRequest(buf: Buffer): ParseResult<Request> {
   if (buf.length < 2) return MORE;
   const command = buf[1] as number;
   if (!isCommand(command)) {
-    return fail(new SocksError('ERR_COMMAND', `${describeCommand(command)} (RFC 1928 defines connect, bind and udp)`, Reply.COMMAND_NOT_SUPPORTED));
+    return fail(new SocksError('ERR_COMMAND', `${describeCommand(command)} (RFC 1928 defines connect, bind and udp; 0x05 is UDP over TCP)`, Reply.COMMAND_NOT_SUPPORTED));
   }
   // RSV (byte 2) is ignored: RFC 1928 reserves it, and rejecting stray values helps nobody.
   const address = parseAddress(buf, 3);

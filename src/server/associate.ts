@@ -51,39 +51,11 @@ export async function runAssociate(session: Session, destination: SocksAddress):
     session.fail(Reply.GENERAL_FAILURE, 'udp: control connection has no addresses');
     return;
   }
-  const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
-  if (!decision.allowed) {
-    session.ctx.stats.denied++;
-    session.log.info({ command: 'udp', rule: decision.reason }, 'denied by policy');
-    session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
-    return;
-  }
-  const limits = session.ctx.live.limits;
-  const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
-  const association = new Association({
-    policy: () => session.ctx.live.policy,
-    user: session.user,
-    meter: rates.length === 0 ? null : (bytes) => rates.every((r) => r.takeDatagram(bytes)),
-    maxDestinations: limits.destinationsPerAssociation,
-    amplificationRatio: limits.amplificationRatio,
-    amplificationBurst: limits.amplificationBurst,
-    clientAddress,
+  const association = openAssociation(session, clientAddress, {
     shared: udp.demux !== null,
     declaredPort: declaredPort(destination, unmapAddress(clientAddress)),
-    endpointIndependent: udp.endpointIndependent,
-    reassemble: udp.reassemble,
-    fragmentTimeoutMs: udp.fragmentTimeoutMs,
-    reassemblyLimit: udp.reassemblyLimit,
-    budget: udp.budget,
-    maxPayload: udp.maxPayload,
-    idleTimeoutMs: udp.idleTimeoutMs,
-    resolver: session.ctx.resolver,
-    stats: udp.stats,
-    log: session.log,
-    onIdle: () => session.timedOut('udp-idle'),
   });
-  session.own(() => association.close());
-
+  if (!association) return;
   try {
     if (!(await association.open())) return;
   } catch (error) {
@@ -108,4 +80,45 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   session.holdControl();
   if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
   session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port));
+}
+
+/**
+ * The association for a UDP ASSOCIATE or UDP-over-TCP session, once policy allows this client UDP
+ * at all (otherwise 0x02 is sent and null returned). The session owns it from here.
+ */
+export function openAssociation(session: Session, clientAddress: string, how: { shared: boolean; declaredPort: number | null }): Association | null {
+  const udp = session.ctx.udp;
+  const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
+  if (!decision.allowed) {
+    session.ctx.stats.denied++;
+    session.log.info({ command: session.command, rule: decision.reason }, 'denied by policy');
+    session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
+    return null;
+  }
+  const limits = session.ctx.live.limits;
+  const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
+  const association = new Association({
+    policy: () => session.ctx.live.policy,
+    user: session.user,
+    meter: rates.length === 0 ? null : (bytes) => rates.every((r) => r.takeDatagram(bytes)),
+    maxDestinations: limits.destinationsPerAssociation,
+    amplificationRatio: limits.amplificationRatio,
+    amplificationBurst: limits.amplificationBurst,
+    clientAddress,
+    shared: how.shared,
+    declaredPort: how.declaredPort,
+    endpointIndependent: udp.endpointIndependent,
+    reassemble: udp.reassemble,
+    fragmentTimeoutMs: udp.fragmentTimeoutMs,
+    reassemblyLimit: udp.reassemblyLimit,
+    budget: udp.budget,
+    maxPayload: udp.maxPayload,
+    idleTimeoutMs: udp.idleTimeoutMs,
+    resolver: session.ctx.resolver,
+    stats: udp.stats,
+    log: session.log,
+    onIdle: () => session.timedOut('udp-idle'),
+  });
+  session.own(() => association.close());
+  return association;
 }

@@ -17,6 +17,7 @@ import { ByteReader } from '../protocol/reader.js';
 import { encodeReply, parseRequest, type Request } from '../protocol/request.js';
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
+import { runUdpOverTcp } from './udp-over-tcp.js';
 
 /** Limits a reload may change. */
 export interface LiveLimits {
@@ -395,6 +396,9 @@ export class Session {
         break;
       case Command.UDP_ASSOCIATE:
         work = runAssociate(this, request.destination);
+        break;
+      case Command.FWD_UDP:
+        work = runUdpOverTcp(this);
         break;
     }
     work.catch((error: Error) => {

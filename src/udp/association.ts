@@ -178,17 +178,30 @@ export class Association {
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
     const header = parseUdpHeader(datagram);
     if (header.status !== 'ok') return this.drop('malformed', 1);
-    let { address } = header.value;
-    let payload = datagram.subarray(header.size);
+    this.relayFromClient(header.value.address, header.value.fragment, datagram.subarray(header.size));
+  }
+
+  /** A datagram from a UDP-over-TCP frame: already unwrapped, never fragmented. */
+  fromFrame(address: SocksAddress, payload: Buffer): void {
+    this.options.stats.clientDatagrams++;
+    if (this.closed) return this.drop('source', 1);
+    this.lastActivity = Date.now();
+    this.relayFromClient(address, 0, payload);
+  }
+
+  private relayFromClient(destination: SocksAddress, fragment: number, data: Buffer): void {
+    const stats = this.options.stats;
+    let address = destination;
+    let payload = data;
     stats.clientBytes += payload.length;
     if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
-    if (header.value.fragment !== 0) {
+    if (fragment !== 0) {
       stats.fragments++;
       if (!this.options.reassemble) return this.drop('fragment-disabled', 1);
       this.fragments ??= new FragmentQueue(this.options.fragmentTimeoutMs, this.options.reassemblyLimit, this.options.budget, (reason, count) =>
         this.drop(reason, count),
       );
-      const whole = this.fragments.add(header.value.fragment, address, Buffer.from(payload));
+      const whole = this.fragments.add(fragment, address, Buffer.from(payload));
       if (!whole) return;
       stats.reassembled++;
       address = whole.address;
@@ -322,7 +335,8 @@ export class Association {
     if (error) this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
   };
 
-  private drop(reason: DropReason, count: number, detail?: string): void {
+  /** Counts (and at debug level logs) datagrams that were not relayed. */
+  drop(reason: DropReason, count: number, detail?: string): void {
     this.options.stats.drops[reason] += count;
     if (this.options.log.isLevelEnabled('debug')) this.options.log.debug({ reason, count, detail }, 'udp datagram dropped');
   }

@@ -16,6 +16,7 @@ export const DROP_REASONS = [
   'amplification', // replies over limits.amplificationRatio times what the client sent, plus the burst
   'unreachable', // the destination's family cannot be reached from this relay
   'send-error', // the operating system refused to send (EHOSTUNREACH, EMSGSIZE, ENOBUFS, …)
+  'congested', // UDP over TCP: the oldest queued reply, dropped because the TCP connection could not keep up
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
