@@ -279,7 +279,16 @@ export const configSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    config.rules.forEach((rule, i) => {
+      (rule.groups ?? []).forEach((group, j) => {
+        if (!(group in config.groups)) {
+          ctx.addIssue({ code: 'custom', path: ['rules', i, 'groups', j], message: `no group "${group}" in groups (known: ${Object.keys(config.groups).join(', ') || 'none'})` });
+        }
+      });
+    });
+  });
 
 export type Config = z.output<typeof configSchema>;
 export type ConfigInput = z.input<typeof configSchema>;

@@ -3,9 +3,13 @@ import ipaddr from 'ipaddr.js';
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 function parseCidr(text: string): Range {
-  if (text.includes('/')) return ipaddr.parseCIDR(text);
-  const address = ipaddr.parse(text);
-  return [address, address.kind() === 'ipv4' ? 32 : 128];
+  const [address, bits] = text.includes('/') ? ipaddr.parseCIDR(text) : [ipaddr.parse(text), -1];
+  const prefix = bits < 0 ? (address.kind() === 'ipv4' ? 32 : 128) : bits;
+  // Addresses are compared unmapped (::ffff:10.0.0.1 as 10.0.0.1), so ranges written mapped are too.
+  if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && prefix >= 96) {
+    return [(address as ipaddr.IPv6).toIPv4Address(), prefix - 96];
+  }
+  return [address, prefix];
 }
 
 /** A set of address ranges, IPv4 and IPv6; IPv4-mapped IPv6 addresses match their IPv4 ranges. */

@@ -8,12 +8,27 @@ export class TokenBucket {
   private last: number;
 
   constructor(
-    readonly rate: number,
-    readonly burst: number = rate,
+    public rate: number,
+    public burst: number = rate,
     private readonly now: () => number = Date.now,
   ) {
     this.tokens = burst;
     this.last = now();
+  }
+
+  /** New rate and burst (a reload); the tokens on hand carry over, capped by the new burst. */
+  set(rate: number, burst: number): void {
+    this.refill();
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = Math.min(this.tokens, burst);
+  }
+
+  /** Whether `n` tokens are there now (nothing is taken). */
+  has(n: number): boolean {
+    if (this.rate <= 0) return true;
+    this.refill();
+    return this.tokens >= n;
   }
 
   private refill(): void {
@@ -58,24 +73,61 @@ export class RateBuckets {
   sessions = 0;
 
   constructor(limits: RateLimits) {
-    this.udpPackets = new TokenBucket(limits.udpPacketsPerSecond);
-    // At least one maximal datagram fits in the burst, or large datagrams could never pass.
-    this.udpBytes = new TokenBucket(limits.udpBytesPerSecond, Math.max(limits.udpBytesPerSecond, 65_535));
-    this.tcpBytes = new TokenBucket(limits.tcpBytesPerSecond);
+    const [packets, bytes, tcp] = RateBuckets.shapes(limits);
+    this.udpPackets = new TokenBucket(...packets);
+    this.udpBytes = new TokenBucket(...bytes);
+    this.tcpBytes = new TokenBucket(...tcp);
   }
 
-  /** One UDP datagram of `bytes`: both buckets must have room. */
-  takeDatagram(bytes: number): boolean {
-    if (!this.udpPackets.take(1)) return false;
-    return this.udpBytes.take(bytes);
+  // Bursts hold at least one datagram (and one maximal datagram), or nothing could ever pass.
+  private static shapes(limits: RateLimits): [[number, number], [number, number], [number, number]] {
+    return [
+      [limits.udpPacketsPerSecond, Math.max(limits.udpPacketsPerSecond, 1)],
+      [limits.udpBytesPerSecond, Math.max(limits.udpBytesPerSecond, 65_535)],
+      [limits.tcpBytesPerSecond, limits.tcpBytesPerSecond],
+    ];
   }
+
+  /** New limits for live buckets (a reload). */
+  apply(limits: RateLimits): void {
+    const [packets, bytes, tcp] = RateBuckets.shapes(limits);
+    this.udpPackets.set(...packets);
+    this.udpBytes.set(...bytes);
+    this.tcpBytes.set(...tcp);
+  }
+
+  /** Whether a UDP datagram of `bytes` fits both buckets now. */
+  canTakeDatagram(bytes: number): boolean {
+    return this.udpPackets.has(1) && this.udpBytes.has(bytes);
+  }
+
+  /** One UDP datagram of `bytes`: both buckets must have room; nothing is taken otherwise. */
+  takeDatagram(bytes: number): boolean {
+    if (!this.canTakeDatagram(bytes)) return false;
+    this.udpPackets.take(1);
+    this.udpBytes.take(bytes);
+    return true;
+  }
+}
+
+/** A datagram against several sets of buckets (client and user): all must have room, or none is charged. */
+export function takeDatagramFromAll(all: readonly RateBuckets[], bytes: number): boolean {
+  for (const buckets of all) if (!buckets.canTakeDatagram(bytes)) return false;
+  for (const buckets of all) buckets.takeDatagram(bytes);
+  return true;
 }
 
 /** Buckets by key (client address or user), alive while a session holds them. */
 export class RateTable {
   private readonly entries = new Map<string, RateBuckets>();
 
-  constructor(private readonly limits: RateLimits) {}
+  constructor(private limits: RateLimits) {}
+
+  /** New limits (a reload): live buckets keep their tokens, so a reload grants no fresh burst. */
+  update(limits: RateLimits): void {
+    this.limits = limits;
+    for (const buckets of this.entries.values()) buckets.apply(limits);
+  }
 
   /** Whether these limits limit anything at all. */
   get active(): boolean {

@@ -16,7 +16,10 @@ interface Record {
 // Addresses remembered at most; the oldest are forgotten first.
 const MAX_TRACKED = 100_000;
 
-/** Slows, then blocks, addresses that keep failing to log in. */
+/**
+ * Slows, then blocks, addresses that keep failing to log in. Every check is counted as a failure
+ * before it runs and taken back when it succeeds, so guesses sent in parallel count at once.
+ */
 export class AuthLockout {
   private readonly records = new Map<string, Record>();
 
@@ -50,9 +53,14 @@ export class AuthLockout {
     return false;
   }
 
-  /** A successful login clears the address's record. */
+  /**
+   * A check that was counted as a failure in advance (see `fail`) succeeded: take that failure
+   * back. An active block stays: a right password does not lift it.
+   */
   succeed(address: string): void {
-    this.records.delete(address);
+    const record = this.fresh(address);
+    if (!record || record.blockedUntil > this.now()) return;
+    if (--record.failures <= 0) this.records.delete(address);
   }
 
   isBlocked(address: string): boolean {

@@ -97,6 +97,8 @@ function checkDomain(host: string): void {
   }
 }
 
+const HOSTNAME = /^[A-Za-z0-9_.-]+$/;
+
 /**
  * Reads ATYP, address and port at `offset`. Errors carry the reply code RFC 1928 gives for them:
  * 0x08 for an unknown address type; an empty domain name cannot name a host (0x04).
@@ -123,6 +125,11 @@ export function parseAddress(buf: Buffer, offset: number): ParseResult<SocksAddr
       }
       if (buf.length < offset + 2 + length + 2) return MORE;
       const host = buf.toString('latin1', offset + 2, offset + 2 + length);
+      // Only letters, digits, '-', '_' and '.': a NUL or other byte would let a name read one way by
+      // rules and another by the resolver (which stops at NUL). Non-ASCII names arrive as punycode.
+      if (!HOSTNAME.test(host)) {
+        return fail(new SocksError('ERR_DOMAIN_CHARS', `domain name ${JSON.stringify(host)} has characters no host name has`, Reply.HOST_UNREACHABLE));
+      }
       return ok({ host, port: buf.readUInt16BE(offset + 2 + length), type: 'domain' }, 2 + length + 2);
     }
     default:

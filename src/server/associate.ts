@@ -3,6 +3,7 @@ import type { Session } from './session.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 import { Association } from '../udp/association.js';
+import { takeDatagramFromAll } from '../policy/limits.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import { unmapAddress } from '../udp/socket.js';
@@ -100,7 +101,7 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   const association = new Association({
     policy: () => session.ctx.live.policy,
     user: session.user,
-    meter: rates.length === 0 ? null : (bytes) => rates.every((r) => r.takeDatagram(bytes)),
+    meter: rates.length === 0 ? null : (bytes) => takeDatagramFromAll(rates, bytes),
     maxDestinations: limits.destinationsPerAssociation,
     amplificationRatio: limits.amplificationRatio,
     amplificationBurst: limits.amplificationBurst,

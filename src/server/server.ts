@@ -196,6 +196,14 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? 0;
   }
 
+  /** The rate table in force, with new limits; created once, so a reload never refills buckets. */
+  private rateTable(which: 'clientRates' | 'userRates', limits: RateLimits): RateTable {
+    const existing = (this.ctx as SessionContext | undefined)?.live.limits[which];
+    if (!existing) return new RateTable(limits);
+    existing.update(limits);
+    return existing;
+  }
+
   private liveSettings(options: ReloadableOptions): LiveSettings {
     return {
       users: options.users ?? null,
@@ -207,8 +215,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         ownAddresses: ownAddresses(this.options.listen),
       }),
       limits: {
-        clientRates: new RateTable({ ...NO_RATES, ...options.limits?.client }),
-        userRates: new RateTable({ ...NO_RATES, ...options.limits?.user }),
+        clientRates: this.rateTable('clientRates', { ...NO_RATES, ...options.limits?.client }),
+        userRates: this.rateTable('userRates', { ...NO_RATES, ...options.limits?.user }),
         destinationsPerAssociation: options.limits?.destinationsPerAssociation ?? 4096,
         amplificationRatio: options.limits?.amplificationRatio ?? 100,
         amplificationBurst: options.limits?.amplificationBurst ?? 1024 * 1024,

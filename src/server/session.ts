@@ -318,6 +318,8 @@ export class Session {
       this.ctx.stats.authBlocked++;
       return this.close('blocked after repeated failed logins');
     }
+    // Counted as a failure before it runs (taken back on success), so parallel guesses count at once.
+    if (lockout?.fail(address)) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
     // An address that keeps failing waits before each new check: guessing gets slow.
     if (wait > 0) {
       this.socket.pause();
@@ -334,17 +336,18 @@ export class Session {
   private check(users: UserStore, username: string, password: Buffer, address: string): void {
     const lockout = this.ctx.lockout;
     users.verify(username, password).then(
-      (ok) => {
+      (right) => {
         if (this.closed) return;
+        if (right) lockout?.succeed(address);
+        // A blocked address is refused even with the right password: guesses in flight cannot get through.
+        const ok = right && !(lockout?.isBlocked(address) ?? false);
         this.log.debug({ user: username, ok }, 'username/password');
         this.socket.write(encodeAuthStatus(ok));
         if (!ok) {
           this.user = username;
           this.ctx.stats.authFailures++;
-          if (lockout?.fail(address)) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
-          return this.closeGently('authentication failed');
+          return this.closeGently(right ? 'blocked after repeated failed logins' : 'authentication failed');
         }
-        lockout?.succeed(address);
         this.user = username;
         this.phase = 'request';
         this.socket.resume();

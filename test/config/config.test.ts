@@ -99,6 +99,11 @@ describe('configuration', () => {
     });
   });
 
+  test('a rule naming an unknown group is refused', async () => {
+    const path = await file('groups.yaml', 'groups: { staff: [alice] }\nrules:\n  - { action: allow, groups: [staf] }\n');
+    await assert.rejects(loadConfig({ file: path }), /rules\[0\]\.groups\[0\] in .*: got "staf"; no group "staf" in groups \(known: staff\)/);
+  });
+
   test('every key has a flag named after it and a description', () => {
     const kebab = (part: string): string => part.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
     for (const option of OPTIONS) {

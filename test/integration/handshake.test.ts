@@ -140,6 +140,13 @@ describe('bad input gets the RFC reply code, then a close, and the server keeps 
     await peer.readToEnd();
   });
 
+  test('a domain with a NUL or other non-host-name byte: 0x04 (rules and resolver must read one name)', async () => {
+    const name = Buffer.from('localhost\0.example.org', 'latin1');
+    const peer = await afterHandshake(Buffer.concat([Buffer.from([5, 1, 0, 3, name.length]), name, Buffer.from([0, 80])]));
+    assert.equal((await readReply(peer)).code, 0x04);
+    await peer.readToEnd();
+  });
+
   test('wrong version in the request: 0x01', async () => {
     const peer = await afterHandshake(Buffer.from([4, 1, 0, 1, 127, 0, 0, 1, 0, 80]));
     assert.equal((await readReply(peer)).code, 0x01);

@@ -60,6 +60,14 @@ describe('policy decisions', () => {
     assert.equal(policy.decide(ask({ host: 'other.test', ip: '127.0.0.1' }))?.allowed, false, 'nor loopback');
   });
 
+  test('suffixes with a trailing dot, IPv4-mapped ranges', () => {
+    const policy = new Policy({ ...base, rules: [{ action: 'deny', destinations: ['.ads.test.', '::ffff:10.0.0.0/104'] }] });
+    assert.equal(policy.decide(ask({ host: 'x.ads.test', ip: null }))?.allowed, false);
+    assert.equal(policy.decide(ask({ host: 'x.ads.test.', ip: null }))?.allowed, false);
+    assert.equal(policy.decide(ask({ host: '10.1.2.3', ip: '10.1.2.3' }))?.allowed, false);
+    assert.equal(policy.decide(ask({ host: '::ffff:10.1.2.3', ip: '::ffff:10.1.2.3' }))?.allowed, false);
+  });
+
   test('UDP ASSOCIATE itself: refused only when no datagram could be allowed', () => {
     const deny = new Policy({ ...base, rules: [{ action: 'deny', commands: ['udp'], clients: ['127.0.0.2'] }] });
     assert.equal(deny.decideAssociate('127.0.0.2', null).allowed, false);

@@ -38,8 +38,8 @@ const arbAddress: fc.Arbitrary<SocksAddress> = fc.oneof(
   fc.tuple(fc.uint8Array({ minLength: 4, maxLength: 4 }), arbPort).map(([b, port]) => ({ host: [...b].join('.'), port, type: 'ipv4' as const })),
   fc.tuple(fc.uint8Array({ minLength: 16, maxLength: 16 }), arbPort).map(([b, port]) => ({ host: ipv6Text([...b]), port, type: 'ipv6' as const })),
   fc
-    .tuple(fc.uint8Array({ minLength: 1, maxLength: 255 }), arbPort)
-    .map(([b, port]) => ({ host: Buffer.from(b).toString('latin1'), port, type: 'domain' as const })),
+    .tuple(fc.string({ unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.'), minLength: 1, maxLength: 255 }), arbPort)
+    .map(([host, port]) => ({ host, port, type: 'domain' as const })),
 );
 
 /** Feeds `bytes` to a ByteReader in the given pieces and runs the parsers in order, as a session does. */
@@ -96,6 +96,12 @@ describe('address codec', () => {
     const badType = parseAddress(Buffer.from([0x02, 1, 2, 3, 4, 0, 80]), 0);
     assert.equal(badType.status, 'error');
     if (badType.status === 'error') assert.equal(badType.error.reply, Reply.ADDRESS_TYPE_NOT_SUPPORTED);
+    for (const name of ['localhost\0', '127.0.0.1\0.example.org', 'a b', 'a%b', 'ex\u00e4mple']) {
+      const bytes = Buffer.from(name, 'latin1');
+      const result = parseAddress(Buffer.concat([Buffer.from([0x03, bytes.length]), bytes, Buffer.from([0, 80])]), 0);
+      assert.equal(result.status, 'error', JSON.stringify(name));
+      if (result.status === 'error') assert.deepEqual([result.error.code, result.error.reply], ['ERR_DOMAIN_CHARS', Reply.HOST_UNREACHABLE]);
+    }
     const emptyDomain = parseAddress(Buffer.from([0x03, 0, 0, 80]), 0);
     assert.equal(emptyDomain.status, 'error');
     if (emptyDomain.status === 'error') assert.equal(emptyDomain.error.reply, Reply.HOST_UNREACHABLE);

@@ -18,8 +18,8 @@ export class DestinationMatcher implements Matcher {
     for (const entry of entries) {
       const text = entry.trim().toLowerCase();
       if (isIP(text) || text.includes('/')) cidrs.push(text);
-      else if (text.startsWith('*.')) this.suffixes.push(text.slice(1));
-      else if (text.startsWith('.')) this.suffixes.push(text);
+      else if (text.startsWith('*.')) this.suffixes.push(text.slice(1).replace(/\.$/, ''));
+      else if (text.startsWith('.')) this.suffixes.push(text.replace(/\.$/, ''));
       else this.exact.add(text.replace(/\.$/, ''));
     }
     this.ranges = cidrs.length > 0 ? new CidrSet(cidrs) : null;
