@@ -5,6 +5,8 @@ import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Command } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
+import { ByteReader } from '../protocol/reader.js';
+import { encodeUotFrame, parseUotFrame } from '../protocol/uot.js';
 import { ControlConnection, destinationFor, type DialOptions } from './control.js';
 import { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
 
@@ -27,6 +29,11 @@ export interface AssociateOptions extends DialOptions {
   readonly keepalive?: { readonly intervalMs: number; readonly host: string; readonly port: number; readonly payload?: Buffer };
   /** Set up a new association (same local UDP socket) when the control connection or the proxy is lost. */
   readonly reassociate?: boolean | ReassociateOptions;
+  /**
+   * 'udp' (default): RFC 1928 UDP ASSOCIATE. 'tcp': datagrams in frames on the TCP connection (hev-socks5's
+   * FWD UDP, command 0x05; see docs/udp-over-tcp.md), for networks that block UDP; the proxy must support it.
+   */
+  readonly transport?: 'udp' | 'tcp';
 }
 
 /** A datagram from the far side: its DATA and who sent it (the proxy reports the real source). */
@@ -59,16 +66,22 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   private failures = 0;
 
   private constructor(
-    private readonly udp: UdpSocket,
+    /** The local UDP socket; null when datagrams travel over TCP. */
+    private readonly udp: UdpSocket | null,
     private readonly proxy: ProxyOptions,
     private readonly options: AssociateOptions,
   ) {
     super();
     this.relayAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
-    udp.on('message', this.onDatagram);
-    udp.on('error', () => {
+    udp?.on('message', this.onDatagram);
+    udp?.on('error', () => {
       // Send errors reach send()'s promise; nothing else is fatal to the association.
     });
+  }
+
+  /** 'udp' or 'tcp': how datagrams travel to the proxy. */
+  get transport(): 'udp' | 'tcp' {
+    return this.udp === null ? 'tcp' : 'udp';
   }
 
   /** Where our datagrams go: BND.ADDR:BND.PORT of the proxy's reply. */
@@ -78,7 +91,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
 
   /** The local UDP port our datagrams leave from. */
   get localPort(): number {
-    return this.udp.address().port;
+    return this.udp ? this.udp.address().port : (this.control?.socket.localPort ?? 0);
   }
 
   get isClosed(): boolean {
@@ -88,6 +101,16 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   static async open(options: AssociateOptions): Promise<UdpAssociation> {
     const proxy = parseProxy(options.proxy);
     const control = await ControlConnection.open(proxy, options);
+    if (options.transport === 'tcp') {
+      const association = new UdpAssociation(null, proxy, options);
+      try {
+        await association.establish(control);
+      } catch (error) {
+        control.destroy();
+        throw error;
+      }
+      return association;
+    }
     let udp: UdpSocket | null = null;
     try {
       // The UDP socket leaves from the same local address as the control connection, so the proxy
@@ -116,9 +139,15 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     if (this.closed) throw new SocksError('ERR_CLOSED', 'the association is closed');
     if (this.control === null) throw new SocksError('ERR_REASSOCIATING', 'the association is being set up again; try again after the reassociate event');
     const destination = await destinationFor(host, port, this.proxy.remoteDns ?? false);
+    const udp = this.udp;
+    if (udp === null) {
+      const socket = this.control.socket;
+      await new Promise<void>((resolve, reject) => socket.write(encodeUotFrame(destination, payload), (error) => (error ? reject(new SocksError('ERR_TCP_SEND', `cannot send to the proxy: ${error.message}`, null, { cause: error })) : resolve())));
+      return;
+    }
     const datagram = encodeUdpDatagram(destination, payload);
     await new Promise<void>((resolve, reject) => {
-      this.udp.send(datagram, this.relayAddress.port, this.relayHost, (error) =>
+      udp.send(datagram, this.relayAddress.port, this.relayHost, (error) =>
         error ? reject(new SocksError('ERR_UDP_SEND', `cannot send to the relay ${this.relayHost}:${this.relayAddress.port}: ${(error as NodeJS.ErrnoException).code}`, null, { cause: error })) : resolve(),
       );
     });
@@ -154,6 +183,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   }
 
   private async establish(control: ControlConnection): Promise<void> {
+    if (this.udp === null) return this.establishFrames(control);
     const declared = this.options.declarePort === false ? 0 : this.localPort;
     const unspecified = this.udp.address().family === 'IPv6' ? '::' : '0.0.0.0';
     const reply = await control.request(Command.UDP_ASSOCIATE, addressFromHost(unspecified, declared));
@@ -164,13 +194,41 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     this.relayHost = usable ? bound.host : (control.socket.remoteAddress ?? this.proxy.host);
     if (isIPv4(this.relayHost) && this.udp.address().family === 'IPv6') this.relayHost = `::ffff:${this.relayHost}`;
     this.relayAddress = usable ? bound : addressFromHost(this.relayHost, bound.port);
+    this.watchControl(control, () => {
+      // RFC 1928 gives the control connection nothing more to carry; ignore stray bytes.
+    });
+  }
+
+  /** UDP over TCP: command 0x05, then frames both ways on this connection. */
+  private async establishFrames(control: ControlConnection): Promise<void> {
+    await control.request(Command.FWD_UDP, addressFromHost('0.0.0.0', 0));
+    const early = control.release();
+    this.relayHost = control.socket.remoteAddress ?? this.proxy.host;
+    this.relayAddress = addressFromHost(this.relayHost, control.socket.remotePort ?? this.proxy.port);
+    control.socket.setNoDelay(true);
+    const reader = new ByteReader();
+    const frames = (chunk: Buffer): void => {
+      reader.push(chunk);
+      for (;;) {
+        const frame = reader.read(parseUotFrame);
+        if (frame.status === 'more') return;
+        if (frame.status === 'error') {
+          control.socket.destroy();
+          return;
+        }
+        this.emit('message', { payload: Buffer.from(frame.value.payload), from: frame.value.address });
+      }
+    };
+    this.watchControl(control, frames);
+    if (early.length > 0) frames(early);
+  }
+
+  private watchControl(control: ControlConnection, onData: (chunk: Buffer) => void): void {
     this.control = control;
     const socket = control.socket;
     const keepalive = this.options.tcpKeepaliveMs ?? 30_000;
     if (keepalive > 0) socket.setKeepAlive(true, keepalive);
-    socket.on('data', () => {
-      // RFC 1928 gives the control connection nothing more to carry; ignore stray bytes.
-    });
+    socket.on('data', onData);
     socket.on('error', () => {});
     socket.once('close', () => {
       if (this.control === control) this.lost(new SocksError('ERR_CONTROL_CLOSED', `the proxy ${this.proxy.host}:${this.proxy.port} closed the association's control connection`));
@@ -244,7 +302,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     const control = this.control;
     this.control = null;
     control?.destroy();
-    this.udp.close();
+    this.udp?.close();
     this.emit('close', error);
   }
 }

@@ -220,3 +220,40 @@ describe('client library behaviour (against socksgate)', () => {
     }
   });
 });
+
+describe('client library: UDP over TCP (transport: tcp)', () => {
+  test('datagrams in frames on the TCP connection, byte-exact, through socksgate', async () => {
+    const socks = await startSocks();
+    const udpEcho = await startUdpEcho();
+    const udp = await associate({ proxy: `socks5://127.0.0.1:${socks.port}`, transport: 'tcp' });
+    try {
+      assert.equal(udp.transport, 'tcp');
+      for (const size of [0, 1, 1400, 30_000]) {
+        const payload = randomBytes(size);
+        const reply = nextMessage(udp);
+        await udp.send(payload, '127.0.0.1', udpEcho.port);
+        const got = await reply;
+        assert.ok(got.payload.equals(payload), `size ${size}`);
+        assert.deepEqual([got.from.host, got.from.port], ['127.0.0.1', udpEcho.port]);
+      }
+      assert.equal(socks.server.snapshot()[0]?.command, 'udp-over-tcp');
+      assert.equal(await maxDatagramSize(udp, { host: '127.0.0.1', port: udpEcho.port, min: 60_000, timeoutMs: 500, attempts: 1 }), 65497);
+    } finally {
+      udp.close();
+      udpEcho.close();
+      await socks.close();
+    }
+  });
+
+  test('a server without UDP over TCP (Dante) is a typed error, not a hang', async () => {
+    const dante = await startDante();
+    try {
+      await assert.rejects(associate({ proxy: `socks5://127.0.0.1:${dante.port}`, transport: 'tcp', timeoutMs: 3000 }), (error: SocksError) => {
+        assert.ok(['ERR_PROXY_CLOSED', 'ERR_SOCKS_REPLY'].includes(error.code), error.code);
+        return true;
+      });
+    } finally {
+      await dante.close();
+    }
+  });
+});
