@@ -32,8 +32,12 @@ export interface AssociateOptions extends DialOptions {
   /**
    * 'udp' (default): RFC 1928 UDP ASSOCIATE. 'tcp': datagrams in frames on the TCP connection (hev-socks5's
    * FWD UDP, command 0x05; see docs/udp-over-tcp.md), for networks that block UDP; the proxy must support it.
+   * 'auto': UDP first; when nothing comes back (or sending fails) the association moves to TCP, resends what
+   * went unanswered and emits 'transport'.
    */
-  readonly transport?: 'udp' | 'tcp';
+  readonly transport?: 'udp' | 'tcp' | 'auto';
+  /** With transport 'auto': how long the first datagrams may go unanswered over UDP before switching to TCP (default 1500 ms). */
+  readonly autoTimeoutMs?: number;
 }
 
 /** A datagram from the far side: its DATA and who sent it (the proxy reports the real source). */
@@ -50,7 +54,12 @@ export interface UdpAssociationEvents {
   disconnect: [SocksError];
   /** A new association is up: datagrams now go to `relay`. */
   reassociate: [SocksAddress];
+  /** transport 'auto' moved from UDP to TCP. */
+  transport: ['tcp'];
 }
+
+// Datagrams kept for resending while 'auto' waits to hear back over UDP.
+const AUTO_KEEP = 32;
 
 /**
  * A UDP association through a SOCKS5 proxy (RFC 1928 §7): a real datagram API. It keeps the
@@ -64,10 +73,12 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private failures = 0;
+  /** transport 'auto' until UDP is known to work: the datagrams sent so far, and the deadline timer. */
+  private unconfirmed: { sent: Array<[Uint8Array, string, number]>; timer: NodeJS.Timeout | null } | null = null;
 
   private constructor(
     /** The local UDP socket; null when datagrams travel over TCP. */
-    private readonly udp: UdpSocket | null,
+    private udp: UdpSocket | null,
     private readonly proxy: ProxyOptions,
     private readonly options: AssociateOptions,
   ) {
@@ -126,6 +137,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
       });
       const association = new UdpAssociation(udp, proxy, options);
       await association.establish(control);
+      if (options.transport === 'auto') association.unconfirmed = { sent: [], timer: null };
       return association;
     } catch (error) {
       control.destroy();
@@ -146,11 +158,53 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
       return;
     }
     const datagram = encodeUdpDatagram(destination, payload);
+    const probing = this.unconfirmed;
+    if (probing) {
+      if (probing.sent.length < AUTO_KEEP) probing.sent.push([payload, host, port]);
+      probing.timer ??= setTimeout(() => this.fallBackToTcp(), this.options.autoTimeoutMs ?? 1500);
+    }
     await new Promise<void>((resolve, reject) => {
-      udp.send(datagram, this.relayAddress.port, this.relayHost, (error) =>
-        error ? reject(new SocksError('ERR_UDP_SEND', `cannot send to the relay ${this.relayHost}:${this.relayAddress.port}: ${(error as NodeJS.ErrnoException).code}`, null, { cause: error })) : resolve(),
-      );
+      try {
+        udp.send(datagram, this.relayAddress.port, this.relayHost, (error) => {
+          if (!error) return resolve();
+          // 'auto': a UDP path that cannot even send is a reason to move to TCP now.
+          if (probing) return void this.fallBackToTcp().then(resolve, reject);
+          reject(new SocksError('ERR_UDP_SEND', `cannot send to the relay ${this.relayHost}:${this.relayAddress.port}: ${(error as NodeJS.ErrnoException).code}`, null, { cause: error }));
+        });
+      } catch (error) {
+        if (probing) return void this.fallBackToTcp().then(resolve, reject);
+        reject(new SocksError('ERR_UDP_SEND', `cannot send to the relay: ${(error as Error).message}`, null, { cause: error }));
+      }
     });
+  }
+
+  private switching: Promise<void> | null = null;
+
+  /** transport 'auto': UDP did not answer; carry on over TCP and resend what went unanswered. */
+  private fallBackToTcp(): Promise<void> {
+    this.switching ??= (async () => {
+      const probing = this.unconfirmed;
+      if (!probing || this.closed) return;
+      this.unconfirmed = null;
+      if (probing.timer) clearTimeout(probing.timer);
+      const control = await ControlConnection.open(this.proxy, { timeoutMs: this.options.timeoutMs ?? 10_000 });
+      const old = this.control;
+      this.control = null;
+      old?.destroy();
+      this.udp?.close();
+      this.udp = null;
+      if (this.closed) return control.destroy();
+      try {
+        await this.establishFrames(control);
+      } catch (error) {
+        control.destroy();
+        this.finish(error instanceof SocksError ? error : new SocksError('ERR_TRANSPORT', `cannot move to UDP over TCP: ${(error as Error).message}`));
+        return;
+      }
+      this.emit('transport', 'tcp');
+      for (const [payload, host, port] of probing.sent) await this.send(payload, host, port).catch(() => {});
+    })();
+    return this.switching;
   }
 
   /** Closes the association: control connection, UDP socket and timers. */
@@ -241,6 +295,11 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     if (from.port !== this.relayAddress.port || !sameIp(from.address, this.relayHost)) return;
     const header = parseUdpHeader(datagram);
     if (header.status !== 'ok' || header.value.fragment !== 0) return;
+    if (this.unconfirmed) {
+      // 'auto': UDP works here.
+      if (this.unconfirmed.timer) clearTimeout(this.unconfirmed.timer);
+      this.unconfirmed = null;
+    }
     this.emit('message', { payload: datagram.subarray(header.size), from: header.value.address });
   };
 
@@ -297,6 +356,8 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   private finish(error: SocksError | null): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.unconfirmed?.timer) clearTimeout(this.unconfirmed.timer);
+    this.unconfirmed = null;
     this.stopKeepalive();
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const control = this.control;

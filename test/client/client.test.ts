@@ -257,3 +257,63 @@ describe('client library: UDP over TCP (transport: tcp)', () => {
     }
   });
 });
+
+describe('client library: transport auto', () => {
+  test('stays on UDP when UDP answers', async () => {
+    const socks = await startSocks();
+    const udpEcho = await startUdpEcho();
+    const udp = await associate({ proxy: `socks5://127.0.0.1:${socks.port}`, transport: 'auto', autoTimeoutMs: 300 });
+    try {
+      const reply = nextMessage(udp);
+      await udp.send(Buffer.from('over udp'), '127.0.0.1', udpEcho.port);
+      assert.equal((await reply).payload.toString(), 'over udp');
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(udp.transport, 'udp');
+    } finally {
+      udp.close();
+      udpEcho.close();
+      await socks.close();
+    }
+  });
+
+  test('moves to TCP when the UDP path is broken, and resends what went unanswered', async () => {
+    // A relay address this IPv4 client cannot send to: the UDP path is dead, TCP is fine.
+    const socks = await startSocks({ udp: { advertise: '::1' } });
+    const udpEcho = await startUdpEcho();
+    const udp = await associate({ proxy: `socks5://127.0.0.1:${socks.port}`, transport: 'auto', autoTimeoutMs: 300 });
+    try {
+      const moved = new Promise<string>((resolve) => udp.once('transport', resolve));
+      const reply = nextMessage(udp, 5000);
+      await udp.send(Buffer.from('first try'), '127.0.0.1', udpEcho.port);
+      assert.equal(await moved, 'tcp');
+      assert.equal(udp.transport, 'tcp');
+      assert.equal((await reply).payload.toString(), 'first try');
+      const next = nextMessage(udp);
+      await udp.send(Buffer.from('then tcp'), '127.0.0.1', udpEcho.port);
+      assert.equal((await next).payload.toString(), 'then tcp');
+    } finally {
+      udp.close();
+      udpEcho.close();
+      await socks.close();
+    }
+  });
+
+  test('moves to TCP when UDP datagrams silently go nowhere, after autoTimeoutMs', async () => {
+    // Fixed-port mode listening on 127.0.0.1 but advertising 127.0.0.9: datagrams sent there are lost.
+    const socks = await startSocks({ udp: { port: 0, advertise: '127.0.0.9' } });
+    const udpEcho = await startUdpEcho();
+    const udp = await associate({ proxy: `socks5://127.0.0.1:${socks.port}`, transport: 'auto', autoTimeoutMs: 300 });
+    try {
+      const started = Date.now();
+      const reply = nextMessage(udp, 5000);
+      await udp.send(Buffer.from('lost over udp'), '127.0.0.1', udpEcho.port);
+      assert.equal((await reply).payload.toString(), 'lost over udp');
+      assert.ok(Date.now() - started >= 250, 'not before the auto timeout');
+      assert.equal(udp.transport, 'tcp');
+    } finally {
+      udp.close();
+      udpEcho.close();
+      await socks.close();
+    }
+  });
+});
