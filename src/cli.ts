@@ -9,6 +9,8 @@ import { LOG_LEVELS } from './config/schema.js';
 import { formatReport, runCheck } from './tools/check.js';
 import { DnsStub } from './tools/dns-stub.js';
 import { UdpForwarder } from './tools/udp-forward.js';
+import { createTunnel } from './tools/tunnel.js';
+import { isLoopbackHost } from './config/endpoint.js';
 import { ConfigError } from './config/errors.js';
 import { loadConfig } from './config/load.js';
 import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
@@ -19,7 +21,7 @@ import { reloadableFromConfig, restartOnlyChanges, serverFromConfig } from './se
 import { watch } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { setUserInFile } from './server/users.js';
+import { setUserInFile, UserStore } from './server/users.js';
 
 // The nearest package.json above this file (dist/ in the package, build/src/ in the test build).
 function packageVersion(): string {
@@ -293,6 +295,31 @@ program
     });
     process.stdout.write(options.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
     process.exitCode = report.verdict === 'fail' ? 1 : 0;
+  });
+
+program
+  .command('tunnel')
+  .description('A local SOCKS5 server for unmodified applications: CONNECT passes through to --server, and UDP ASSOCIATE traffic goes to it over TCP with --udp-over-tcp.')
+  .requiredOption('--server <URL>', 'the remote socksgate: socks5://[user:pass@]host:port', checkProxy)
+  .option('--listen <HOST:PORT>', 'where local applications connect', hostPortFlag('--listen', (t) => parseHostPort(t)), { host: '127.0.0.1', port: 1080 })
+  .option('--udp-over-tcp', 'carry UDP to the server in TCP frames (for networks that block UDP)')
+  .option('--share-connection', 'with --udp-over-tcp: one TCP connection per local association, not one per flow')
+  .option('--users <FILE>', 'users file for the local listener (needed to listen beyond loopback)')
+  .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
+  .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto'))
+  .addHelpText('after', '\nExample:\n  socksgate tunnel --listen 127.0.0.1:1080 --server socks5://user:pass@proxy.example:1080 --udp-over-tcp')
+  .action(async (options: { server: string; listen: HostPort; udpOverTcp?: boolean; shareConnection?: boolean; users?: string; logLevel: string; logFormat: 'auto' | 'json' | 'pretty' }) => {
+    if (!options.users && !isLoopbackHost(options.listen.host)) {
+      throw new ConfigError('ERR_OPEN_PROXY', `listening on ${options.listen.host} without users is an open proxy; add --users FILE or listen on 127.0.0.1`);
+    }
+    const log = createLogger({ level: options.logLevel, format: options.logFormat });
+    const users = options.users ? await UserStore.load(options.users) : null;
+    const tunnel = createTunnel({ listen: options.listen, server: options.server, udpOverTcp: options.udpOverTcp ?? false, shareConnection: options.shareConnection ?? false, users, logger: log });
+    stopOnSignals(log, () => tunnel.close(), () => ({ sessions: tunnel.sessionCount }));
+    const bound = await tunnel.listen();
+    const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
+    const server = parseProxy(options.server);
+    log.info({ listen: where, server: `${server.host}:${server.port}`, udp: options.udpOverTcp ? 'over tcp' : 'udp associate' }, `socksgate tunnel listening on ${where.join(', ')}, to ${server.host}:${server.port}`);
   });
 
 program

@@ -10,6 +10,11 @@ export interface PolicyConfig {
   readonly allowLoopbackTargets: boolean;
   /** This machine's own addresses: denied as destinations unless a rule names them. */
   readonly ownAddresses: readonly string[];
+  /**
+   * False for a hop whose upstream proxy decides about destinations (socksgate tunnel): no safe
+   * defaults here, and names are never resolved locally for policy.
+   */
+  readonly destinationChecks?: boolean;
 }
 
 export interface Decision {
@@ -71,7 +76,7 @@ export class Policy {
   /** An allow that did not name the destination, unless the destination is one of the special ones. */
   private safely(request: PolicyRequest, reason: string): Decision | null {
     // BIND names who may connect in; the proxy reaches out to no one, so there is nothing to guard.
-    if (request.command === 'bind') return { allowed: true, reason };
+    if (request.command === 'bind' || this.config.destinationChecks === false) return { allowed: true, reason };
     const ip = request.ip;
     if (ip === null) return null;
     if (LOOPBACK.contains(ip)) {

@@ -23,7 +23,17 @@ export interface UdpContext {
   readonly maxPayload: number;
   readonly idleTimeoutMs: number;
   readonly keepaliveMs: number;
+  readonly egress: EgressFactory | null;
 }
+
+/** An upstream path for one association's datagrams; the session owns it (close() when it ends). */
+export interface Egress {
+  send(destination: SocksAddress, payload: Buffer): void;
+  close(): void;
+}
+
+/** Makes the egress of one association; `deliver` takes what comes back (source, payload). */
+export type EgressFactory = (deliver: (source: SocksAddress, payload: Buffer) => void, log: Session['log']) => Egress;
 
 /**
  * The client's UDP port when the request declares it: DST.PORT set and DST.ADDR either the
@@ -98,7 +108,11 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   }
   const limits = session.ctx.live.limits;
   const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
+  let deliverTo: Association | null = null;
+  const egress = udp.egress ? udp.egress((source, payload) => deliverTo?.fromUpstream(source, payload), session.log) : null;
+  if (egress) session.own(() => egress.close());
   const association = new Association({
+    ...(egress ? { egress: (destination: SocksAddress, payload: Buffer) => egress.send(destination, payload) } : {}),
     policy: () => session.ctx.live.policy,
     user: session.user,
     meter: rates.length === 0 ? null : (bytes) => takeDatagramFromAll(rates, bytes),
@@ -120,6 +134,7 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
     log: session.log,
     onIdle: () => session.timedOut('udp-idle'),
   });
+  deliverTo = association;
   session.own(() => association.close());
   return association;
 }

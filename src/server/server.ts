@@ -13,7 +13,7 @@ import { Policy } from '../policy/policy.js';
 import type { RuleConfig } from '../policy/rule.js';
 import type { UserStore } from './users.js';
 import { formatAddress, addressFromHost } from '../protocol/address.js';
-import type { UdpContext } from './associate.js';
+import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
@@ -71,6 +71,10 @@ export interface ServerOptions {
   readonly limits?: LimitOptions;
   /** Slowing and blocking of addresses that keep failing to log in. */
   readonly auth?: LockoutOptions;
+  /** False for a hop whose upstream decides about destinations (no safe defaults, no local name checks). */
+  readonly destinationChecks?: boolean;
+  /** Sends UDP through an upstream hop instead of this host's own sockets (socksgate tunnel). */
+  readonly udpEgress?: EgressFactory;
 }
 
 export interface LimitOptions {
@@ -167,6 +171,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       maxPayload: udp.maxPayload ?? 65507,
       idleTimeoutMs: udp.idleTimeoutMs ?? 0,
       keepaliveMs: udp.keepaliveMs ?? 30_000,
+      egress: options.udpEgress ?? null,
     };
     const limits = options.limits ?? {};
     this.ctx = {
@@ -213,6 +218,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         groups: options.groups ?? {},
         allowLoopbackTargets: options.allowLoopbackTargets ?? false,
         ownAddresses: ownAddresses(this.options.listen),
+        destinationChecks: this.options.destinationChecks ?? true,
       }),
       limits: {
         clientRates: this.rateTable('clientRates', { ...NO_RATES, ...options.limits?.client }),

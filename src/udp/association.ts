@@ -41,6 +41,12 @@ export interface AssociationOptions {
   /** Replies may total at most ratio × what the client sent, plus burst bytes; ratio 0: no limit. */
   readonly amplificationRatio: number;
   readonly amplificationBurst: number;
+  /**
+   * Where datagrams go instead of this proxy's own UDP socket (an upstream hop, such as the UDP over
+   * TCP of `socksgate tunnel`). It gets the destination as the client wrote it (names unresolved,
+   * no local policy: the upstream decides) and answers through `fromUpstream`.
+   */
+  readonly egress?: (destination: SocksAddress, payload: Buffer) => void;
   readonly stats: UdpStats;
   readonly log: Logger;
   /** Called once when the association ends by itself (idle timeout), not when close() is called. */
@@ -209,6 +215,14 @@ export class Association {
     }
     if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
     if (address.port === 0) return this.drop('malformed', 1, 'destination port 0');
+    if (this.options.egress) {
+      this.options.egress(address, payload);
+      stats.forwardedDatagrams++;
+      stats.forwardedBytes += payload.length;
+      this.up += payload.length;
+      this.datagramsUp++;
+      return;
+    }
     if (address.type === 'domain') this.forwardToName(address, payload);
     else if (this.allowed(address.host, address.host, address.port)) this.forward(address.host, address.port, payload);
   }
@@ -280,6 +294,27 @@ export class Association {
     this.options.stats.forwardedBytes += payload.length;
     this.up += payload.length;
     this.datagramsUp++;
+  }
+
+  /** A datagram an egress brought back from `source`: wrapped and sent to the client. */
+  fromUpstream(source: SocksAddress, payload: Buffer): void {
+    if (this.closed || this.channel === null || this.clientPort === null) return this.drop('filtered', 1);
+    const stats = this.options.stats;
+    stats.replyDatagrams++;
+    stats.replyBytes += payload.length;
+    const key = `${source.host}|${source.port}`;
+    let header = this.strangers.get(key);
+    if (header === undefined) {
+      if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
+      header = replyHeader(source.host, source.port);
+      this.strangers.set(key, header);
+    }
+    if (header.length + payload.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
+    this.channel.send(header, payload, this.clientPort);
+    stats.deliveredDatagrams++;
+    stats.deliveredBytes += payload.length;
+    this.down += payload.length;
+    this.datagramsDown++;
   }
 
   /** Per-association mode: the relay socket hears both the client and the destinations. */

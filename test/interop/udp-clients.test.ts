@@ -1,32 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { runPySocks } from '../helpers/python.js';
+import { PYSOCKS_UDP_ECHO, runPySocks } from '../helpers/python.js';
 import { SocksClient } from 'socks';
 import { waitFor } from '../helpers/peer.js';
 import { startDnsmasq, startSocks } from '../helpers/servers.js';
 import { UdpPeer, dnsAnswers, dnsQuery, startUdpEcho } from '../helpers/udp.js';
 
-// PySocks opens the control connection on the first sendto and declares DST "0" with its UDP port.
-const PYSOCKS_UDP = `
-import socket, sys, socks, binascii
-proxy_port, echo_port, dns_port = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
-s.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port)
-s.settimeout(5)
-ok = 0
-for size in (0, 1, 100, 1400, 8000, 60000):
-    data = bytes((i * 31 + size) % 256 for i in range(size))
-    s.sendto(data, ("127.0.0.1", echo_port))
-    got, source = s.recvfrom(65535)
-    assert got == data and source == ("127.0.0.1", echo_port), (size, len(got), source)
-    ok += 1
-s.sendto(b"by name", ("echo.test", echo_port))
-got, source = s.recvfrom(65535)
-assert got == b"by name", got
-s.sendto(binascii.unhexlify(sys.argv[4]), ("127.0.0.1", dns_port))
-answer, source = s.recvfrom(65535)
-print("OK", ok, source[1], binascii.hexlify(answer).decode())
-`;
 
 
 describe('third-party UDP clients through socksgate', () => {
@@ -45,7 +24,7 @@ describe('third-party UDP clients through socksgate', () => {
 
   test('PySocks (python3-socks): byte-exact echo up to 60000 bytes, a name resolved by the proxy, a DNS query', async () => {
     const query = dnsQuery('answer.test', 0x4242);
-    const result = await runPySocks(PYSOCKS_UDP, [String(socks.port), String(echo.port), String(dns.port), query.toString('hex')]);
+    const result = await runPySocks(PYSOCKS_UDP_ECHO, [String(socks.port), String(echo.port), String(dns.port), query.toString('hex')]);
     assert.equal(result.code, 0, result.stderr);
     const m = /^OK (\d+) (\d+) ([0-9a-f]+)$/.exec(result.stdout.trim());
     assert.ok(m, result.stdout);
