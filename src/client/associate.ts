@@ -5,8 +5,7 @@ import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Command } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
-import { ByteReader } from '../protocol/reader.js';
-import { encodeUotFrame, parseUotFrame } from '../protocol/uot.js';
+import { encodeUotFrame, UotFrameReader } from '../protocol/uot.js';
 import { ControlConnection, destinationFor, type DialOptions } from './control.js';
 import { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
 
@@ -260,18 +259,9 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     this.relayHost = control.socket.remoteAddress ?? this.proxy.host;
     this.relayAddress = addressFromHost(this.relayHost, control.socket.remotePort ?? this.proxy.port);
     control.socket.setNoDelay(true);
-    const reader = new ByteReader();
+    const reader = new UotFrameReader((frame) => this.emit('message', { payload: Buffer.from(frame.payload), from: frame.address }));
     const frames = (chunk: Buffer): void => {
-      reader.push(chunk);
-      for (;;) {
-        const frame = reader.read(parseUotFrame);
-        if (frame.status === 'more') return;
-        if (frame.status === 'error') {
-          control.socket.destroy();
-          return;
-        }
-        this.emit('message', { payload: Buffer.from(frame.value.payload), from: frame.value.address });
-      }
+      if (reader.push(chunk)) control.socket.destroy();
     };
     this.watchControl(control, frames);
     if (early.length > 0) frames(early);

@@ -1,6 +1,7 @@
 import { addressSize, parseAddress, writeAddress, type SocksAddress } from './address.js';
 import { SocksError } from './errors.js';
 import { fail, MORE, ok, type ParseResult } from './parse.js';
+import { ByteReader } from './reader.js';
 
 /**
  * UDP over TCP frames, hev-socks5's "FWD UDP" (request command 0x05), the same both ways:
@@ -51,4 +52,30 @@ export function encodeUotFrame(address: SocksAddress, payload: Uint8Array): Buff
   writeAddress(buf, 3, address);
   buf.set(payload, header);
   return buf;
+}
+
+/**
+ * Splits a byte stream into frames, wherever TCP cut it. `push` hands each whole frame to
+ * `onFrame` and returns null, or the error of a broken frame, after which the stream is unusable
+ * (there is no way to find the next frame).
+ */
+export class UotFrameReader {
+  private readonly reader = new ByteReader();
+  private broken: SocksError | null = null;
+
+  constructor(private readonly onFrame: (frame: UotFrame) => void) {}
+
+  push(chunk: Buffer): SocksError | null {
+    if (this.broken) return this.broken;
+    this.reader.push(chunk);
+    for (;;) {
+      const frame = this.reader.read(parseUotFrame);
+      if (frame.status === 'more') return null;
+      if (frame.status === 'error') {
+        this.broken = frame.error;
+        return frame.error;
+      }
+      this.onFrame(frame.value);
+    }
+  }
 }

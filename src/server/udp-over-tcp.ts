@@ -3,8 +3,7 @@ import type { Session } from './session.js';
 import { openAssociation } from './associate.js';
 import { addressFromHost } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
-import { ByteReader } from '../protocol/reader.js';
-import { parseUotFrame } from '../protocol/uot.js';
+import { UotFrameReader } from '../protocol/uot.js';
 import type { ClientChannel } from '../udp/association.js';
 import type { UdpStats } from '../udp/stats.js';
 
@@ -86,20 +85,13 @@ export async function runUdpOverTcp(session: Session): Promise<void> {
   session.reply(Reply.SUCCEEDED, addressFromHost('0.0.0.0', 0));
 
   const { early, ended } = session.detach();
-  const reader = new ByteReader();
+  const reader = new UotFrameReader((frame) => association.fromFrame(frame.address, frame.payload));
   const frames = (chunk: Buffer): void => {
-    reader.push(chunk);
-    for (;;) {
-      const frame = reader.read(parseUotFrame);
-      if (frame.status === 'more') return;
-      if (frame.status === 'error') {
-        // A broken frame leaves no way to find the next one: the stream is over.
-        association.drop('malformed', 1, frame.error.message);
-        session.close(`bad frame: ${frame.error.message}`);
-        return;
-      }
-      association.fromFrame(frame.value.address, frame.value.payload);
-    }
+    const broken = reader.push(chunk);
+    if (!broken || session.isClosed) return;
+    // A broken frame leaves no way to find the next one: the stream is over.
+    association.drop('malformed', 1, broken.message);
+    session.close(`bad frame: ${broken.message}`);
   };
   socket.on('data', frames);
   socket.once('end', () => session.close('ok'));
