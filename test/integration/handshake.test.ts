@@ -210,3 +210,35 @@ describe('maximum concurrent clients', () => {
     }
   });
 });
+
+describe('the same over IPv6 (::1)', () => {
+  test('username/password, pipelining, bad input reply codes and the handshake timeout on an IPv6 listener', async () => {
+    const echo = await startEcho('::1');
+    const socks = await startSocks({ users, handshakeTimeoutMs: 300 }, '::1');
+    try {
+      const good = await Peer.connect(socks.port, '::1');
+      good.write(Buffer.concat([greeting(0, 2), userPass('alice', 'wonderland'), request(1, '::1', echo.port), Buffer.from('six')]));
+      assert.deepEqual(await good.read(4), Buffer.from([5, 2, 1, 0]));
+      const reply = await readReply(good);
+      assert.deepEqual([reply.code, reply.atyp, reply.host], [0, 4, '::1']);
+      assert.equal((await good.read(3)).toString(), 'six');
+      good.destroy();
+      const wrong = await Peer.connect(socks.port, '::1');
+      wrong.write(Buffer.concat([greeting(2), userPass('alice', 'nope')]));
+      assert.deepEqual(await wrong.read(4), Buffer.from([5, 2, 1, 1]));
+      await wrong.readToEnd();
+      for (const [bytes, code] of [[Buffer.from([5, 9, 0, 4, ...new Array(15).fill(0), 1, 0, 80]), 0x07], [Buffer.from([5, 1, 0, 6, 0, 80]), 0x08]] as const) {
+        const peer = await Peer.connect(socks.port, '::1');
+        await handshake(peer, { user: 'alice', pass: 'wonderland' });
+        peer.write(bytes);
+        assert.equal((await readReply(peer)).code, code);
+        await peer.readToEnd();
+      }
+      const silent = await Peer.connect(socks.port, '::1');
+      await silent.closed(3000);
+      await waitFor(() => socks.server.sessionCount === 0, 3000, 'all sessions to end');
+    } finally {
+      await Promise.all([socks.close(), echo.close()]);
+    }
+  });
+});
