@@ -172,8 +172,8 @@ function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => obj
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-/** Parses a flag value with `parse`, or fails with the flag's name and the reason. */
-function hostPortFlag(flag: string, parse: (text: string) => HostPort | string): (text: string) => HostPort {
+/** Parses a flag value with `parse`, or fails with the reason (commander names the flag). */
+function hostPortFlag(parse: (text: string) => HostPort | string): (text: string) => HostPort {
   return (text) => {
     const parsed = parse(text);
     if (typeof parsed === 'string') throw new InvalidArgumentError(parsed);
@@ -202,7 +202,7 @@ function toolCommand(name: string, description: string): Command {
     .command(name)
     .description(description)
     .requiredOption('--proxy <URL>', 'the SOCKS5 proxy: socks5://[user:pass@]host:port (socks5h:// to let it resolve names)', checkProxy)
-    .requiredOption('--listen <HOST:PORT>', 'local UDP address to listen on, such as 127.0.0.1:5353', hostPortFlag('--listen', (t) => parseHostPort(t)))
+    .requiredOption('--listen <HOST:PORT>', 'local UDP address to listen on, such as 127.0.0.1:5353', hostPortFlag((t) => parseHostPort(t)))
     .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto'));
 }
@@ -248,7 +248,7 @@ Examples:
 );
 
 toolCommand('udp-forward', 'A local UDP port whose datagrams go through the proxy to one destination (one association per local peer).')
-  .requiredOption('--to <HOST:PORT>', 'where every datagram goes (a name is resolved by the proxy with socks5h://)', hostPortFlag('--to', (t) => parseDestination(t)))
+  .requiredOption('--to <HOST:PORT>', 'where every datagram goes (a name is resolved by the proxy with socks5h://)', hostPortFlag((t) => parseDestination(t)))
   .option('--idle-timeout <SECONDS>', 'a local peer silent this long loses its association', (v) => Number(v), 60)
   .addHelpText('after', '\nExample:\n  socksgate udp-forward --proxy socks5://127.0.0.1:1080 --listen 127.0.0.1:5300 --to 192.0.2.53:53\n  dig -p 5300 @127.0.0.1 example.org')
   .action(async (options: ToolOptions & { to: HostPort; idleTimeout: number }) => {
@@ -261,7 +261,7 @@ toolCommand('udp-forward', 'A local UDP port whose datagrams go through the prox
   });
 
 toolCommand('dns', 'A DNS stub: queries on a local UDP port go through the proxy over UDP, and over TCP when truncated or UDP fails.')
-  .requiredOption('--upstream <IP[:PORT]>', 'the DNS server to ask through the proxy (port 53 by default)', hostPortFlag('--upstream', (t) => parseDestination(t, 53)))
+  .requiredOption('--upstream <IP[:PORT]>', 'the DNS server to ask through the proxy (port 53 by default)', hostPortFlag((t) => parseDestination(t, 53)))
   .option('--timeout <SECONDS>', 'wait this long for a UDP answer before asking over TCP', (v) => Number(v), 2)
   .addHelpText('after', '\nExample:\n  socksgate dns --proxy socks5://127.0.0.1:1080 --listen 127.0.0.1:5353 --upstream 192.0.2.53\n  dig -p 5353 @127.0.0.1 example.org')
   .action(async (options: ToolOptions & { upstream: HostPort; timeout: number }) => {
@@ -277,9 +277,9 @@ program
   .command('check')
   .description("Diagnose a SOCKS5 server's TCP and UDP paths: methods, CONNECT, the UDP ASSOCIATE reply, round trip, sizes, fragments, source-port and lifetime safety, latency.")
   .argument('<URL>', 'the server: socks5://[user:pass@]host:port', checkProxy)
-  .option('--tcp <HOST:PORT>', 'a TCP endpoint to CONNECT to', hostPortFlag('--tcp', (t) => parseDestination(t)))
-  .option('--udp-echo <HOST:PORT>', 'a UDP echo service (enables the size, fragment and latency checks)', hostPortFlag('--udp-echo', (t) => parseDestination(t)))
-  .option('--dns <IP[:PORT]>', 'a DNS server for a UDP round trip with a real query', hostPortFlag('--dns', (t) => parseDestination(t, 53)))
+  .option('--tcp <HOST:PORT>', 'a TCP endpoint to CONNECT to', hostPortFlag((t) => parseDestination(t)))
+  .option('--udp-echo <HOST:PORT>', 'a UDP echo service (enables the size, fragment and latency checks)', hostPortFlag((t) => parseDestination(t)))
+  .option('--dns <IP[:PORT]>', 'a DNS server for a UDP round trip with a real query', hostPortFlag((t) => parseDestination(t, 53)))
   .option('--dns-name <NAME>', 'the name to ask the --dns server for', 'example.org')
   .option('--timeout <MS>', 'milliseconds to wait at each step', (v) => Number(v), 2000)
   .option('--json', 'print the report as JSON')
@@ -301,7 +301,7 @@ program
   .command('tunnel')
   .description('A local SOCKS5 server for unmodified applications: CONNECT passes through to --server, and UDP ASSOCIATE traffic goes to it over TCP with --udp-over-tcp.')
   .requiredOption('--server <URL>', 'the remote socksgate: socks5://[user:pass@]host:port', checkProxy)
-  .option('--listen <HOST:PORT>', 'where local applications connect', hostPortFlag('--listen', (t) => parseHostPort(t)), { host: '127.0.0.1', port: 1080 })
+  .option('--listen <HOST:PORT>', 'where local applications connect', hostPortFlag((t) => parseHostPort(t)), { host: '127.0.0.1', port: 1080 })
   .option('--udp-over-tcp', 'carry UDP to the server in TCP frames (for networks that block UDP)')
   .option('--share-connection', 'with --udp-over-tcp: one TCP connection per local association, not one per flow')
   .option('--users <FILE>', 'users file for the local listener (needed to listen beyond loopback)')

@@ -1,4 +1,4 @@
-import type { Socket as UdpSocket, RemoteInfo } from 'node:dgram';
+import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Resolver } from '../dns/resolver.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
