@@ -22,6 +22,12 @@ import { watch } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { setUserInFile, UserStore } from './server/users.js';
+import cluster from 'node:cluster';
+import type { Config } from './config/schema.js';
+import { sendToPrimary } from './cluster/messages.js';
+import { Primary } from './cluster/primary.js';
+import { WorkerSteering } from './cluster/steering.js';
+import { linkWorker, workerCount, workerIdentity } from './cluster/worker.js';
 
 // The nearest package.json above this file (dist/ in the package, build/src/ in the test build).
 function packageVersion(): string {
@@ -85,54 +91,134 @@ function flagValues(command: Command): Map<string, unknown> {
 async function serve(command: Command): Promise<void> {
   const { config: file } = command.opts<{ config?: string }>();
   const flags = flagValues(command);
-  let config = await loadConfig({ file, flags });
-  const log = createLogger(config.log);
-  const server = await serverFromConfig(config, log);
-  const admin = config.admin ? new AdminServer(server) : null;
-  // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
+  const config = await loadConfig({ file, flags });
+  const workers = workerCount(config.workers);
+  if (cluster.isPrimary && workers > 1) return servePrimary(config, workers, () => loadConfig({ file, flags }), file);
+  return serveOne(config, () => loadConfig({ file, flags }), file);
+}
+
+/** One process serving SOCKS (the whole server, or one worker of several). */
+async function serveOne(first: Config, load: () => Promise<Config>, file: string | undefined): Promise<void> {
+  let config = first;
+  const worker = workerIdentity();
+  const log = worker ? createLogger(config.log).child({ worker: worker.slot }) : createLogger(config.log);
+  const steering = worker && config.udp.port !== 0 ? new WorkerSteering(log) : null;
+  const server = await serverFromConfig(config, log, worker ? { maxClients: Math.ceil(config.maxClients / worker.of), steer: steering } : undefined);
   const pidFile = config.pidFile;
   const shutdownMs = config.shutdownTimeout * 1000;
+  const drain = async (deadlineMs: number): Promise<void> => {
+    // Stop accepting and report not-ready at once; live sessions get up to shutdownTimeout to finish.
+    const cut = await server.drain(deadlineMs);
+    if (cut > 0) log.warn({ sessions: cut, shutdownTimeout: deadlineMs / 1000 }, 'shutdown deadline reached: closed the sessions still open');
+  };
+
+  // Users, rules and limits again, live sessions untouched. Resolves with the keys that need a restart.
+  const reloadNow = async (): Promise<string[]> => {
+    const next = await load();
+    server.reload(await reloadableFromConfig(next));
+    const ignored = restartOnlyChanges(config, next);
+    config = next;
+    return ignored;
+  };
+
+  if (worker) {
+    linkWorker(server, steering, log, { reload: reloadNow, drain, shutdownMs });
+    await steering?.open();
+    const bound = await server.listen();
+    log.debug({ listen: bound }, 'worker listening');
+    sendToPrimary({ sg: 'listening', addresses: bound });
+    return;
+  }
+
+  const admin = config.admin ? new AdminServer(server) : null;
+  // Handlers go in before the "listening" line: a supervisor may send SIGTERM as soon as it reads it.
   stopOnSignals(
     log,
     async () => {
-      // Stop accepting and report not-ready at once; live sessions get up to shutdownTimeout to finish.
-      const cut = await server.drain(shutdownMs);
-      if (cut > 0) log.warn({ sessions: cut, shutdownTimeout: config.shutdownTimeout }, 'shutdown deadline reached: closed the sessions still open');
+      await drain(shutdownMs);
       await admin?.close();
       if (pidFile) await rm(pidFile, { force: true });
     },
     () => ({ sessions: server.sessionCount, deadlineSeconds: config.shutdownTimeout }),
   );
+  reloadOn(config, file, log, async (why) => {
+    const ignored = await reloadNow();
+    log.info({ why, sessions: server.sessionCount, ...(ignored.length ? { needsRestart: ignored } : {}) }, 'configuration reloaded');
+    if (ignored.length) log.warn({ keys: ignored }, `a restart is needed to apply: ${ignored.join(', ')}`);
+  });
+  await listenAdmin(admin, config, log);
+  const bound = await server.listen();
+  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
+  logListening(log, bound, config);
+}
 
-  // SIGHUP (or a change of a watched file): users, rules and limits again, live sessions untouched.
+/** `--workers N`: the primary forks N workers and serves only the admin listener and signals. */
+async function servePrimary(first: Config, workers: number, load: () => Promise<Config>, file: string | undefined): Promise<void> {
+  let config = first;
+  const log = createLogger(config.log);
+  const primary = new Primary(workers, log);
+  const admin = config.admin ? new AdminServer(primary.adminSource()) : null;
+  const pidFile = config.pidFile;
+  stopOnSignals(
+    log,
+    async () => {
+      await primary.drain(config.shutdownTimeout * 1000);
+      await admin?.close();
+      if (pidFile) await rm(pidFile, { force: true });
+    },
+    () => ({ workers: primary.workerCount, deadlineSeconds: config.shutdownTimeout }),
+  );
+  reloadOn(config, file, log, async (why) => {
+    // Checked here first, so a bad file is refused once, not by each worker.
+    const next = await load();
+    const replies = await primary.request('reload');
+    const failed = replies.find((r) => !r.ok);
+    if (failed) throw new Error(`worker ${failed.worker}: ${failed.error}`);
+    const ignored = restartOnlyChanges(config, next);
+    config = next;
+    log.info({ why, workers: replies.length, ...(ignored.length ? { needsRestart: ignored } : {}) }, 'configuration reloaded');
+    if (ignored.length) log.warn({ keys: ignored }, `a restart is needed to apply: ${ignored.join(', ')}`);
+  });
+  await listenAdmin(admin, config, log);
+  let bound: Array<{ host: string; port: number }>;
+  try {
+    bound = await primary.start();
+  } catch (error) {
+    log.error({ reason: (error as Error).message }, 'cannot start the workers');
+    await primary.drain(0);
+    await admin?.close();
+    process.exit(1);
+  }
+  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
+  logListening(log, bound, config, workers);
+}
+
+/** SIGHUP, and with `watch` a change of the config or users file, run `apply`; a failure keeps the config in force. */
+function reloadOn(config: Config, file: string | undefined, log: Logger, apply: (why: string) => Promise<void>): void {
   let reloading: Promise<void> = Promise.resolve();
   const reload = (why: string): void => {
-    reloading = reloading.then(async () => {
-      try {
-        const next = await loadConfig({ file, flags });
-        server.reload(await reloadableFromConfig(next));
-        const ignored = restartOnlyChanges(config, next);
-        config = next;
-        log.info({ why, sessions: server.sessionCount, ...(ignored.length ? { needsRestart: ignored } : {}) }, 'configuration reloaded');
-        if (ignored.length) log.warn({ keys: ignored }, `a restart is needed to apply: ${ignored.join(', ')}`);
-      } catch (error) {
-        log.error({ why, reason: (error as Error).message }, 'reload refused: the configuration in force stays');
-      }
-    });
+    reloading = reloading.then(() =>
+      apply(why).catch((error: Error) => {
+        log.error({ why, reason: error.message }, 'reload refused: the configuration in force stays');
+      }),
+    );
   };
   process.on('SIGHUP', () => reload('SIGHUP'));
   if (config.watch) watchFiles([file, config.users], () => reload('file changed'), log);
+}
 
-  if (admin && config.admin) {
-    const where = parseHostPort(config.admin) as HostPort;
-    const bound = await admin.listen(where.host, where.port);
-    const text = formatAddress(addressFromHost(bound.host, bound.port));
-    log.info({ admin: text }, `admin listening on http://${text}/ (metrics, healthz, readyz, status)`);
-  }
-  const bound = await server.listen();
-  if (pidFile) await writeFile(pidFile, `${process.pid}\n`);
+async function listenAdmin(admin: AdminServer | null, config: Config, log: Logger): Promise<void> {
+  if (!admin || !config.admin) return;
+  const where = parseHostPort(config.admin) as HostPort;
+  const bound = await admin.listen(where.host, where.port);
+  const text = formatAddress(addressFromHost(bound.host, bound.port));
+  log.info({ admin: text }, `admin listening on http://${text}/ (metrics, healthz, readyz, status)`);
+}
+
+function logListening(log: Logger, bound: Array<{ host: string; port: number }>, config: Config, workers = 1): void {
   const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
-  log.info({ listen: where, auth: config.users ? 'username/password' : 'none' }, `socksgate ${pkg.version} listening on ${where.join(', ')}`);
+  const auth = config.users ? 'username/password' : 'none';
+  log.info({ listen: where, auth, workers }, `socksgate ${pkg.version} listening on ${where.join(', ')}${workers > 1 ? ` (${workers} workers)` : ''}`);
 }
 
 /** Calls `onChange` (debounced) when one of the files changes; editors that replace files are handled. */

@@ -189,12 +189,22 @@ export const configSchema = z
       .boolean()
       .default(false)
       .describe('Reload users, rules and limits when the config or users file changes (as on SIGHUP).'),
+    workers: z
+      .number()
+      .int()
+      .min(0)
+      .max(256)
+      .default(0)
+      .describe(
+        'Worker processes sharing the listeners; each association lives in the worker that took its control connection. 0: one per CPU core. 1: a single process, no workers.',
+      )
+      .meta({ arg: 'N' }),
     maxClients: z
       .number()
       .int()
       .min(1)
       .default(10_000)
-      .describe('Most client connections served at once; more are closed at once.')
+      .describe('Most client connections served at once, over all workers; more are closed at once.')
       .meta({ arg: 'N' }),
     handshakeTimeout: duration('Time a client has from connecting to sending its complete request.', 10),
     connectTimeout: duration('Time to reach a CONNECT destination, over all of its addresses.', 10),

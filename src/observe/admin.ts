@@ -4,7 +4,8 @@ import type { SocksServer } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
 
-interface Sample {
+/** Running totals the status page charts. */
+export interface Sample {
   t: number;
   forwarded: number;
   delivered: number;
@@ -12,8 +13,63 @@ interface Sample {
   deliveredBytes: number;
 }
 
+/** The status page's data, less its history. */
+export interface StatusData {
+  ready: boolean;
+  sessions: Array<Record<string, unknown>>;
+  totals: Record<string, number>;
+  drops: Record<string, number>;
+}
+
+/** What the admin listener reports on: one server, or (in the primary) every worker's together. */
+export interface AdminSource {
+  ready(): boolean;
+  metrics(): Promise<{ type: string; body: string }>;
+  sample(): Promise<Sample>;
+  status(): Promise<StatusData>;
+}
+
 // One sample a second, five minutes of them, for the status page's charts.
 const HISTORY = 300;
+
+/** The figures of one server in this process. */
+export function localStatus(server: SocksServer): StatusData {
+  const udp = server.udpStats;
+  const tcp = server.stats;
+  return {
+    ready: server.ready,
+    sessions: server.snapshot() as unknown as Array<Record<string, unknown>>,
+    totals: {
+      sessions: server.sessionCount,
+      associations: udp.activeAssociations,
+      clientDatagrams: udp.clientDatagrams,
+      clientBytes: udp.clientBytes,
+      deliveredDatagrams: udp.deliveredDatagrams,
+      deliveredBytes: udp.deliveredBytes,
+      steeredDatagrams: udp.steeredDatagrams,
+      dropped: udp.droppedTotal,
+      authFailures: tcp.authFailures,
+      denied: tcp.denied,
+    },
+    drops: { ...udp.drops },
+  };
+}
+
+export function localSample(server: SocksServer): Sample {
+  const udp = server.udpStats;
+  return { t: Date.now() / 1000, forwarded: udp.forwardedDatagrams, delivered: udp.deliveredDatagrams, forwardedBytes: udp.forwardedBytes, deliveredBytes: udp.deliveredBytes };
+}
+
+/** An admin source for one server in this process. */
+export function serverSource(server: SocksServer): AdminSource {
+  const registry: Registry = createMetrics(server);
+  return {
+    ready: () => server.ready,
+    metrics: async () => ({ type: registry.contentType, body: await registry.metrics() }),
+    sample: () => Promise.resolve(localSample(server)),
+    status: () => Promise.resolve(localStatus(server)),
+  };
+}
 
 /**
  * The admin listener: /metrics (Prometheus), /healthz (alive), /readyz (accepting; 503 while
@@ -22,12 +78,12 @@ const HISTORY = 300;
  */
 export class AdminServer {
   private readonly http: Server;
-  private readonly registry: Registry;
+  private readonly source: AdminSource;
   private readonly history: Sample[] = [];
   private readonly sampler: NodeJS.Timeout;
 
-  constructor(private readonly server: SocksServer) {
-    this.registry = createMetrics(server);
+  constructor(from: SocksServer | AdminSource) {
+    this.source = 'metrics' in from && typeof from.metrics === 'function' ? (from as AdminSource) : serverSource(from as SocksServer);
     this.http = createServer((request, response) => {
       this.route(request.url ?? '/').then(
         ({ status, type, body }) => {
@@ -63,49 +119,31 @@ export class AdminServer {
   }
 
   private sample(): void {
-    const udp = this.server.udpStats;
-    this.history.push({ t: Date.now() / 1000, forwarded: udp.forwardedDatagrams, delivered: udp.deliveredDatagrams, forwardedBytes: udp.forwardedBytes, deliveredBytes: udp.deliveredBytes });
-    if (this.history.length > HISTORY) this.history.shift();
+    this.source.sample().then(
+      (sample) => {
+        this.history.push(sample);
+        if (this.history.length > HISTORY) this.history.shift();
+      },
+      () => {},
+    );
   }
 
   private async route(url: string): Promise<{ status: number; type: string; body: string }> {
     const path = url.split('?')[0];
     switch (path) {
       case '/metrics':
-        return { status: 200, type: this.registry.contentType, body: await this.registry.metrics() };
+        return { status: 200, ...(await this.source.metrics()) };
       case '/healthz':
         return { status: 200, type: 'text/plain', body: 'ok\n' };
       case '/readyz':
-        return this.server.ready ? { status: 200, type: 'text/plain', body: 'ready\n' } : { status: 503, type: 'text/plain', body: 'not ready: draining or not listening\n' };
+        return this.source.ready() ? { status: 200, type: 'text/plain', body: 'ready\n' } : { status: 503, type: 'text/plain', body: 'not ready: draining or not listening\n' };
       case '/':
       case '/status':
         return { status: 200, type: 'text/html; charset=utf-8', body: STATUS_PAGE };
       case '/api/status':
-        return { status: 200, type: 'application/json', body: JSON.stringify(this.status()) };
+        return { status: 200, type: 'application/json', body: JSON.stringify({ ...(await this.source.status()), history: [...this.history, await this.source.sample()] }) };
       default:
         return { status: 404, type: 'text/plain', body: 'not found: try /metrics, /healthz, /readyz or /status\n' };
     }
-  }
-
-  private status(): Record<string, unknown> {
-    const udp = this.server.udpStats;
-    const tcp = this.server.stats;
-    return {
-      ready: this.server.ready,
-      sessions: this.server.snapshot(),
-      totals: {
-        sessions: this.server.sessionCount,
-        associations: udp.activeAssociations,
-        clientDatagrams: udp.clientDatagrams,
-        clientBytes: udp.clientBytes,
-        deliveredDatagrams: udp.deliveredDatagrams,
-        deliveredBytes: udp.deliveredBytes,
-        dropped: udp.droppedTotal,
-        authFailures: tcp.authFailures,
-        denied: tcp.denied,
-      },
-      drops: udp.drops,
-      history: [...this.history, { t: Date.now() / 1000, forwarded: udp.forwardedDatagrams, delivered: udp.deliveredDatagrams, forwardedBytes: udp.forwardedBytes, deliveredBytes: udp.deliveredBytes }],
-    };
   }
 }

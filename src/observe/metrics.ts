@@ -150,6 +150,15 @@ export function createMetrics(server: SocksServer): Registry {
       this.inc(udp.reassembled);
     },
   });
+  new Counter({
+    name: 'socksgate_udp_steered_total',
+    help: 'Fixed-port mode with workers: client datagrams that reached a worker other than their association\'s and were passed on to it.',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(udp.steeredDatagrams);
+    },
+  });
 
   const duration = new Histogram({
     name: 'socksgate_session_duration_seconds',

@@ -84,6 +84,13 @@ export async function runAssociate(session: Session, destination: SocksAddress):
     }
     association.attach(registered.channel);
     port = registered.port;
+    try {
+      await registered.claimed;
+    } catch (error) {
+      if (!session.isClosed) session.fail(Reply.GENERAL_FAILURE, `udp: ${(error as Error).message}`);
+      return;
+    }
+    if (session.isClosed) return;
   }
 
   session.meter = () => [association.up, association.down];

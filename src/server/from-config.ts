@@ -4,6 +4,7 @@ import { parseHostPort, type HostPort } from '../config/endpoint.js';
 import { ConfigError } from '../config/errors.js';
 import { SocksServer, type ReloadableOptions } from './server.js';
 import { UserStore } from './users.js';
+import type { DemuxSteer } from '../udp/demux.js';
 
 function endpoint(text: string): HostPort {
   const parsed = parseHostPort(text);
@@ -29,16 +30,17 @@ export async function reloadableFromConfig(config: Config): Promise<ReloadableOp
 
 /** Config keys a reload cannot change (they shape listeners and sockets): a restart applies them. */
 export function restartOnlyChanges(before: Config, after: Config): string[] {
-  const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen'];
+  const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'workers', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen'];
   return keys.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
 }
 
 /** The server a validated config describes (users file loaded); not yet listening. */
-export async function serverFromConfig(config: Config, logger: Logger): Promise<SocksServer> {
+export async function serverFromConfig(config: Config, logger: Logger, worker?: { maxClients: number; steer: DemuxSteer | null }): Promise<SocksServer> {
   return new SocksServer({
     ...(await reloadableFromConfig(config)),
+    ...(worker?.steer ? { steer: worker.steer } : {}),
     listen: config.listen.map(endpoint),
-    maxClients: config.maxClients,
+    maxClients: worker?.maxClients ?? config.maxClients,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,
     connectTimeoutMs: config.connectTimeout * 1000,
     idleTimeoutMs: config.idleTimeout * 1000,

@@ -14,7 +14,7 @@ import type { RuleConfig } from '../policy/rule.js';
 import type { UserStore } from './users.js';
 import { formatAddress, addressFromHost } from '../protocol/address.js';
 import type { EgressFactory, UdpContext } from './associate.js';
-import { FixedPortDemux } from '../udp/demux.js';
+import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
 
@@ -75,6 +75,8 @@ export interface ServerOptions {
   readonly destinationChecks?: boolean;
   /** Sends UDP through an upstream hop instead of this host's own sockets (socksgate tunnel). */
   readonly udpEgress?: EgressFactory;
+  /** In a worker process: fixed-port mode shares its port with the sibling workers through this. */
+  readonly steer?: DemuxSteer;
 }
 
 export interface LimitOptions {
@@ -158,7 +160,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.maxClients = options.maxClients ?? SERVER_DEFAULTS.maxClients;
     const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [], onLookup: (seconds, ok) => this.emit('dns-lookup', seconds, ok) });
     const udp = options.udp ?? {};
-    this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log);
+    this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log, options.steer ?? null);
     const udpContext: UdpContext = {
       stats: this.udpStats,
       budget: new ReassemblyBudget(udp.reassemblyMemoryTotal ?? 64 * 1024 * 1024),
@@ -244,6 +246,11 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   /** Associations the fixed-port demultiplexer still knows (0 when not in fixed-port mode). */
   get demuxSize(): number {
     return this.demux?.size ?? 0;
+  }
+
+  /** A client datagram a sibling worker received on the shared fixed port and passed on. */
+  deliverSteered(datagram: Buffer, ip: string, port: number): void {
+    this.demux?.deliver(datagram, ip, port);
   }
 
   /** Bound addresses, in the order of `listen` (ports filled in when 0 was asked for). */

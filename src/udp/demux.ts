@@ -5,6 +5,22 @@ import { addressForSocket, bindUdp, unmapAddress, type BoundUdp } from './socket
 import type { UdpStats } from './stats.js';
 
 /**
+ * How a fixed-port demultiplexer shares its port with sibling worker processes. Every worker holds
+ * the same socket, so a datagram reaches whichever worker reads first; the steer knows which
+ * endpoints the siblings own and passes their datagrams on. See src/cluster/steering.ts.
+ */
+export interface DemuxSteer {
+  /** Announces that this worker owns `ip` (and `port`, or any port while waiting for it); resolves once every sibling knows. */
+  claim(ip: string, port: number | null): Promise<void>;
+  /** The endpoint is no longer this worker's. */
+  release(ip: string, port: number | null): void;
+  /** A sibling that owns `ip|port`, or is the only one waiting for `ip` (-1: none, -2: several). */
+  ownerOf(ip: string, port: number): number;
+  /** Passes the datagram to sibling `worker`, tagged with its real sender. */
+  forward(worker: number, datagram: Buffer, ip: string, port: number): void;
+}
+
+/**
  * Fixed-port mode: one UDP socket per listen address, shared by every association, each datagram
  * routed to its association by the sender's address alone. A sender maps to an association when
  * its IP and port were declared in the request or fixed by an earlier datagram; otherwise to the one
@@ -20,13 +36,15 @@ export class FixedPortDemux {
   constructor(
     private readonly stats: UdpStats,
     private readonly log: Logger,
+    /** Set in a worker process: the port is shared with sibling workers. */
+    private readonly steer: DemuxSteer | null = null,
   ) {}
 
   /** Binds the shared socket for one listen host (idempotent per host). */
   async bind(host: string, port: number): Promise<number> {
     const existing = this.sockets.get(host);
     if (existing) return existing.port;
-    const bound = await bindUdp(port, host);
+    const bound = await bindUdp(port, host, this.steer !== null);
     bound.socket.on('message', this.onMessage);
     bound.socket.on('error', (error) => this.log.warn({ err: error, host, port }, 'fixed-port UDP socket error'));
     this.sockets.set(host, bound);
@@ -37,7 +55,7 @@ export class FixedPortDemux {
    * Registers an association whose client reached the proxy on `localHost`. Returns the channel
    * to its client, or a reason when the declared endpoint already belongs to another association.
    */
-  register(association: Association, localHost: string): { channel: ClientChannel; port: number } | string {
+  register(association: Association, localHost: string): { channel: ClientChannel; port: number; claimed: Promise<void> } | string {
     const bound = this.socketFor(localHost);
     if (!bound) return `no fixed-port UDP socket for ${localHost}`;
     const ip = association.client;
@@ -60,7 +78,9 @@ export class FixedPortDemux {
       send: (header, payload, port) => socket.send([header, payload], port, target, onSent),
       release: () => this.unregister(association),
     };
-    return { channel, port: bound.port };
+    // With workers, the reply waits until every sibling knows where this client's datagrams go.
+    const claimed = this.steer ? this.steer.claim(ip, association.clientPort) : Promise.resolve();
+    return { channel, port: bound.port, claimed };
   }
 
   close(): Promise<void> {
@@ -89,26 +109,59 @@ export class FixedPortDemux {
     const ip = association.client;
     if (association.clientPort !== null) {
       const key = `${ip}|${association.clientPort}`;
-      if (this.byEndpoint.get(key) === association) this.byEndpoint.delete(key);
+      if (this.byEndpoint.get(key) === association) {
+        this.byEndpoint.delete(key);
+        this.steer?.release(ip, association.clientPort);
+      }
     }
     const set = this.waiting.get(ip);
-    if (set?.delete(association) && set.size === 0) this.waiting.delete(ip);
+    if (set?.delete(association)) {
+      if (set.size === 0) this.waiting.delete(ip);
+      this.steer?.release(ip, null);
+    }
   }
 
   private readonly onMessage = (datagram: Buffer, from: RemoteInfo): void => {
     const ip = unmapAddress(from.address);
     const owner = this.byEndpoint.get(`${ip}|${from.port}`);
     if (owner) return owner.fromClient(datagram);
+    const steer = this.steer;
+    if (steer === null) return this.deliverWaiting(datagram, ip, from.port);
+    const sibling = steer.ownerOf(ip, from.port);
+    const waitingHere = this.waiting.get(ip)?.size ?? 0;
+    if (sibling >= 0 && waitingHere === 0) {
+      this.stats.steeredDatagrams++;
+      return steer.forward(sibling, datagram, ip, from.port);
+    }
+    // A sibling waits for this IP too: two associations could own the sender, so neither gets it.
+    if (sibling !== -1) return this.drop('ambiguous');
+    this.deliverWaiting(datagram, ip, from.port);
+  };
+
+  /** A datagram a sibling worker passed on: ours, or dropped (never passed on again). */
+  deliver(datagram: Buffer, ip: string, port: number): void {
+    const owner = this.byEndpoint.get(`${ip}|${port}`);
+    if (owner) return owner.fromClient(datagram);
+    this.deliverWaiting(datagram, ip, port);
+  }
+
+  /** The sender's first datagram: it goes to the one association from its IP still waiting for it. */
+  private deliverWaiting(datagram: Buffer, ip: string, port: number): void {
     const set = this.waiting.get(ip);
     if (set === undefined || set.size === 0) return this.drop('unknown-client');
     if (set.size > 1) return this.drop('ambiguous');
     const [association] = set as Set<Association> & { size: 1 };
     set.clear();
     this.waiting.delete(ip);
-    association!.learnPort(from.port);
-    this.byEndpoint.set(`${ip}|${from.port}`, association!);
+    association!.learnPort(port);
+    this.byEndpoint.set(`${ip}|${port}`, association!);
+    if (this.steer) {
+      this.steer.release(ip, null);
+      // A sibling that already owns this endpoint keeps it (its datagrams were steered there).
+      this.steer.claim(ip, port).catch(() => {});
+    }
     association!.fromClient(datagram);
-  };
+  }
 
   private drop(reason: 'unknown-client' | 'ambiguous'): void {
     this.stats.clientDatagrams++;

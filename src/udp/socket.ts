@@ -25,14 +25,14 @@ export interface BoundUdp {
   readonly port: number;
 }
 
-function bind(type: 'udp4' | 'udp6', host: string, port: number): Promise<BoundUdp> {
+function bind(type: 'udp4' | 'udp6', host: string, port: number, shared: boolean): Promise<BoundUdp> {
   return new Promise((resolve, reject) => {
     const socket = createSocket({ type, ipv6Only: false });
     socket.once('error', (error) => {
       socket.close();
       reject(error);
     });
-    socket.bind({ address: host, port, exclusive: true }, () => {
+    socket.bind({ address: host, port, exclusive: !shared }, () => {
       socket.removeAllListeners('error');
       resolve({ socket, dualStack: type === 'udp6', port: socket.address().port });
     });
@@ -41,19 +41,20 @@ function bind(type: 'udp4' | 'udp6', host: string, port: number): Promise<BoundU
 
 /**
  * A UDP socket on `host` (all addresses when absent), dual-stack where the machine has IPv6 so
- * IPv4 and IPv6 destinations both work; IPv4 only otherwise.
+ * IPv4 and IPv6 destinations both work; IPv4 only otherwise. `shared`: in a cluster worker, one
+ * socket held by every worker (the primary binds it); otherwise the socket is this process's alone.
  */
-export async function bindUdp(port: number, host?: string): Promise<BoundUdp> {
+export async function bindUdp(port: number, host?: string, shared = false): Promise<BoundUdp> {
   if (host !== undefined) {
     const plain = unmapAddress(host);
-    if (isIPv4(plain)) return bind('udp4', plain, port);
-    return bind('udp6', plain, port);
+    if (isIPv4(plain)) return bind('udp4', plain, port, shared);
+    return bind('udp6', plain, port, shared);
   }
   try {
-    return await bind('udp6', '::', port);
+    return await bind('udp6', '::', port, shared);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL' && code !== 'EINVAL') throw error;
-    return bind('udp4', '0.0.0.0', port);
+    return bind('udp4', '0.0.0.0', port, shared);
   }
 }

@@ -43,6 +43,8 @@ export class UdpStats {
   /** Datagrams carrying FRAG ≠ 0, and sequences reassembled into one datagram. */
   fragments = 0;
   reassembled = 0;
+  /** Fixed-port mode with workers: datagrams this worker received for another worker's association and passed on. */
+  steeredDatagrams = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
 
   get activeAssociations(): number {

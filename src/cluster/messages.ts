@@ -1,0 +1,37 @@
+import type { Worker } from 'node:cluster';
+
+/**
+ * What the primary and its workers say to each other over the cluster IPC channel. Every message
+ * carries `sg` (its kind), so prom-client's own cluster messages pass by untouched.
+ */
+export type ToPrimary =
+  | { sg: 'listening'; addresses: Array<{ host: string; port: number }> }
+  | { sg: 'steer-port'; port: number; host: string }
+  | { sg: 'claim'; seq: number; ip: string; port: number | null }
+  | { sg: 'release'; ip: string; port: number | null }
+  | { sg: 'ack'; seq: number }
+  | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string };
+
+export type ToWorker =
+  | { sg: 'peer'; worker: number; port: number; host: string }
+  | { sg: 'peer-gone'; worker: number }
+  | { sg: 'claim'; seq: number; worker: number; ip: string; port: number | null }
+  | { sg: 'release'; worker: number; ip: string; port: number | null }
+  | { sg: 'claimed'; seq: number; error?: string }
+  | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' }
+  | { sg: 'drain'; deadlineMs: number };
+
+export function isToPrimary(message: unknown): message is ToPrimary {
+  return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';
+}
+
+export const isToWorker = isToPrimary as (message: unknown) => message is ToWorker;
+
+/** Sends when the channel is still open (a dying worker's channel closes under us). */
+export function sendTo(worker: Worker, message: ToWorker): void {
+  if (worker.isConnected()) worker.send(message, undefined, () => {});
+}
+
+export function sendToPrimary(message: ToPrimary): void {
+  if (process.connected && process.send) process.send(message, undefined, {}, () => {});
+}

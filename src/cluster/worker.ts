@@ -1,0 +1,76 @@
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
+import type { Logger } from 'pino';
+import { localSample, localStatus } from '../observe/admin.js';
+import { createMetrics } from '../observe/metrics.js';
+import type { SocksServer } from '../server/server.js';
+import { isToWorker, sendToPrimary } from './messages.js';
+import type { WorkerSteering } from './steering.js';
+
+/** How many worker processes `workers` asks for (0: one per core); 1 means no workers at all. */
+export function workerCount(configured: number): number {
+  return configured === 0 ? availableParallelism() : configured;
+}
+
+/** In a worker process: its slot (1…N) and the number of workers, as the primary set them. */
+export function workerIdentity(): { slot: number; of: number } | null {
+  if (!cluster.isWorker) return null;
+  return { slot: Number(process.env.SOCKSGATE_WORKER ?? cluster.worker?.id ?? 0), of: Number(process.env.SOCKSGATE_WORKERS ?? 1) };
+}
+
+/**
+ * A worker's side of the IPC channel: answers the primary's status and reload requests, feeds
+ * fixed-port claims to the steering, serves its metrics for aggregation, and drains when told to
+ * or when the primary is gone (a worker never outlives its primary).
+ */
+export function linkWorker(
+  server: SocksServer,
+  steering: WorkerSteering | null,
+  log: Logger,
+  actions: { reload: () => Promise<string[]>; drain: (deadlineMs: number) => Promise<void>; shutdownMs: number },
+): void {
+  AggregatorRegistry.setRegistries([createMetrics(server)]);
+  // Constructing one installs prom-client's answer to the primary's metrics requests.
+  new AggregatorRegistry();
+  if (steering) steering.serve(server.udpStats, (datagram, ip, port) => server.deliverSteered(datagram, ip, port));
+  let draining = false;
+  const drain = (deadlineMs: number): void => {
+    if (draining) return;
+    draining = true;
+    steering?.close();
+    actions.drain(deadlineMs).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('message', (message: unknown) => {
+    if (!isToWorker(message)) return;
+    switch (message.sg) {
+      case 'request': {
+        const { seq } = message;
+        if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: localStatus(server) });
+        else if (message.what === 'sample') sendToPrimary({ sg: 'reply', seq, ok: true, data: localSample(server) });
+        else
+          actions.reload().then(
+            (needsRestart) => sendToPrimary({ sg: 'reply', seq, ok: true, data: needsRestart }),
+            (error: Error) => sendToPrimary({ sg: 'reply', seq, ok: false, error: error.message }),
+          );
+        break;
+      }
+      case 'drain':
+        drain(message.deadlineMs);
+        break;
+      default:
+        steering?.handle(message);
+    }
+  });
+  process.on('disconnect', () => {
+    log.warn('the primary process is gone: draining');
+    drain(0);
+  });
+  // The primary coordinates shutdown: a terminal's Ctrl-C reaches every process of the group.
+  process.on('SIGINT', () => {});
+  // A worker ended on its own drains like the whole server would; the primary then starts a new one.
+  process.on('SIGTERM', () => drain(actions.shutdownMs));
+}
