@@ -159,14 +159,17 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
   const primary = new Primary(workers, log);
   const admin = config.admin ? new AdminServer(primary.adminSource()) : null;
   const pidFile = config.pidFile;
+  let draining: Promise<{ exited: Promise<void> }> | null = null;
   stopOnSignals(
     log,
     async () => {
-      await primary.drain(config.shutdownTimeout * 1000);
+      await (await draining!).exited;
       await admin?.close();
       if (pidFile) await rm(pidFile, { force: true });
     },
     () => ({ workers: primary.workerCount, deadlineSeconds: config.shutdownTimeout }),
+    // The "shutting down" line comes once every worker has stopped accepting.
+    () => (draining = primary.drain(config.shutdownTimeout * 1000)).then(() => undefined),
   );
   reloadOn(config, file, log, async (why) => {
     // Checked here first, so a bad file is refused once, not by each worker.
@@ -185,7 +188,7 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
     bound = await primary.start();
   } catch (error) {
     log.error({ reason: (error as Error).message }, 'cannot start the workers');
-    await primary.drain(0);
+    await (await primary.drain(0)).exited;
     await admin?.close();
     process.exit(1);
   }
@@ -242,17 +245,21 @@ function watchFiles(files: Array<string | undefined>, onChange: () => void, log:
   }
 }
 
-/** SIGTERM and SIGINT run `close`, then exit 0 (1 if closing failed). */
-function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => object = () => ({})): void {
+/** SIGTERM and SIGINT run `prepare` (before the "shutting down" line), then `close`, then exit 0 (1 if closing failed). */
+function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => object = () => ({}), prepare: () => Promise<void> = () => Promise.resolve()): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, ...state() }, 'shutting down');
-    close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    prepare()
+      .then(() => {
+        log.info({ signal, ...state() }, 'shutting down');
+        return close();
+      })
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -19,7 +19,7 @@ export type ToWorker =
   | { sg: 'release'; worker: number; ip: string; port: number | null }
   | { sg: 'claimed'; seq: number; error?: string }
   | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' }
-  | { sg: 'drain'; deadlineMs: number };
+  | { sg: 'drain'; seq: number; deadlineMs: number };
 
 export function isToPrimary(message: unknown): message is ToPrimary {
   return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';

@@ -21,7 +21,9 @@ interface Waiter<T> {
 }
 
 export interface WorkerReply {
+  /** The worker's slot (1…N) and process ID. */
   readonly worker: number;
+  readonly pid: number;
   readonly ok: boolean;
   readonly data?: unknown;
   readonly error?: string;
@@ -109,23 +111,35 @@ export class Primary {
     });
   }
 
-  /** Tells every worker to drain within `deadlineMs`; resolves when all have exited (killed after a grace period). */
-  async drain(deadlineMs: number): Promise<void> {
+  /**
+   * Tells every worker to drain within `deadlineMs`. Resolves once all of them have stopped
+   * accepting; `exited` then resolves when all are gone (a worker that overstays is killed).
+   */
+  async drain(deadlineMs: number): Promise<{ exited: Promise<void> }> {
     this.stopping = true;
     for (const timer of this.restartTimers) clearTimeout(timer);
     this.restartTimers.clear();
-    const exits = [...this.workers.values()].map(
-      (state) =>
-        new Promise<void>((resolve) => {
-          if (state.worker.isDead()) return resolve();
-          state.worker.once('exit', () => resolve());
-          sendTo(state.worker, { sg: 'drain', deadlineMs });
-          // A worker that cannot even drain is ended; the grace covers its own closing.
-          const kill = setTimeout(() => state.worker.process.kill('SIGKILL'), deadlineMs + 5000);
-          state.worker.once('exit', () => clearTimeout(kill));
-        }),
-    );
-    await Promise.all(exits);
+    const states = [...this.workers.values()];
+    const exited = Promise.all(
+      states.map(
+        (state) =>
+          new Promise<void>((resolve) => {
+            if (state.worker.isDead()) return resolve();
+            // A worker that cannot even drain is ended; the grace covers its own closing.
+            const kill = setTimeout(() => state.worker.process.kill('SIGKILL'), deadlineMs + 5000);
+            state.worker.once('exit', () => {
+              clearTimeout(kill);
+              resolve();
+            });
+          }),
+      ),
+    ).then(() => undefined);
+    const seq = ++this.seq;
+    const live = states.filter((s) => s.worker.isConnected());
+    await this.wait(seq, live, () => {
+      for (const state of live) sendTo(state.worker, { sg: 'drain', seq, deadlineMs });
+    });
+    return { exited };
   }
 
   /** The admin listener's view: metrics summed over the workers, sessions of all of them. */
@@ -148,14 +162,15 @@ export class Primary {
         return sum;
       },
       status: async () => {
-        const merged: StatusData = { ready: this.ready(), sessions: [], totals: {}, drops: {} };
+        const merged: StatusData = { ready: this.ready(), sessions: [], totals: {}, drops: {}, workers: [] };
         for (const reply of await this.request('status')) {
           const part = reply.data as StatusData;
+          merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.sessions.length });
           for (const session of part.sessions) merged.sessions.push({ ...session, worker: reply.worker });
           for (const [key, value] of Object.entries(part.totals)) merged.totals[key] = (merged.totals[key] ?? 0) + value;
           for (const [key, value] of Object.entries(part.drops)) merged.drops[key] = (merged.drops[key] ?? 0) + value;
         }
-        merged.totals.workers = this.workers.size;
+        merged.workers!.sort((a, b) => a.worker - b.worker);
         return merged;
       },
     };
@@ -221,7 +236,7 @@ export class Primary {
         this.answer(message.seq, id, undefined);
         break;
       case 'reply':
-        this.answer(message.seq, id, { worker: state.slot, ok: message.ok, data: message.data, error: message.error } satisfies WorkerReply);
+        this.answer(message.seq, id, { worker: state.slot, pid: state.worker.process.pid ?? 0, ok: message.ok, data: message.data, error: message.error } satisfies WorkerReply);
         break;
       default:
         break;

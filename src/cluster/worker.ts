@@ -59,7 +59,9 @@ export function linkWorker(
         break;
       }
       case 'drain':
+        // Listeners close at once (the first step of a drain); the ack tells the primary no new client gets in.
         drain(message.deadlineMs);
+        sendToPrimary({ sg: 'ack', seq: message.seq });
         break;
       default:
         steering?.handle(message);

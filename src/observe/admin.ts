@@ -19,6 +19,8 @@ export interface StatusData {
   sessions: Array<Record<string, unknown>>;
   totals: Record<string, number>;
   drops: Record<string, number>;
+  /** With workers: each one's slot, process ID and sessions. */
+  workers?: Array<{ worker: number; pid: number; sessions: number }>;
 }
 
 /** What the admin listener reports on: one server, or (in the primary) every worker's together. */
