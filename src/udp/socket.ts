@@ -25,9 +25,17 @@ export interface BoundUdp {
   readonly port: number;
 }
 
+/**
+ * The relay only ever sends to IP literals (names are resolved, and policy-checked, before), so the
+ * per-datagram dns.lookup that dgram does by default (a validation and a deferred callback) is skipped.
+ */
+function literalLookup(address: string, family: number, callback: (error: Error | null, address: string, family: number) => void): void {
+  callback(null, address, family);
+}
+
 function bind(type: 'udp4' | 'udp6', host: string, port: number, shared: boolean): Promise<BoundUdp> {
   return new Promise((resolve, reject) => {
-    const socket = createSocket({ type, ipv6Only: false });
+    const socket = createSocket({ type, ipv6Only: false, lookup: literalLookup as never });
     socket.once('error', (error) => {
       socket.close();
       reject(error);
