@@ -138,7 +138,7 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
     idleTimeoutMs: udp.idleTimeoutMs,
     resolver: session.ctx.resolver,
     stats: udp.stats,
-    log: session.log,
+    log: () => session.log,
     onIdle: () => session.timedOut('udp-idle'),
   });
   deliverTo = association;

@@ -83,8 +83,6 @@ type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relayi
  */
 export class Session {
   readonly client: SocksAddress;
-  /** The server's logger with this client's address on every line. */
-  readonly log: Logger;
   user: string | null = null;
   command = '-';
   target = '-';
@@ -99,7 +97,9 @@ export class Session {
   private readonly reader = new ByteReader();
   private readonly started = performance.now();
   private readonly releases: Array<() => void> = [];
-  private readonly abort = new AbortController();
+  // Made when first needed: an idle association should cost as little memory as possible.
+  private abort: AbortController | null = null;
+  private logger: Logger | null = null;
   private timer: NodeJS.Timeout | null;
   private closed = false;
   private clientEnded = false;
@@ -111,12 +111,21 @@ export class Session {
     private readonly onClosed: (session: Session) => void,
   ) {
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
-    this.log = ctx.log.child({ client: formatAddress(this.client) });
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.once('close', this.onSocketClose);
+  }
+
+  /** The server's logger with this client's address on every line. */
+  get log(): Logger {
+    return (this.logger ??= this.ctx.log.child({ client: formatAddress(this.client) }));
+  }
+
+  /** Debug lines cost nothing (no child logger made) unless debug is on. */
+  private debug(fields: Record<string, unknown>, message: string): void {
+    if (this.ctx.log.isLevelEnabled('debug')) this.log.debug(fields, message);
   }
 
   /** How the session ended ('ok' or what ended it); meaningful once closed. */
@@ -141,6 +150,8 @@ export class Session {
 
   /** Aborted when the session closes: pending dials and waits stop. */
   get signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    if (this.closed && !this.abort.signal.aborted) this.abort.abort(new Error(`session closed: ${this.result}`));
     return this.abort.signal;
   }
 
@@ -157,7 +168,7 @@ export class Session {
   /** Sends a reply (RFC 1928 §6). */
   reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): void {
     if (this.closed) return;
-    this.log.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
+    this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
     this.socket.write(encodeReply(code, bound));
   }
 
@@ -197,7 +208,7 @@ export class Session {
     this.phase = 'closing';
     if (result !== undefined) this.result = result;
     if (this.timer) clearTimeout(this.timer);
-    this.abort.abort(new Error(`session closed: ${this.result}`));
+    this.abort?.abort(new Error(`session closed: ${this.result}`));
     for (const release of this.releases.splice(0)) {
       try {
         release();
@@ -271,7 +282,7 @@ export class Session {
           if (greeting.status === 'more') return;
           if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
           const method = selectMethod(greeting.value.methods, this.ctx.live.users !== null);
-          this.log.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
+          if (this.ctx.log.isLevelEnabled('debug')) this.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
           this.socket.write(encodeMethodSelection(method));
           if (method === Method.NO_ACCEPTABLE) {
             const wanted = this.ctx.live.users ? 'username/password' : 'no authentication';
@@ -341,7 +352,7 @@ export class Session {
         if (right) lockout?.succeed(address);
         // A blocked address is refused even with the right password: guesses in flight cannot get through.
         const ok = right && !(lockout?.isBlocked(address) ?? false);
-        this.log.debug({ user: username, ok }, 'username/password');
+        this.debug({ user: username, ok }, 'username/password');
         this.socket.write(encodeAuthStatus(ok));
         if (!ok) {
           this.user = username;
@@ -387,7 +398,7 @@ export class Session {
   private dispatch(request: Request): void {
     this.command = describeCommand(request.command);
     this.target = formatAddress(request.destination);
-    this.log.debug({ command: this.command, target: this.target }, 'request');
+    this.debug({ command: this.command, target: this.target }, 'request');
     if (!this.admitSession()) return;
     let work: Promise<void>;
     switch (request.command) {

@@ -48,7 +48,8 @@ export interface AssociationOptions {
    */
   readonly egress?: (destination: SocksAddress, payload: Buffer) => void;
   readonly stats: UdpStats;
-  readonly log: Logger;
+  /** The session's logger, made on first use. */
+  readonly log: () => Logger;
   /** Called once when the association ends by itself (idle timeout), not when close() is called. */
   readonly onIdle: () => void;
 }
@@ -245,7 +246,7 @@ export class Association {
       allowed = decision?.allowed ?? false;
       if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
       this.decisions.set(key, allowed);
-      if (!allowed) this.options.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
+      if (!allowed) this.options.log().info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
     }
     if (!allowed) this.drop('denied', 1, host);
     return allowed;
@@ -373,7 +374,8 @@ export class Association {
   /** Counts (and at debug level logs) datagrams that were not relayed. */
   drop(reason: DropReason, count: number, detail?: string): void {
     this.options.stats.drops[reason] += count;
-    if (this.options.log.isLevelEnabled('debug')) this.options.log.debug({ reason, count, detail }, 'udp datagram dropped');
+    const log = this.options.log();
+    if (log.isLevelEnabled('debug')) log.debug({ reason, count, detail }, 'udp datagram dropped');
   }
 
   private armIdle(delay: number): void {

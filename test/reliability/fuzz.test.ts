@@ -19,6 +19,7 @@ for (const target of TARGETS) {
       [],
       'inputs that break the target (reproduce with npm run fuzz)',
     );
-    assert.ok(result.executions > 500, `only ${result.executions} inputs ran`);
+    // A floor that proves the run did real work even on a loaded machine (counts vary with speed).
+    assert.ok(result.executions > 100, `only ${result.executions} inputs ran`);
   });
 }
