@@ -1,7 +1,7 @@
 import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { DemuxSteer } from '../udp/demux.js';
-import { bindUdp, type BoundUdp } from '../udp/socket.js';
+import { bindUdp, enlargeReceiveBuffer, type BoundUdp } from '../udp/socket.js';
 import type { UdpStats } from '../udp/stats.js';
 import { sendToPrimary, type ToWorker } from './messages.js';
 
@@ -118,6 +118,7 @@ export class WorkerSteering implements DemuxSteer {
       this.host = '127.0.0.1';
       this.socket = await bindUdp(0, '127.0.0.1');
     }
+    enlargeReceiveBuffer(this.socket.socket);
     this.socket.socket.on('message', this.onMessage);
     this.socket.socket.on('error', (error) => this.log.warn({ err: error }, 'steer socket error'));
     sendToPrimary({ sg: 'steer-port', port: this.socket.port, host: this.host });

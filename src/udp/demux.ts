@@ -1,7 +1,7 @@
 import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Association, ClientChannel } from './association.js';
-import { addressForSocket, bindUdp, unmapAddress, type BoundUdp } from './socket.js';
+import { addressForSocket, bindUdp, enlargeReceiveBuffer, unmapAddress, type BoundUdp } from './socket.js';
 import type { UdpStats } from './stats.js';
 
 /**
@@ -45,6 +45,7 @@ export class FixedPortDemux {
     const existing = this.sockets.get(host);
     if (existing) return existing.port;
     const bound = await bindUdp(port, host, this.steer !== null);
+    enlargeReceiveBuffer(bound.socket);
     bound.socket.on('message', this.onMessage);
     bound.socket.on('error', (error) => this.log.warn({ err: error, host, port }, 'fixed-port UDP socket error'));
     this.sockets.set(host, bound);

@@ -66,3 +66,17 @@ export async function bindUdp(port: number, host?: string, shared = false): Prom
     return bind('udp4', '0.0.0.0', port, shared);
   }
 }
+
+// Receive buffer for sockets many clients share (fixed port, steering between workers): bursts from
+// many clients at once must not overflow it. The kernel caps it at net.core.rmem_max.
+const SHARED_RECEIVE_BUFFER = 4 * 1024 * 1024;
+
+/** Asks for a large receive buffer; returns the size the kernel granted (unchanged where it refuses). */
+export function enlargeReceiveBuffer(socket: Socket): number {
+  try {
+    socket.setRecvBufferSize(SHARED_RECEIVE_BUFFER);
+  } catch {
+    // Refused (a hardened kernel): the default buffer stays.
+  }
+  return socket.getRecvBufferSize();
+}
