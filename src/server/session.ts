@@ -66,6 +66,8 @@ export interface SessionContext {
   readonly handshakeTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly bindTimeoutMs: number;
+  /** False where BIND cannot be served (gateway mode): it gets reply 0x07. */
+  readonly bind: boolean;
   readonly udp: UdpContext;
 }
 
@@ -406,6 +408,7 @@ export class Session {
         work = runConnect(this, request.destination);
         break;
       case Command.BIND:
+        if (!this.ctx.bind) return this.fail(Reply.COMMAND_NOT_SUPPORTED, 'bind is not served here (gateway mode)');
         work = runBind(this, request.destination);
         break;
       case Command.UDP_ASSOCIATE:
