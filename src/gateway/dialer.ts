@@ -6,6 +6,8 @@ import { SocksError } from '../protocol/errors.js';
 import type { DialOrigin, Dialer } from '../server/dialer.js';
 import { Lease, type Upstream, type UpstreamPool } from './pool.js';
 
+const ignore = (): void => {};
+
 /**
  * CONNECT in gateway mode: the upstream's CONNECT, on the upstream the pool ranks first for this
  * client. Names go to the upstream unresolved (it resolves them). An upstream that cannot be reached
@@ -53,7 +55,10 @@ export class GatewayDialer implements Dialer {
     const early = control.release();
     const socket = control.socket;
     if (early.length > 0) socket.unshift(early);
-    const lease = new Lease(upstream, () => socket.destroy());
+    // Taken out: the error ends the session's relay (a plain close would wait for the client's side).
+    const lease = new Lease(upstream, (reason) => socket.destroy(new Error(reason)));
+    // The relay listens for errors once it runs; until then this one keeps an early error harmless.
+    socket.on('error', ignore);
     socket.once('close', () => lease.release());
     return socket;
   }
