@@ -90,6 +90,8 @@ export class UpstreamPool implements UpstreamSet {
   /** Starts the health checks (the first round at once). */
   start(): void {
     if (this.closed || this.timer) return;
+    const o = this.options;
+    o.log.info({ upstreams: this.upstreams.map((u) => u.name), select: o.select, healthIntervalMs: o.healthIntervalMs, healthFailures: o.failuresToDown }, `gateway mode: sessions go to ${this.upstreams.length} upstream(s)`);
     this.round();
   }
 

@@ -187,8 +187,9 @@ export function createMetrics(server: SocksServer): Registry {
 function upstreamMetrics(server: SocksServer, registry: Registry): void {
   new Gauge({
     name: 'socksgate_upstream_up',
-    help: 'Gateway mode: 1 while the upstream is in selection, 0 while its health checks fail.',
+    help: 'Gateway mode: 1 while the upstream is in selection, 0 while its health checks fail (with workers: 0 if any worker has it out).',
     labelNames: ['upstream'],
+    aggregator: 'min',
     registers: [registry],
     collect() {
       for (const u of server.upstreams()) this.set({ upstream: u.upstream }, u.up ? 1 : 0);
@@ -225,8 +226,9 @@ function upstreamMetrics(server: SocksServer, registry: Registry): void {
   });
   new Gauge({
     name: 'socksgate_upstream_health_check_seconds',
-    help: 'Gateway mode: how long the last successful health check (connect and SOCKS5 greeting) took.',
+    help: 'Gateway mode: how long the last successful health check (connect and SOCKS5 greeting) took (with workers: the slowest).',
     labelNames: ['upstream'],
+    aggregator: 'max',
     registers: [registry],
     collect() {
       this.reset();
