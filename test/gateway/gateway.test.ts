@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { associate } from '../../src/client/associate.js';
 import { createGateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { createMetrics } from '../../src/observe/metrics.js';
 import { SocksServer, type UpstreamSnapshot } from '../../src/server/server.js';
@@ -185,6 +186,26 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
       }
       await waitFor(() => upstream.sessionCount === 0, 3000, 'the UDP-over-TCP session upstream to end');
     } finally {
+      closeOpened();
+      await gateway.close();
+    }
+  });
+
+  test('a client using UDP over TCP with the gateway is carried over a standard association to Dante', async () => {
+    const gateway = await startGateway([`socks5://127.0.0.1:${dante.port}`]);
+    const association = await associate({ proxy: `socks5://127.0.0.1:${gateway.port}`, transport: 'tcp' });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const payload = randomBytes(900);
+        const reply = new Promise<{ payload: Buffer; from: { host: string; port: number } }>((resolve) => association.once('message', resolve));
+        await association.send(payload, '127.0.0.1', udpEcho.port);
+        const back = await reply;
+        assert.deepEqual(back.payload, payload);
+        assert.deepEqual([back.from.host, back.from.port], ['127.0.0.1', udpEcho.port]);
+      }
+      assert.equal(upstreamOf(gateway, theirs).sessionsActive, 1);
+    } finally {
+      association.close();
       closeOpened();
       await gateway.close();
     }
