@@ -7,7 +7,8 @@ import { createMetrics } from '../../src/observe/metrics.js';
 import { SocksServer, type UpstreamSnapshot } from '../../src/server/server.js';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { freeTcpUdpPort, startDante, startEcho, startSocks } from '../helpers/servers.js';
-import { handshake, readReply, request } from '../helpers/socks-bytes.js';
+import { greeting, handshake, readReply, request } from '../helpers/socks-bytes.js';
+import { hashPassword, UserStore } from '../../src/server/users.js';
 import { UdpPeer, startUdpEcho, unwrap, wrap } from '../helpers/udp.js';
 
 // Two real upstreams (a socksgate and Dante) behind a gateway socksgate. Distinct clients are
@@ -27,7 +28,7 @@ function closeOpened(): void {
 async function startGateway(upstreams: string[], options: Partial<GatewayOptions> = {}): Promise<Gateway> {
   const server = createGateway(
     { listen: [{ host: '127.0.0.1', port: 0 }], connectTimeoutMs: 3000 },
-    { upstreams, healthIntervalMs: 100, healthTimeoutMs: 1000, healthFailures: 2, ...options },
+    { upstreams, healthIntervalMs: 100, healthTimeoutMs: 5000, healthFailures: 2, ...options },
   );
   const [bound] = await server.listen();
   return { server, port: bound!.port, close: () => server.close() };
@@ -226,6 +227,61 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     } finally {
       for (const peer of peers) peer.destroy();
       await gateway.close();
+    }
+  });
+
+  test('the gateway\'s own login and rules stay in force: denials never reach an upstream', async () => {
+    const server = createGateway(
+      {
+        listen: [{ host: '127.0.0.1', port: 0 }],
+        users: UserStore.fromEntries([['amy', await hashPassword(Buffer.from('pw'), 10)]]),
+        rules: [
+          { action: 'deny', commands: ['connect'], destinations: ['blocked.test'] },
+          { action: 'deny', commands: ['udp'], ports: [udpEcho.port] },
+        ],
+      },
+      { upstreams: [`socks5://127.0.0.1:${upstreamPort}`], healthIntervalMs: 100 },
+    );
+    const port = (await server.listen())[0]!.port;
+    try {
+      const anonymous = await Peer.connect(port);
+      opened.add(anonymous);
+      anonymous.write(greeting(0));
+      assert.deepEqual([...(await anonymous.read(2))], [5, 0xff]);
+      const credentials = { user: 'amy', pass: 'pw' };
+      const denied = await Peer.connect(port);
+      opened.add(denied);
+      await handshake(denied, credentials);
+      denied.write(request(1, 'blocked.test', 80));
+      assert.equal((await readReply(denied)).code, 2);
+      assert.equal(server.upstreams()[0]!.sessionsTotal, 0);
+      assert.equal(server.stats.denied, 1);
+
+      const udp = await UdpPeer.bind('127.0.0.1');
+      opened.add(udp);
+      const control = await Peer.connect(port);
+      opened.add(control);
+      await handshake(control, credentials);
+      control.write(request(3, '0.0.0.0', udp.port));
+      const reply = await readReply(control);
+      assert.equal(reply.code, 0);
+      const other = await startUdpEcho();
+      try {
+        // Denied by port: dropped at the gateway and counted; the allowed destination echoes.
+        await udp.send(wrap('127.0.0.1', udpEcho.port, Buffer.from('denied')), reply.port, reply.host);
+        const payload = randomBytes(500);
+        await udp.send(wrap('127.0.0.1', other.port, payload), reply.port, reply.host);
+        const back = unwrap((await udp.receive(5000)).data);
+        assert.deepEqual([back.port, back.data], [other.port, payload]);
+        await waitFor(() => server.udpStats.drops.denied === 1, 3000, 'the denied datagram to be counted');
+        assert.equal(other.received(), 1);
+        await udp.nothingFor(200);
+      } finally {
+        other.close();
+      }
+    } finally {
+      closeOpened();
+      await server.close();
     }
   });
 
