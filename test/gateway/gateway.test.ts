@@ -285,6 +285,45 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     }
   });
 
+  test('no socket or timer is left behind once sessions and the gateway are closed', async () => {
+    const kinds = ['TCPSocketWrap', 'TCPServerWrap', 'UDPWrap', 'Timeout'];
+    const count = (): string => {
+      const all = process.getActiveResourcesInfo();
+      return kinds.map((k) => `${k}=${all.filter((r) => r === k).length}`).join(' ');
+    };
+    // What earlier tests closed may still be going away: the baseline is the count once it holds still.
+    const settled = async (): Promise<string> => {
+      let last = count();
+      for (let same = 0, polls = 0; same < 5 && polls < 60; polls++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const now = count();
+        same = now === last ? same + 1 : 0;
+        last = now;
+      }
+      return last;
+    };
+    const baseline = await settled();
+    const gateway = await startGateway(urls());
+    try {
+      for (const name of [ours, theirs]) {
+        const client = CLIENTS.find((c) => placed.get(c) === name)!;
+        const tcp = await connectFrom(gateway.port, client, echo.port);
+        assert.equal(tcp.code, 0);
+        await echoes(tcp.peer);
+        const udp = await associateFrom(gateway.port, client);
+        assert.equal(udp.code, 0);
+        await udpEchoes(udp, udpEcho.port);
+      }
+      assert.notEqual(count(), baseline);
+    } finally {
+      closeOpened();
+      await gateway.close();
+    }
+    await waitFor(() => upstream.sessionCount === 0, 3000, 'the socksgate upstream to see its sessions end');
+    let now = count();
+    await waitFor(() => (now = count()) === baseline, 3000, 'resources back to the baseline').catch(() => assert.equal(now, baseline));
+  });
+
   test('BIND is answered 0x07 (command not supported)', async () => {
     const gateway = await startGateway(urls());
     try {
