@@ -287,7 +287,7 @@ export const configSchema = z
       .array(upstreamUrl)
       .default([])
       .describe(
-        'Gateway mode: upstream SOCKS5 servers (ours or any standard one) as socks5://[user:pass@]host:port. Each client session is terminated here and carried to one of them; BIND is then answered 0x07.',
+        'Gateway mode: upstream SOCKS5 servers (ours or any standard one) as socks5://[user:pass@]host:port. Each client session is terminated here and carried to one of them (CONNECT, UDP ASSOCIATE and BIND).',
       )
       .meta({ arg: 'URL' }),
     upstream: z

@@ -1,6 +1,7 @@
 import pino from 'pino';
 import { parseProxy, type ProxyInput } from '../client/proxy.js';
 import { SERVER_DEFAULTS, SocksServer, type ServerOptions } from '../server/server.js';
+import { gatewayBind } from './bind.js';
 import { GatewayDialer } from './dialer.js';
 import { gatewayEgress } from './egress.js';
 import { UpstreamPool, type Selection } from './pool.js';
@@ -23,7 +24,7 @@ export const GATEWAY_DEFAULTS = { select: 'hash', udp: 'udp', healthIntervalMs: 
  * Gateway mode: a SOCKS5 server that terminates each client session itself (auth, rules, limits,
  * metrics, and the client's UDP on its own relay sockets) and carries the session to one upstream
  * SOCKS5 server: CONNECT through the upstream's CONNECT, UDP through an association it opens to the
- * upstream. BIND is answered 0x07. The upstreams decide about destinations on their networks, so
+ * upstream, BIND through the upstream's BIND. The upstreams decide about destinations on their networks, so
  * the safe defaults (loopback, link-local, own addresses) are theirs to apply, not the gateway's.
  */
 export function createGateway(server: Omit<ServerOptions, 'dialer' | 'udpEgress' | 'upstreams' | 'bind' | 'destinationChecks'>, gateway: GatewayOptions): SocksServer {
@@ -43,7 +44,7 @@ export function createGateway(server: Omit<ServerOptions, 'dialer' | 'udpEgress'
     dialer: new GatewayDialer(pool, timeoutMs),
     udpEgress: gatewayEgress(pool, { transport: gateway.udp ?? GATEWAY_DEFAULTS.udp, timeoutMs }),
     upstreams: pool,
-    bind: false,
+    bind: gatewayBind(pool, timeoutMs),
     destinationChecks: false,
   });
 }

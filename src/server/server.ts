@@ -3,7 +3,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
 import { DirectDialer, type Dialer } from './dialer.js';
-import { ServerStats, Session, type LiveSettings, type SessionContext } from './session.js';
+import { ServerStats, Session, type CommandRunner, type LiveSettings, type SessionContext } from './session.js';
+import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
 import { Reply } from '../protocol/constants.js';
@@ -77,8 +78,8 @@ export interface ServerOptions {
   readonly udpEgress?: EgressFactory;
   /** In a worker process: fixed-port mode shares its port with the sibling workers through this. */
   readonly steer?: DemuxSteer;
-  /** Serve BIND (default true); false answers it with 0x07 (command not supported). */
-  readonly bind?: boolean;
+  /** Runs BIND instead of a listener on this host (gateway mode: through the upstream's BIND). */
+  readonly bind?: CommandRunner;
   /** Gateway mode: the upstream servers sessions are carried to; started by listen(), closed by close(). */
   readonly upstreams?: UpstreamSet;
 }
@@ -213,7 +214,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
-      bind: options.bind ?? true,
+      runBind: options.bind ?? runBind,
     };
   }
 

@@ -324,14 +324,35 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     await waitFor(() => (now = count()) === baseline, 3000, 'resources back to the baseline').catch(() => assert.equal(now, baseline));
   });
 
-  test('BIND is answered 0x07 (command not supported)', async () => {
+  test('BIND through the upstream\'s BIND (socksgate and Dante): both replies passed on, then a byte-exact relay', async () => {
     const gateway = await startGateway(urls());
     try {
-      const peer = await Peer.connect(gateway.port);
-      await handshake(peer);
-      peer.write(request(2, '127.0.0.1', 0));
-      assert.equal((await readReply(peer)).code, 7);
-      await peer.closed();
+      for (const name of [ours, theirs]) {
+        const client = CLIENTS.find((c) => placed.get(c) === name)!;
+        const peer = await Peer.connect(gateway.port, '127.0.0.1', client);
+        opened.add(peer);
+        await handshake(peer);
+        peer.write(request(2, '127.0.0.1', 0));
+        const first = await readReply(peer, 5000);
+        assert.equal(first.code, 0, `first BIND reply via ${name}`);
+        assert.equal(first.host, '127.0.0.1');
+        assert.equal(upstreamOf(gateway, name).sessionsActive, 1);
+        // The other side connects to where the upstream listens.
+        const incoming = await Peer.connect(first.port, '127.0.0.1');
+        opened.add(incoming);
+        const second = await readReply(peer, 5000);
+        assert.equal(second.code, 0);
+        assert.deepEqual([second.host, second.port], ['127.0.0.1', incoming.socket.localPort]);
+        const up = randomBytes(3000);
+        const down = randomBytes(2000);
+        peer.write(up);
+        incoming.write(down);
+        assert.deepEqual(await incoming.read(up.length, 5000), up);
+        assert.deepEqual(await peer.read(down.length, 5000), down);
+        incoming.destroy();
+        await peer.closed(5000);
+        await waitFor(() => upstreamOf(gateway, name).sessionsActive === 0, 3000, 'the BIND session to end');
+      }
     } finally {
       closeOpened();
       await gateway.close();
