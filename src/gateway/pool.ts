@@ -81,6 +81,9 @@ export class UpstreamPool implements UpstreamSet {
   private readonly abort = new AbortController();
   private readonly checking = new Set<Upstream>();
   private closed = false;
+  /** Sessions refused for want of an upstream since the last log line about it, and when that was. */
+  private refused = 0;
+  private refusedLoggedAt = 0;
 
   constructor(private readonly options: UpstreamPoolOptions) {
     if (options.upstreams.length === 0) throw new SocksError('ERR_NO_UPSTREAMS', 'gateway mode needs at least one upstream');
@@ -127,10 +130,16 @@ export class UpstreamPool implements UpstreamSet {
     return up.sort(byHash);
   }
 
-  /** The error for a session when no upstream is up (reply 0x01), logged once per session. */
+  /** The error for a session when no upstream is up (reply 0x01); logged at most once a second, with a count. */
   noUpstream(): SocksError {
     const down = this.upstreams.map((u) => u.name).join(', ');
-    this.options.log.warn({ upstreams: down }, 'no upstream is up: session refused');
+    this.refused++;
+    const now = Date.now();
+    if (now - this.refusedLoggedAt >= 1000) {
+      this.options.log.warn({ upstreams: down, refused: this.refused }, 'no upstream is up: sessions refused');
+      this.refused = 0;
+      this.refusedLoggedAt = now;
+    }
     return new SocksError('ERR_NO_UPSTREAM', `no upstream is up (all of ${down} are down)`, Reply.GENERAL_FAILURE);
   }
 
