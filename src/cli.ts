@@ -17,7 +17,8 @@ import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
 import { createLogger } from './observe/log.js';
 import { AdminServer } from './observe/admin.js';
 import { formatAddress, addressFromHost } from './protocol/address.js';
-import { reloadableFromConfig, restartOnlyChanges, serverFromConfig } from './server/from-config.js';
+import { reloadableFromConfig, restartOnlyChanges } from './server/from-config.js';
+import { socksServerFromConfig } from './gateway/from-config.js';
 import { watch } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -103,7 +104,7 @@ async function serveOne(first: Config, load: () => Promise<Config>, file: string
   const worker = workerIdentity();
   const log = worker ? createLogger(config.log).child({ worker: worker.slot }) : createLogger(config.log);
   const steering = worker && config.udp.port !== 0 ? new WorkerSteering(log) : null;
-  const server = await serverFromConfig(config, log, worker ? { maxClients: Math.ceil(config.maxClients / worker.of), steer: steering } : undefined);
+  const server = await socksServerFromConfig(config, log, worker ? { maxClients: Math.ceil(config.maxClients / worker.of), steer: steering } : undefined);
   const pidFile = config.pidFile;
   const shutdownMs = config.shutdownTimeout * 1000;
   const drain = async (deadlineMs: number): Promise<void> => {

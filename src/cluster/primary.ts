@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import type { AdminSource, Sample, StatusData } from '../observe/admin.js';
+import { mergeUpstreams, type AdminSource, type Sample, type StatusData } from '../observe/admin.js';
 import { isToPrimary, sendTo, type ToPrimary, type ToWorker } from './messages.js';
 import { ClaimTable } from './steering.js';
 
@@ -163,7 +163,8 @@ export class Primary {
       },
       status: async () => {
         const merged: StatusData = { ready: this.ready(), sessions: [], totals: {}, drops: {}, workers: [] };
-        for (const reply of await this.request('status')) {
+        const replies = await this.request('status');
+        for (const reply of replies) {
           const part = reply.data as StatusData;
           merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.sessions.length });
           for (const session of part.sessions) merged.sessions.push({ ...session, worker: reply.worker });
@@ -171,6 +172,8 @@ export class Primary {
           for (const [key, value] of Object.entries(part.drops)) merged.drops[key] = (merged.drops[key] ?? 0) + value;
         }
         merged.workers!.sort((a, b) => a.worker - b.worker);
+        const upstreams = mergeUpstreams(replies.map((reply) => (reply.data as StatusData).upstreams ?? []));
+        if (upstreams.length > 0) merged.upstreams = upstreams;
         return merged;
       },
     };

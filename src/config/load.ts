@@ -92,7 +92,8 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, origin: { file?:
     return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${prefix}${k}"`).join(', ')}; known keys here: ${[...new Set(known)].join(', ')}`;
   }
   const value = valueAt(input, issue.path);
-  const got = value === undefined ? 'nothing' : JSON.stringify(value);
+  // A URL's password (an upstream's, say) never goes into a message.
+  const got = value === undefined ? 'nothing' : JSON.stringify(value).replace(/(\/\/[^:@/"]*):[^@/"]*@/g, '$1:***@');
   const expected = issue.message.replace(/^Invalid (input|option): /, '');
   const hint = option ? ` (${option.description.replace(/\.$/, '')})` : '';
   return `${where}: got ${got}; ${expected}${hint}`;

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
-import { checkCidr, checkPortSpec } from './values.js';
+import { checkCidr, checkPortSpec, checkUpstreamUrl, upstreamEndpoint } from './values.js';
 
 // The one description of socksgate's configuration: defaults, validation, the command-line flags
 // (config key `dns.servers` is flag `--dns-servers`) and the README's config reference all come from here.
@@ -48,6 +48,12 @@ const destinationEntry = z.string().superRefine((value, ctx) => {
   } else if (!/^(\*\.|\.)?([a-z0-9_]([a-z0-9_-]{0,62})\.?)+$/i.test(text)) {
     ctx.addIssue({ code: 'custom', message: `"${value}" is not an address, CIDR range, domain (example.org) or domain suffix (.example.org)` });
   }
+});
+
+/** An upstream of gateway mode: a SOCKS5 URL with a host and, when credentials are given, both of them. */
+const upstreamUrl = z.string().superRefine((value, ctx) => {
+  const problem = checkUpstreamUrl(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
 const cidrEntry = z.string().superRefine((value, ctx) => {
@@ -277,6 +283,37 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    upstreams: z
+      .array(upstreamUrl)
+      .default([])
+      .describe(
+        'Gateway mode: upstream SOCKS5 servers (ours or any standard one) as socks5://[user:pass@]host:port. Each client session is terminated here and carried to one of them (CONNECT, UDP ASSOCIATE and BIND).',
+      )
+      .meta({ arg: 'URL' }),
+    upstream: z
+      .object({
+        select: z
+          .enum(['hash', 'least-sessions'])
+          .default('hash')
+          .describe('Which upstream a session goes to: hash (rendezvous hashing of the client IP: a client stays on one upstream while the set is stable) or least-sessions (the one carrying fewest sessions now).')
+          .meta({ arg: 'MODE' }),
+        udp: z
+          .enum(['udp', 'tcp'])
+          .default('udp')
+          .describe('How UDP goes to the upstream: udp (a standard UDP ASSOCIATE per client association) or tcp (UDP over TCP, command 0x05: socksgate upstreams only).')
+          .meta({ arg: 'MODE' }),
+        healthInterval: duration('Time between health checks of each upstream (a TCP connect and a real SOCKS5 greeting, and login when the URL has credentials).', 5, 0.05),
+        healthTimeout: duration('Time one health check may take before it counts as failed.', 2, 0.05),
+        healthFailures: z
+          .number()
+          .int()
+          .min(1)
+          .default(2)
+          .describe('Consecutive failures (health checks, or sessions that could not reach it) after which an upstream is taken out and its sessions are closed; one success brings it back.')
+          .meta({ arg: 'N' }),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(LOG_LEVELS).default('info').describe('Log level; debug shows every handshake.').meta({ arg: 'LEVEL' }),
@@ -291,6 +328,13 @@ export const configSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    const seen = new Map<string, number>();
+    config.upstreams.forEach((url, i) => {
+      const where = upstreamEndpoint(url);
+      const first = seen.get(where);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['upstreams', i], message: `${where} is already upstreams[${first}]; list each upstream once` });
+      else seen.set(where, i);
+    });
     config.rules.forEach((rule, i) => {
       (rule.groups ?? []).forEach((group, j) => {
         if (!(group in config.groups)) {

@@ -20,3 +20,30 @@ export function checkPortSpec(spec: string | number): string | null {
   if (low > 65535 || high > 65535 || low > high) return `"${spec}" is not a range within 0-65535`;
   return null;
 }
+
+/** Why an upstream URL (`socks5://[user:pass@]host:port`) is invalid, or null (the message never repeats the URL: it may hold a password). */
+export function checkUpstreamUrl(text: string): string | null {
+  const expected = 'expected socks5://[user:pass@]host:port';
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `not a URL; ${expected}`;
+  }
+  if (url.protocol !== 'socks5:' && url.protocol !== 'socks5h:') return `scheme "${url.protocol.slice(0, -1)}" is not socks5; ${expected}`;
+  if (!url.hostname) return `no host; ${expected}`;
+  if (!url.port) return `no port; ${expected}`;
+  if ((url.pathname !== '' && url.pathname !== '/') || url.search || url.hash) return `a path, query or fragment after the port; ${expected}`;
+  if ((url.username === '') !== (url.password === '')) return 'a username without a password or the other way round; give both (user:pass@) or neither';
+  return null;
+}
+
+/** host:port of a valid upstream URL (how duplicates are recognised). */
+export function upstreamEndpoint(text: string): string {
+  try {
+    const url = new URL(text);
+    return `${url.hostname}:${url.port}`;
+  } catch {
+    return text;
+  }
+}

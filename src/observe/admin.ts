@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import type { SocksServer } from '../server/server.js';
+import type { SocksServer, UpstreamSnapshot } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
 
@@ -21,6 +21,35 @@ export interface StatusData {
   drops: Record<string, number>;
   /** With workers: each one's slot, process ID and sessions. */
   workers?: Array<{ worker: number; pid: number; sessions: number }>;
+  /** Gateway mode: each upstream's state. */
+  upstreams?: UpstreamSnapshot[];
+}
+
+/**
+ * Upstream states of several workers as one: up only where every worker has it up, sessions and
+ * failures summed, the slowest last health check.
+ */
+export function mergeUpstreams(parts: ReadonlyArray<readonly UpstreamSnapshot[]>): UpstreamSnapshot[] {
+  const merged = new Map<string, UpstreamSnapshot>();
+  for (const part of parts) {
+    for (const u of part) {
+      const m = merged.get(u.upstream);
+      if (!m) {
+        merged.set(u.upstream, { ...u, failures: { ...u.failures } });
+        continue;
+      }
+      const slowest = m.healthCheckSeconds === null ? u.healthCheckSeconds : u.healthCheckSeconds === null ? m.healthCheckSeconds : Math.max(m.healthCheckSeconds, u.healthCheckSeconds);
+      merged.set(u.upstream, {
+        upstream: u.upstream,
+        up: m.up && u.up,
+        sessionsActive: m.sessionsActive + u.sessionsActive,
+        sessionsTotal: m.sessionsTotal + u.sessionsTotal,
+        failures: { 'health-check': m.failures['health-check'] + u.failures['health-check'], dial: m.failures.dial + u.failures.dial },
+        healthCheckSeconds: slowest,
+      });
+    }
+  }
+  return [...merged.values()];
 }
 
 /** What the admin listener reports on: one server, or (in the primary) every worker's together. */
@@ -54,6 +83,7 @@ export function localStatus(server: SocksServer): StatusData {
       denied: tcp.denied,
     },
     drops: { ...udp.drops },
+    ...(server.upstreams().length > 0 ? { upstreams: server.upstreams() } : {}),
   };
 }
 

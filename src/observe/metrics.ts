@@ -179,5 +179,60 @@ export function createMetrics(server: SocksServer): Registry {
     lookups.inc({ result: ok ? 'ok' : 'error' });
     lookupSeconds.observe(seconds);
   });
+  upstreamMetrics(server, registry);
   return registry;
+}
+
+/** Gateway mode: one series per upstream (label host:port, never its credentials). */
+function upstreamMetrics(server: SocksServer, registry: Registry): void {
+  new Gauge({
+    name: 'socksgate_upstream_up',
+    help: 'Gateway mode: 1 while the upstream is in selection, 0 while its health checks fail (with workers: 0 if any worker has it out).',
+    labelNames: ['upstream'],
+    aggregator: 'min',
+    registers: [registry],
+    collect() {
+      for (const u of server.upstreams()) this.set({ upstream: u.upstream }, u.up ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'socksgate_upstream_sessions_active',
+    help: 'Gateway mode: sessions carried to the upstream now.',
+    labelNames: ['upstream'],
+    registers: [registry],
+    collect() {
+      for (const u of server.upstreams()) this.set({ upstream: u.upstream }, u.sessionsActive);
+    },
+  });
+  new Counter({
+    name: 'socksgate_upstream_sessions_total',
+    help: 'Gateway mode: sessions carried to the upstream.',
+    labelNames: ['upstream'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const u of server.upstreams()) this.inc({ upstream: u.upstream }, u.sessionsTotal);
+    },
+  });
+  new Counter({
+    name: 'socksgate_upstream_failures_total',
+    help: 'Gateway mode: failed health checks (kind="health-check") and sessions that could not reach the upstream (kind="dial").',
+    labelNames: ['upstream', 'kind'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const u of server.upstreams()) for (const [kind, count] of Object.entries(u.failures)) this.inc({ upstream: u.upstream, kind }, count);
+    },
+  });
+  new Gauge({
+    name: 'socksgate_upstream_health_check_seconds',
+    help: 'Gateway mode: how long the last successful health check (connect and SOCKS5 greeting) took (with workers: the slowest).',
+    labelNames: ['upstream'],
+    aggregator: 'max',
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const u of server.upstreams()) if (u.healthCheckSeconds !== null) this.set({ upstream: u.upstream }, u.healthCheckSeconds);
+    },
+  });
 }

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import type { Session } from './session.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
+import { SocksError } from '../protocol/errors.js';
 import { Association } from '../udp/association.js';
 import { takeDatagramFromAll } from '../policy/limits.js';
 import type { FixedPortDemux } from '../udp/demux.js';
@@ -32,8 +33,12 @@ export interface Egress {
   close(): void;
 }
 
-/** Makes the egress of one association; `deliver` takes what comes back (source, payload). */
-export type EgressFactory = (deliver: (source: SocksAddress, payload: Buffer) => void, log: Session['log']) => Egress;
+/**
+ * Makes the egress of one association; `deliver` takes what comes back (source, payload). `session`
+ * is the one the association belongs to (who the client is; close() ends it). A factory that cannot
+ * serve this session throws a SocksError: its reply code goes to the client.
+ */
+export type EgressFactory = (deliver: (source: SocksAddress, payload: Buffer) => void, log: Session['log'], session: Session) => Egress;
 
 /**
  * The client's UDP port when the request declares it: DST.PORT set and DST.ADDR either the
@@ -116,7 +121,8 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   const limits = session.ctx.live.limits;
   const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
   let deliverTo: Association | null = null;
-  const egress = udp.egress ? udp.egress((source, payload) => deliverTo?.fromUpstream(source, payload), session.log) : null;
+  const egress = makeEgress(session, (source, payload) => deliverTo?.fromUpstream(source, payload));
+  if (egress === undefined) return null;
   if (egress) session.own(() => egress.close());
   const association = new Association({
     ...(egress ? { egress: (destination: SocksAddress, payload: Buffer) => egress.send(destination, payload) } : {}),
@@ -144,4 +150,17 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   deliverTo = association;
   session.own(() => association.close());
   return association;
+}
+
+/** The session's egress (null: datagrams leave from the relay socket); undefined when the factory refused (reply sent). */
+function makeEgress(session: Session, deliver: (source: SocksAddress, payload: Buffer) => void): Egress | null | undefined {
+  const factory = session.ctx.udp.egress;
+  if (!factory) return null;
+  try {
+    return factory(deliver, session.log, session);
+  } catch (error) {
+    const reply = error instanceof SocksError && error.reply !== null ? error.reply : Reply.GENERAL_FAILURE;
+    session.fail(reply, `udp: ${(error as Error).message}`);
+    return undefined;
+  }
 }

@@ -6,6 +6,7 @@ import { relay } from './relay.js';
 import { Throttle } from './throttle.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { describeReply, Reply } from '../protocol/constants.js';
+import { unmapAddress } from '../udp/socket.js';
 
 /**
  * RFC 1928 §4 CONNECT: dial the destination (every resolved address, IPv4 and IPv6), reply with the
@@ -16,7 +17,7 @@ export async function runConnect(session: Session, destination: SocksAddress): P
   if (!admission || session.isClosed) return;
   let target: Socket;
   try {
-    target = await session.ctx.dialer.dial(destination, session.signal, admission.addresses);
+    target = await session.ctx.dialer.dial(destination, session.signal, admission.addresses, { client: unmapAddress(session.client.host), user: session.user });
   } catch (error) {
     if (session.isClosed) return;
     const code = replyForError(error);

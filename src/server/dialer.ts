@@ -4,13 +4,20 @@ import type { SocksAddress } from '../protocol/address.js';
 import { Reply, type ReplyCode } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 
+/** Who a dial is for: a dialer that picks among upstreams per client (gateway mode) reads it. */
+export interface DialOrigin {
+  /** The client's IP (IPv4-mapped addresses unmapped). */
+  readonly client: string;
+  readonly user: string | null;
+}
+
 /** The server's outbound side: direct here; an upstream SOCKS5 hop can implement the same role. */
 export interface Dialer {
   /**
    * A connected socket to `destination`, or a SocksError carrying the reply code for the failure.
    * `addresses`, when given, are the ones a domain was already resolved (and checked) to.
    */
-  dial(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<Socket>;
+  dial(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[], origin?: DialOrigin): Promise<Socket>;
 }
 
 export class DirectDialer implements Dialer {

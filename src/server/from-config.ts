@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { parseHostPort, type HostPort } from '../config/endpoint.js';
 import { ConfigError } from '../config/errors.js';
-import { SocksServer, type ReloadableOptions } from './server.js';
+import { SocksServer, type ReloadableOptions, type ServerOptions } from './server.js';
 import { UserStore } from './users.js';
 import type { DemuxSteer } from '../udp/demux.js';
 
@@ -30,13 +30,24 @@ export async function reloadableFromConfig(config: Config): Promise<ReloadableOp
 
 /** Config keys a reload cannot change (they shape listeners and sockets): a restart applies them. */
 export function restartOnlyChanges(before: Config, after: Config): string[] {
-  const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'workers', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen'];
+  const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'workers', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen', 'upstreams', 'upstream'];
   return keys.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
 }
 
 /** The server a validated config describes (users file loaded); not yet listening. */
-export async function serverFromConfig(config: Config, logger: Logger, worker?: { maxClients: number; steer: DemuxSteer | null }): Promise<SocksServer> {
-  return new SocksServer({
+export async function serverFromConfig(config: Config, logger: Logger, worker?: WorkerShare): Promise<SocksServer> {
+  return new SocksServer(await serverOptionsFromConfig(config, logger, worker));
+}
+
+/** In a worker process: its share of maxClients, and the fixed-port steering it uses. */
+export interface WorkerShare {
+  readonly maxClients: number;
+  readonly steer: DemuxSteer | null;
+}
+
+/** The server options a validated config describes (users file loaded). */
+export async function serverOptionsFromConfig(config: Config, logger: Logger, worker?: WorkerShare): Promise<ServerOptions> {
+  return {
     ...(await reloadableFromConfig(config)),
     ...(worker?.steer ? { steer: worker.steer } : {}),
     listen: config.listen.map(endpoint),
@@ -60,5 +71,5 @@ export async function serverFromConfig(config: Config, logger: Logger, worker?: 
       idleTimeoutMs: config.udp.idleTimeout * 1000,
       keepaliveMs: config.udp.keepalive * 1000,
     },
-  });
+  };
 }

@@ -3,7 +3,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
 import { DirectDialer, type Dialer } from './dialer.js';
-import { ServerStats, Session, type LiveSettings, type SessionContext } from './session.js';
+import { ServerStats, Session, type CommandRunner, type LiveSettings, type SessionContext } from './session.js';
+import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
 import { Reply } from '../protocol/constants.js';
@@ -77,6 +78,30 @@ export interface ServerOptions {
   readonly udpEgress?: EgressFactory;
   /** In a worker process: fixed-port mode shares its port with the sibling workers through this. */
   readonly steer?: DemuxSteer;
+  /** Runs BIND instead of a listener on this host (gateway mode: through the upstream's BIND). */
+  readonly bind?: CommandRunner;
+  /** Gateway mode: the upstream servers sessions are carried to; started by listen(), closed by close(). */
+  readonly upstreams?: UpstreamSet;
+}
+
+/** One upstream server as metrics and the status page show it (never its credentials). */
+export interface UpstreamSnapshot {
+  /** host:port. */
+  readonly upstream: string;
+  readonly up: boolean;
+  readonly sessionsActive: number;
+  readonly sessionsTotal: number;
+  /** Failures by kind: 'health-check' (a check failed) and 'dial' (a session could not reach it). */
+  readonly failures: { readonly 'health-check': number; readonly dial: number };
+  /** How long the last successful health check took, in seconds; null before the first. */
+  readonly healthCheckSeconds: number | null;
+}
+
+/** The upstream side of gateway mode, as the server sees it. */
+export interface UpstreamSet {
+  start(): void;
+  close(): void;
+  snapshot(): UpstreamSnapshot[];
 }
 
 export interface LimitOptions {
@@ -189,6 +214,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
+      runBind: options.bind ?? runBind,
     };
   }
 
@@ -285,6 +311,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       await this.close();
       throw error;
     }
+    this.options.upstreams?.start();
     return this.addresses();
   }
 
@@ -337,9 +364,15 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     return counts;
   }
 
+  /** Gateway mode: the upstream servers and their state; empty otherwise. */
+  upstreams(): UpstreamSnapshot[] {
+    return this.options.upstreams?.snapshot() ?? [];
+  }
+
   /** Stops listening and closes every session. */
   async close(): Promise<void> {
     this.draining = true;
+    this.options.upstreams?.close();
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
     await Promise.all([...closing, this.demux?.close()]);

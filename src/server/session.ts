@@ -8,7 +8,6 @@ import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js
 import { unmapAddress } from '../udp/socket.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
-import { runBind } from './bind.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
 import { encodeAuthStatus, parseCredentials } from '../protocol/auth.js';
 import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from '../protocol/constants.js';
@@ -53,6 +52,9 @@ export class ServerStats {
   denied = 0;
 }
 
+/** Carries out one command for a session, from its request to the session's end. */
+export type CommandRunner = (session: Session, destination: SocksAddress) => Promise<void>;
+
 /** What every session of one server shares. */
 export interface SessionContext {
   live: LiveSettings;
@@ -66,6 +68,8 @@ export interface SessionContext {
   readonly handshakeTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly bindTimeoutMs: number;
+  /** Runs BIND: a local listener (bind.ts), or another way to get one (gateway mode: the upstream's BIND). */
+  readonly runBind: CommandRunner;
   readonly udp: UdpContext;
 }
 
@@ -406,7 +410,7 @@ export class Session {
         work = runConnect(this, request.destination);
         break;
       case Command.BIND:
-        work = runBind(this, request.destination);
+        work = this.ctx.runBind(this, request.destination);
         break;
       case Command.UDP_ASSOCIATE:
         work = runAssociate(this, request.destination);
