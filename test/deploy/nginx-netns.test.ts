@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
+import { CLI } from '../helpers/cli.js';
+import { NetnsLab, netnsUnavailable, type NsProcess } from '../helpers/netns.js';
+import { requireProgram } from '../helpers/servers.js';
+
+// Several socksgate instances behind nginx stream, in network namespaces this test makes:
+//
+//   c1..c6 (10.0.1.11-16) ── brc 10.0.1.1 [lb: nginx, UDP echo on 10.0.0.1:7007] 10.0.0.1 brb ── b1..b3 (10.0.0.11-13)
+//
+// nginx runs the shipped recipe (deploy/nginx/socksgate-stream.conf) unchanged: the instances'
+// addresses in the test are the recipe's. The routing is the shipped transparent-routing.sh, run in
+// lb and in each instance. Each instance is in fixed-port mode (UDP 1080) advertising 10.0.1.1, and
+// its admin listener (127.0.0.1:9090 inside its namespace) says which clients it serves.
+const deploy = fileURLToPath(new URL('../../../deploy/nginx/', import.meta.url));
+const PEER = fileURLToPath(new URL('../helpers/netns-peer.js', import.meta.url));
+const BALANCER = '10.0.1.1';
+const ECHO = { host: '10.0.0.1', port: 7007 };
+const INSTANCES = ['10.0.0.11', '10.0.0.12', '10.0.0.13'];
+// Six client addresses; nginx's consistent hash of these spreads them over all three instances.
+const CLIENTS = ['10.0.1.11', '10.0.1.12', '10.0.1.13', '10.0.1.14', '10.0.1.15', '10.0.1.16'];
+const ROUND_TRIPS = 5;
+
+interface Client {
+  readonly name: string;
+  readonly ip: string;
+  readonly driver: NsProcess;
+  localPort: number;
+}
+
+interface Instance {
+  readonly name: string;
+  readonly ip: string;
+  readonly namespace: string;
+  readonly process: NsProcess;
+}
+
+interface AssociationView {
+  client: string;
+  command: string;
+  udpClient: string;
+  datagramsUp: number;
+  datagramsDown: number;
+}
+
+interface Status {
+  sessions: AssociationView[];
+  totals: { associations: number; clientDatagrams: number; deliveredDatagrams: number; dropped: number };
+}
+
+const unavailable = netnsUnavailable();
+
+test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { skip: unavailable ?? false, timeout: 90_000 }, async (t) => {
+  const nginx = requireProgram('nginx', 'nginx-light libnginx-mod-stream');
+  requireProgram('nft', 'nftables');
+  requireProgram('curl', 'curl');
+  const lab = new NetnsLab('lb');
+  const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));
+  try {
+    // The network.
+    const lb = lab.add('lb');
+    lab.ip(lb, 'link', 'add', 'brc', 'type', 'bridge');
+    lab.ip(lb, 'link', 'add', 'brb', 'type', 'bridge');
+    lab.ip(lb, 'addr', 'add', `${BALANCER}/24`, 'dev', 'brc');
+    lab.ip(lb, 'addr', 'add', '10.0.0.1/24', 'dev', 'brb');
+    lab.ip(lb, 'link', 'set', 'brc', 'up');
+    lab.ip(lb, 'link', 'set', 'brb', 'up');
+    const attach = (name: string, bridge: string, ip: string): string => {
+      const namespace = lab.add(name);
+      lab.ip(lb, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', namespace);
+      lab.ip(lb, 'link', 'set', name, 'master', bridge, 'up');
+      lab.ip(namespace, 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+      lab.ip(namespace, 'link', 'set', 'eth0', 'up');
+      return namespace;
+    };
+    const script = join(deploy, 'transparent-routing.sh');
+    lab.exec(lb, 'sh', [script, 'balancer', '10.0.0.0/24']);
+
+    // The target, the instances, the balancer.
+    const echo = lab.spawn(lb, process.execPath, [PEER, 'echo', ECHO.host, String(ECHO.port)]);
+    await echo.waitForLine((l) => l.ready === true, 10_000, 'the UDP echo');
+    const instances: Instance[] = INSTANCES.map((ip, i) => {
+      const name = `b${i + 1}`;
+      const namespace = attach(name, 'brb', ip);
+      lab.exec(namespace, 'sh', [script, 'instance', '10.0.0.1']);
+      const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
+      return { name, ip, namespace, process: lab.spawn(namespace, process.execPath, [CLI, ...args]) };
+    });
+    for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 15_000, 'socksgate listening');
+    const balancer = lab.spawn(lb, nginx, ['-c', join(deploy, 'socksgate-stream.conf'), '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`]);
+
+    const status = (instance: Instance): Status => JSON.parse(lab.exec(instance.namespace, 'curl', ['-sS', '--max-time', '3', 'http://127.0.0.1:9090/api/status'])) as Status;
+    const associationsOf = (instance: Instance, client: Client): AssociationView[] =>
+      status(instance).sessions.filter((s) => s.command === 'udp' && s.client.startsWith(`${client.ip}:`));
+
+    // Every client associates through the balancer and gets byte-exact echoes.
+    const clients: Client[] = CLIENTS.map((ip, i) => {
+      const name = `c${i + 1}`;
+      const namespace = attach(name, 'brc', ip);
+      const driver = lab.spawn(namespace, process.execPath, [PEER, 'client', name, BALANCER, '1080', ECHO.host, String(ECHO.port)]);
+      return { name, ip, driver, localPort: 0 };
+    });
+    const open = async (client: Client): Promise<void> => {
+      // nginx may still be starting (first time) or finding out that an instance is gone (after the kill).
+      let lastError: unknown;
+      for (let attempt = 0; attempt < 20; attempt++) {
+        if (balancer.exited) throw new Error(`nginx exited: ${balancer.stderr}`);
+        try {
+          const opened = await client.driver.request({ op: 'open' }, 8000);
+          assert.equal(opened.relay, `${BALANCER}:1080`, 'the instance advertises the balancer');
+          client.localPort = opened.localPort as number;
+          return;
+        } catch (error) {
+          lastError = error;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+      throw lastError;
+    };
+    for (const client of clients) await open(client);
+    for (const client of clients) assert.deepEqual(await echoRound(client), { sent: ROUND_TRIPS, echoed: ROUND_TRIPS }, `${client.name}: byte-exact round trips`);
+
+    // Each client's association and datagrams are on exactly one instance; the others saw nothing of it.
+    const placement = new Map<Client, Instance>();
+    for (const client of clients) {
+      const holders = instances.filter((instance) => associationsOf(instance, client).length > 0);
+      assert.equal(holders.length, 1, `${client.name} has one association, on one instance`);
+      const [view] = associationsOf(holders[0]!, client);
+      // Transparent mode: the instance sees the client's own address and UDP port.
+      assert.equal(view!.udpClient, `${client.ip}:${client.localPort}`);
+      assert.equal(view!.datagramsUp, ROUND_TRIPS);
+      assert.equal(view!.datagramsDown, ROUND_TRIPS);
+      placement.set(client, holders[0]!);
+    }
+    for (const instance of instances) {
+      const mine = clients.filter((c) => placement.get(c) === instance).length;
+      const totals = status(instance).totals;
+      assert.equal(totals.associations, mine, `${instance.name}: associations`);
+      assert.equal(totals.clientDatagrams, mine * ROUND_TRIPS, `${instance.name}: datagrams from clients (none of other instances' clients)`);
+      assert.equal(totals.deliveredDatagrams, mine * ROUND_TRIPS, `${instance.name}: replies delivered`);
+      assert.equal(totals.dropped, 0, `${instance.name}: nothing dropped (no unknown-client, no source mismatch)`);
+    }
+    t.diagnostic(`placement: ${clients.map((c) => `${c.name}→${placement.get(c)!.name}`).join(' ')}`);
+    const used = new Set(placement.values());
+    assert.ok(used.size >= 2, `clients spread over ${used.size} instance(s)`);
+
+    // Lose the instance with the most clients; the others keep a flow going meanwhile.
+    const victim = [...used].sort((a, b) => clients.filter((c) => placement.get(c) === b).length - clients.filter((c) => placement.get(c) === a).length)[0]!;
+    const hit = clients.filter((c) => placement.get(c) === victim);
+    const spared = clients.filter((c) => placement.get(c) !== victim);
+    t.diagnostic(`killing ${victim.name} (PID ${victim.process.pid}), which holds ${hit.map((c) => c.name).join(' ')}`);
+    const sparedPorts = new Map(spared.map((c) => [c, c.localPort]));
+    for (const client of spared) await client.driver.request({ op: 'flow', intervalMs: 50 });
+    await flowsEchoed(spared, 10);
+    await lab.kill(victim.process);
+    for (const client of hit) {
+      await client.driver.waitForLine((l) => l.event === 'closed' && l.localPort === client.localPort, 10_000, `${client.name}: its association to end`);
+    }
+    // They associate again (through a surviving instance) and get their echoes.
+    for (const client of hit) {
+      await open(client);
+      assert.deepEqual(await echoRound(client), { sent: ROUND_TRIPS, echoed: ROUND_TRIPS }, `${client.name}: round trips after associating again`);
+    }
+    // The flows go on past the re-associations, then stop.
+    await flowsEchoed(spared, 10);
+    for (const client of spared) {
+      const flow = await client.driver.request({ op: 'stop' });
+      assert.ok((flow.sent as number) >= 20, `${client.name}: the flow ran before and after`);
+      assert.equal(flow.echoed, flow.sent, `${client.name}: no datagram lost while another instance died`);
+      assert.ok(!client.driver.lines.some((l) => l.event === 'closed'), `${client.name}: its association never ended`);
+      assert.equal(client.localPort, sparedPorts.get(client));
+    }
+
+    // Where everyone is now: the spared on their own instance still, the hit on a survivor; no drops.
+    const survivors = instances.filter((i) => i !== victim);
+    for (const client of clients) {
+      const holders = survivors.filter((instance) => associationsOf(instance, client).length > 0);
+      assert.equal(holders.length, 1, `${client.name} has one association, on one surviving instance`);
+      if (spared.includes(client)) assert.equal(holders[0], placement.get(client), `${client.name} stayed where it was`);
+      const [view] = associationsOf(holders[0]!, client);
+      assert.equal(view!.udpClient, `${client.ip}:${client.localPort}`);
+    }
+    for (const instance of survivors) assert.equal(status(instance).totals.dropped, 0, `${instance.name}: nothing dropped`);
+  } finally {
+    await lab.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function echoRound(client: Client): Promise<{ sent: number; echoed: number }> {
+  const { sent, echoed } = await client.driver.request({ op: 'echo', count: ROUND_TRIPS });
+  return { sent: sent as number, echoed: echoed as number };
+}
+
+/** Waits (at most 10 s) until every flow has had `more` echoes beyond where it is now. */
+async function flowsEchoed(clients: Client[], more: number): Promise<void> {
+  const start = new Map<Client, number>();
+  for (const client of clients) start.set(client, (await client.driver.request({ op: 'progress' })).echoed as number);
+  const deadline = Date.now() + 10_000;
+  for (const client of clients) {
+    for (;;) {
+      const { echoed } = await client.driver.request({ op: 'progress' });
+      if ((echoed as number) >= start.get(client)! + more) break;
+      if (Date.now() > deadline) throw new Error(`${client.name}: its flow stalled at ${echoed} echoes`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
