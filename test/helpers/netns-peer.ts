@@ -7,8 +7,11 @@
  *                                                    driven by JSON commands on stdin, one a line
  *
  * Client commands (each answered by a line with the same id, or {id, error}):
- *   {op:'open'}                     a new association from a new UDP socket → {localPort, relay}
- *   {op:'echo', count}              count round trips, one at a time → {sent, echoed}
+ *   {op:'open', reassociate?}       a new association from a new UDP socket → {localPort, relay}; with
+ *                                   reassociate, the library sets up a new one (same socket) when the
+ *                                   control connection is lost: {event:'disconnected'}, {event:'reassociated'}
+ *   {op:'echo', count, timeoutMs?}  count round trips, one at a time, each given timeoutMs (2000)
+ *                                   to come back → {sent, echoed}
  *   {op:'flow', intervalMs}         start sending one datagram every intervalMs
  *   {op:'progress'}                 how far it is → {sent, echoed}
  *   {op:'stop'}                     stop it, wait for late echoes → {sent, echoed}
@@ -48,10 +51,16 @@ class EchoClient {
     private readonly echoPort: number,
   ) {}
 
-  async open(): Promise<Record<string, unknown>> {
-    this.association?.close();
+  async open(reassociate: boolean): Promise<Record<string, unknown>> {
+    const previous = this.association;
+    this.association = null;
+    previous?.close();
     this.outstanding.clear();
-    const association = await associate({ proxy: this.proxy, timeoutMs: 3000 });
+    const association = await associate({
+      proxy: this.proxy,
+      timeoutMs: 3000,
+      ...(reassociate ? { reassociate: { initialDelayMs: 100, maxDelayMs: 1000, maxAttempts: 20 } } : {}),
+    });
     this.association = association;
     association.on('message', ({ payload, from }) => {
       if (from.host !== this.echoHost || from.port !== this.echoPort) return;
@@ -67,18 +76,20 @@ class EchoClient {
     association.on('close', (error) => {
       if (this.association === association) print({ event: 'closed', localPort, error: error?.message ?? null });
     });
+    association.on('disconnect', (error) => print({ event: 'disconnected', localPort, error: error.message }));
+    association.on('reassociate', (relay) => print({ event: 'reassociated', localPort, relay: `${relay.host}:${relay.port}` }));
     return { localPort, relay: `${association.relay.host}:${association.relay.port}` };
   }
 
   /** One datagram of a varying size: "NAME:SEQ:" and random bytes. */
-  private async sendOne(): Promise<{ tag: string; echoed: Promise<boolean> }> {
+  private async sendOne(timeoutMs = 2000): Promise<{ tag: string; echoed: Promise<boolean> }> {
     const association = this.association;
     if (!association) throw new Error('no association');
     const tag = `${this.name}:${this.seq++}:`;
     const payload = Buffer.concat([Buffer.from(tag, 'latin1'), randomBytes(1 + ((this.seq * 97) % 1200))]);
     const entry: { payload: Buffer; done: (() => void) | null } = { payload, done: null };
     const echoed = new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), 2000);
+      const timer = setTimeout(() => resolve(false), timeoutMs);
       entry.done = () => {
         clearTimeout(timer);
         resolve(true);
@@ -89,10 +100,10 @@ class EchoClient {
     return { tag, echoed };
   }
 
-  async echo(count: number): Promise<Record<string, unknown>> {
+  async echo(count: number, timeoutMs?: number): Promise<Record<string, unknown>> {
     let echoed = 0;
     for (let i = 0; i < count; i++) {
-      const one = await this.sendOne();
+      const one = await this.sendOne(timeoutMs);
       if (await one.echoed) echoed++;
       else this.outstanding.delete(one.tag);
     }
@@ -141,7 +152,7 @@ function runClient(name: string, proxyHost: string, proxyPort: number, echoHost:
   const client = new EchoClient(name, `socks5://${proxyHost}:${proxyPort}`, echoHost, echoPort);
   const lines = createInterface({ input: process.stdin });
   lines.on('line', (text) => {
-    let command: { id?: number; op?: string; count?: number; intervalMs?: number };
+    let command: { id?: number; op?: string; count?: number; timeoutMs?: number; intervalMs?: number; reassociate?: boolean };
     try {
       command = JSON.parse(text) as typeof command;
     } catch {
@@ -151,9 +162,9 @@ function runClient(name: string, proxyHost: string, proxyPort: number, echoHost:
     const answer = async (): Promise<Record<string, unknown>> => {
       switch (command.op) {
         case 'open':
-          return client.open();
+          return client.open(command.reassociate === true);
         case 'echo':
-          return client.echo(command.count ?? 1);
+          return client.echo(command.count ?? 1, command.timeoutMs);
         case 'flow':
           return client.startFlow(command.intervalMs ?? 50);
         case 'progress':

@@ -79,7 +79,7 @@ export class NsProcess {
   async request(command: Record<string, unknown>, timeoutMs = 10_000): Promise<Record<string, unknown>> {
     const id = this.nextId++;
     this.child.stdin!.write(`${JSON.stringify({ ...command, id })}\n`);
-    const reply = await this.waitForLine((line) => line.id === id, timeoutMs, `an answer to ${JSON.stringify(command)}`);
+    const reply = await this.waitForLine((line) => line.id === id, timeoutMs, `answer to ${JSON.stringify(command)}`);
     if (typeof reply.error === 'string') throw new Error(`${this.namespace}: ${String(command.op)} failed: ${reply.error}`);
     return reply;
   }
