@@ -6,9 +6,15 @@
 #
 # nginx connects to the instances from the client's own address. The instances' answers to that
 # address (source port 1080, TCP and UDP) and their ICMP errors must come back through the
-# balancer, and the balancer must hand them to nginx's local sockets instead of forwarding them.
+# balancer, and the balancer must hand them to nginx's local sockets instead of forwarding them:
+# it marks what belongs to nginx's connections (conntrack's reply direction, which takes in the
+# ICMP errors about them) and routes marked packets to itself. Conntrack also reassembles IP fragments first, so
+# large datagrams are matched whole (a port match alone misses every fragment after the first).
 # The ICMP errors matter: they tell nginx that an instance is gone, so it ends that client's UDP
 # session and takes the instance out.
+#
+# Everything the instances send back on connections through this host is taken as nginx's: if the
+# host also routes other traffic that the instances answer, narrow the rules.
 #
 # Environment: MARK (default 1) and TABLE (default 100) if those are taken on the host; PORT
 # (default 1080) for the socksgate port. Needs iproute2 and nftables; run as root.
@@ -26,9 +32,7 @@ delete table ip socksgate_transparent
 table ip socksgate_transparent {
   chain prerouting {
     type filter hook prerouting priority mangle; policy accept;
-    ip saddr $instances tcp sport $port meta mark set $mark
-    ip saddr $instances udp sport $port meta mark set $mark
-    ip saddr $instances icmp type destination-unreachable meta mark set $mark
+    ip saddr $instances ct direction reply meta mark set $mark
   }
 }
 NFT

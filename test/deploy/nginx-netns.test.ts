@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +29,7 @@ const ROUND_TRIPS = 5;
 interface Client {
   readonly name: string;
   readonly ip: string;
+  readonly namespace: string;
   readonly driver: NsProcess;
   localPort: number;
 }
@@ -102,7 +104,7 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
       const name = `c${i + 1}`;
       const namespace = attach(name, 'brc', ip);
       const driver = lab.spawn(namespace, process.execPath, [PEER, 'client', name, BALANCER, '1080', ECHO.host, String(ECHO.port)]);
-      return { name, ip, driver, localPort: 0 };
+      return { name, ip, namespace, driver, localPort: 0 };
     });
     const open = async (client: Client, reassociate = false): Promise<void> => {
       // nginx may still be starting (first time) or finding out that an instance is gone (after the kill).
@@ -178,7 +180,11 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
     await itself.driver.waitForLine((l) => l.event === 'disconnected' && l.localPort === itself.localPort, 10_000, `${itself.name}: its control connection to be lost`);
     await itself.driver.waitForLine((l) => l.event === 'reassociated' && l.localPort === itself.localPort, 15_000, `${itself.name}: a new association`);
     let tries = 0;
-    while ((await itself.driver.request({ op: 'echo', count: 1, timeoutMs: 1000 })).echoed !== 1) assert.ok(++tries < 8, `${itself.name}: UDP through the balancer again`);
+    while ((await itself.driver.request({ op: 'echo', count: 1, timeoutMs: 1000 })).echoed !== 1) {
+      if (++tries < 8) continue;
+      const log = readFileSync(join(dir, 'nginx-error.log'), 'utf8').split('\n').filter((line) => line.includes(itself.ip));
+      assert.fail(`${itself.name}: no UDP through the balancer after ${tries} tries; nginx says:\n${log.join('\n')}`);
+    }
     t.diagnostic(`${itself.name}: ${tries} datagram(s) lost while nginx moved its UDP session`);
     assert.deepEqual(await echoRound(itself), { sent: ROUND_TRIPS, echoed: ROUND_TRIPS }, `${itself.name}: round trips after the library's re-association`);
     assert.ok(!itself.driver.lines.some((l) => l.event === 'closed'), `${itself.name}: its association object lived on`);
@@ -202,6 +208,17 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
       assert.equal(view!.udpClient, `${client.ip}:${client.localPort}`);
     }
     for (const instance of survivors) assert.equal(status(instance).totals.dropped, 0, `${instance.name}: nothing dropped`);
+
+    // The deployment guide's first check, from a client: `socksgate check` through the balancer.
+    const checked = spawnSync('ip', ['netns', 'exec', clients[0]!.namespace, process.execPath, CLI, 'check', `socks5://${BALANCER}:1080`, '--udp-echo', `${ECHO.host}:${ECHO.port}`, '--json'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(checked.status, 0, checked.stderr);
+    const report = JSON.parse(checked.stdout) as { checks: Array<{ id: string; status: string; data?: Record<string, unknown> }> };
+    const result = (id: string): { status: string; data?: Record<string, unknown> } => report.checks.find((c) => c.id === id)!;
+    assert.deepEqual(result('associate'), { ...result('associate'), status: 'pass', data: { relay: `${BALANCER}:1080` } });
+    for (const id of ['udp-round-trip', 'fragments', 'source-port', 'lifetime']) assert.equal(result(id).status, 'pass', id);
+    // The largest UDP payload over IPv4 behind a 10-byte SOCKS header: nothing on the way (nginx's
+    // buffer, IP fragments of replies through the balancer) makes it smaller.
+    assert.equal(result('max-datagram').data?.bytes, 65507 - 10);
   } finally {
     await lab.close();
     rmSync(dir, { recursive: true, force: true });
