@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { CLI } from '../helpers/cli.js';
 import { NetnsLab, netnsUnavailable, type NsProcess } from '../helpers/netns.js';
+import { waitFor } from '../helpers/peer.js';
 import { requireProgram } from '../helpers/servers.js';
 
 // Several socksgate instances behind nginx stream, in network namespaces this test makes:
@@ -52,67 +53,74 @@ interface AssociationView {
 interface Status {
   sessions: AssociationView[];
   totals: { associations: number; clientDatagrams: number; deliveredDatagrams: number; dropped: number };
+  drops: Record<string, number>;
 }
 
 const unavailable = netnsUnavailable();
 
-test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { skip: unavailable ?? false, timeout: 90_000 }, async (t) => {
+interface Topology {
+  readonly instances: Instance[];
+  readonly clients: Client[];
+  status(instance: Instance): Status;
+  associationsOf(instance: Instance, client: Client): AssociationView[];
+  /** A new association from a new UDP socket (retried while nginx starts or finds an instance gone). */
+  open(client: Client, options?: { reassociate?: boolean; declarePort?: boolean }): Promise<void>;
+}
+
+/**
+ * The namespaces, the UDP echo in lb, the instances and nginx (with `nginxConf`). With `transparent`,
+ * the shipped transparent-routing.sh runs in lb and in each instance.
+ */
+async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, options: { transparent: boolean; instances: string[]; clients: string[] }): Promise<Topology> {
   const nginx = requireProgram('nginx', 'nginx-light libnginx-mod-stream');
-  requireProgram('nft', 'nftables');
-  requireProgram('curl', 'curl');
-  const lab = new NetnsLab('lb');
-  const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));
-  try {
-    // The network.
-    const lb = lab.add('lb');
-    lab.ip(lb, 'link', 'add', 'brc', 'type', 'bridge');
-    lab.ip(lb, 'link', 'add', 'brb', 'type', 'bridge');
-    lab.ip(lb, 'addr', 'add', `${BALANCER}/24`, 'dev', 'brc');
-    lab.ip(lb, 'addr', 'add', '10.0.0.1/24', 'dev', 'brb');
-    lab.ip(lb, 'link', 'set', 'brc', 'up');
-    lab.ip(lb, 'link', 'set', 'brb', 'up');
-    const attach = (name: string, bridge: string, ip: string): string => {
-      const namespace = lab.add(name);
-      lab.ip(lb, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', namespace);
-      lab.ip(lb, 'link', 'set', name, 'master', bridge, 'up');
-      lab.ip(namespace, 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
-      lab.ip(namespace, 'link', 'set', 'eth0', 'up');
-      return namespace;
-    };
-    const script = join(deploy, 'transparent-routing.sh');
-    lab.exec(lb, 'sh', [script, 'balancer', '10.0.0.0/24']);
+  const lb = lab.add('lb');
+  lab.ip(lb, 'link', 'add', 'brc', 'type', 'bridge');
+  lab.ip(lb, 'link', 'add', 'brb', 'type', 'bridge');
+  lab.ip(lb, 'addr', 'add', `${BALANCER}/24`, 'dev', 'brc');
+  lab.ip(lb, 'addr', 'add', '10.0.0.1/24', 'dev', 'brb');
+  lab.ip(lb, 'link', 'set', 'brc', 'up');
+  lab.ip(lb, 'link', 'set', 'brb', 'up');
+  const attach = (name: string, bridge: string, ip: string): string => {
+    const namespace = lab.add(name);
+    lab.ip(lb, 'link', 'add', name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', namespace);
+    lab.ip(lb, 'link', 'set', name, 'master', bridge, 'up');
+    lab.ip(namespace, 'addr', 'add', `${ip}/24`, 'dev', 'eth0');
+    lab.ip(namespace, 'link', 'set', 'eth0', 'up');
+    return namespace;
+  };
+  const script = join(deploy, 'transparent-routing.sh');
+  if (options.transparent) lab.exec(lb, 'sh', [script, 'balancer', '10.0.0.0/24']);
 
-    // The target, the instances, the balancer.
-    const echo = lab.spawn(lb, process.execPath, [PEER, 'echo', ECHO.host, String(ECHO.port)]);
-    await echo.waitForLine((l) => l.ready === true, 10_000, 'the UDP echo');
-    const instances: Instance[] = INSTANCES.map((ip, i) => {
-      const name = `b${i + 1}`;
-      const namespace = attach(name, 'brb', ip);
-      lab.exec(namespace, 'sh', [script, 'instance', '10.0.0.1']);
-      const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
-      return { name, ip, namespace, process: lab.spawn(namespace, process.execPath, [CLI, ...args]) };
-    });
-    for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 15_000, 'socksgate listening');
-    const balancer = lab.spawn(lb, nginx, ['-c', join(deploy, 'socksgate-stream.conf'), '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`]);
+  const echo = lab.spawn(lb, process.execPath, [PEER, 'echo', ECHO.host, String(ECHO.port)]);
+  await echo.waitForLine((l) => l.ready === true, 10_000, 'the UDP echo');
+  const instances: Instance[] = options.instances.map((ip, i) => {
+    const name = `b${i + 1}`;
+    const namespace = attach(name, 'brb', ip);
+    if (options.transparent) lab.exec(namespace, 'sh', [script, 'instance', '10.0.0.1']);
+    const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
+    return { name, ip, namespace, process: lab.spawn(namespace, process.execPath, [CLI, ...args]) };
+  });
+  for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 15_000, 'socksgate listening');
+  const balancer = lab.spawn(lb, nginx, ['-c', nginxConf, '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`]);
 
-    const status = (instance: Instance): Status => JSON.parse(lab.exec(instance.namespace, 'curl', ['-sS', '--max-time', '3', 'http://127.0.0.1:9090/api/status'])) as Status;
-    const associationsOf = (instance: Instance, client: Client): AssociationView[] =>
-      status(instance).sessions.filter((s) => s.command === 'udp' && s.client.startsWith(`${client.ip}:`));
-
-    // Every client associates through the balancer and gets byte-exact echoes.
-    const clients: Client[] = CLIENTS.map((ip, i) => {
-      const name = `c${i + 1}`;
-      const namespace = attach(name, 'brc', ip);
-      const driver = lab.spawn(namespace, process.execPath, [PEER, 'client', name, BALANCER, '1080', ECHO.host, String(ECHO.port)]);
-      return { name, ip, namespace, driver, localPort: 0 };
-    });
-    const open = async (client: Client, reassociate = false): Promise<void> => {
-      // nginx may still be starting (first time) or finding out that an instance is gone (after the kill).
+  const clients: Client[] = options.clients.map((ip, i) => {
+    const name = `c${i + 1}`;
+    const namespace = attach(name, 'brc', ip);
+    const driver = lab.spawn(namespace, process.execPath, [PEER, 'client', name, BALANCER, '1080', ECHO.host, String(ECHO.port)]);
+    return { name, ip, namespace, driver, localPort: 0 };
+  });
+  const status = (instance: Instance): Status => JSON.parse(lab.exec(instance.namespace, 'curl', ['-sS', '--max-time', '3', 'http://127.0.0.1:9090/api/status'])) as Status;
+  return {
+    instances,
+    clients,
+    status,
+    associationsOf: (instance, client) => status(instance).sessions.filter((s) => s.command === 'udp' && s.client.startsWith(`${client.ip}:`)),
+    async open(client, { reassociate = false, declarePort = true } = {}) {
       let lastError: unknown;
       for (let attempt = 0; attempt < 20; attempt++) {
         if (balancer.exited) throw new Error(`nginx exited: ${balancer.stderr}`);
         try {
-          const opened = await client.driver.request({ op: 'open', reassociate }, 8000);
+          const opened = await client.driver.request({ op: 'open', reassociate, declarePort }, 8000);
           assert.equal(opened.relay, `${BALANCER}:1080`, 'the instance advertises the balancer');
           client.localPort = opened.localPort as number;
           return;
@@ -122,7 +130,21 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
         }
       }
       throw lastError;
-    };
+    },
+  };
+}
+
+
+test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { skip: unavailable ?? false, timeout: 90_000 }, async (t) => {
+  requireProgram('nft', 'nftables');
+  requireProgram('curl', 'curl');
+  const lab = new NetnsLab('lb');
+  const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));
+  try {
+    // The shipped recipe, unchanged.
+    const { instances, clients, status, associationsOf, open } = await startTopology(lab, dir, join(deploy, 'socksgate-stream.conf'), { transparent: true, instances: INSTANCES, clients: CLIENTS });
+
+    // Every client associates through the balancer and gets byte-exact echoes.
     for (const client of clients) await open(client);
     for (const client of clients) assert.deepEqual(await echoRound(client), { sent: ROUND_TRIPS, echoed: ROUND_TRIPS }, `${client.name}: byte-exact round trips`);
 
@@ -160,7 +182,7 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
     // the same UDP socket; the others open a new one from a new socket.
     assert.ok(hit.length >= 2, 'these addresses put at least two clients on the busiest instance');
     const [itself, ...anew] = hit as [Client, ...Client[]];
-    await open(itself, true);
+    await open(itself, { reassociate: true });
     assert.deepEqual(await echoRound(itself), { sent: ROUND_TRIPS, echoed: ROUND_TRIPS });
     for (const client of spared) await client.driver.request({ op: 'flow', intervalMs: 50 });
     await flowsEchoed(spared, 10);
@@ -225,8 +247,52 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
   }
 });
 
-async function echoRound(client: Client): Promise<{ sent: number; echoed: number }> {
-  const { sent, echoed } = await client.driver.request({ op: 'echo', count: ROUND_TRIPS }, 20_000);
+test('plain nginx stream (no transparent mode): the instance sees every client as the balancer, so declared ports never match and undeclared ones are ambiguous', { skip: unavailable ?? false, timeout: 60_000 }, async () => {
+  requireProgram('curl', 'curl');
+  const lab = new NetnsLab('sn');
+  const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));
+  try {
+    // The recipe without its proxy_bind lines (and with one instance): nginx connects from its own address.
+    const recipe = readFileSync(join(deploy, 'socksgate-stream.conf'), 'utf8').split('\n');
+    const plain = recipe.filter((line) => !/^\s*(proxy_bind |server 10\.0\.0\.1[23]:)/.test(line));
+    assert.equal(recipe.length - plain.length, 4);
+    writeFileSync(join(dir, 'plain.conf'), plain.join('\n'));
+    const topology = await startTopology(lab, dir, join(dir, 'plain.conf'), { transparent: false, instances: ['10.0.0.11'], clients: ['10.0.1.11', '10.0.1.12'] });
+    const { status, open } = topology;
+    const instance = topology.instances[0]!;
+    const [c1, c2] = topology.clients as [Client, Client];
+    const udpSessions = (): AssociationView[] => status(instance).sessions.filter((s) => s.command === 'udp');
+
+    // A client that declares its UDP port (socksgate's client and PySocks do): nginx sends its
+    // datagrams from a port of its own, so none matches the association.
+    await open(c1);
+    const [view] = udpSessions();
+    assert.match(view!.client, /^10\.0\.0\.1:\d+$/, 'the control connection comes from the balancer');
+    assert.equal(view!.udpClient, `10.0.0.1:${c1.localPort}`, 'the declared port, on the balancer\'s address');
+    assert.deepEqual(await echoRound(c1, 3, 500), { sent: 3, echoed: 0 });
+    assert.equal(status(instance).drops['unknown-client'], 3);
+
+    // Two clients that declare nothing, waiting at once: from the instance they look the same, and
+    // it drops rather than guesses.
+    await open(c1, { declarePort: false });
+    await open(c2, { declarePort: false });
+    assert.deepEqual(await echoRound(c1, 3, 500), { sent: 3, echoed: 0 });
+    assert.equal(status(instance).drops.ambiguous, 3);
+
+    // Alone, a client that declares nothing gets through: its association takes nginx's port, and
+    // all that source validation can still tell is that datagrams come from the balancer.
+    await c2.driver.request({ op: 'close' });
+    await waitFor(() => udpSessions().length === 1, 5000, 'c2\'s association to end');
+    assert.deepEqual(await echoRound(c1, 3), { sent: 3, echoed: 3 });
+    assert.match(udpSessions()[0]!.udpClient, /^10\.0\.0\.1:\d+$/);
+  } finally {
+    await lab.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+async function echoRound(client: Client, count = ROUND_TRIPS, timeoutMs = 2000): Promise<{ sent: number; echoed: number }> {
+  const { sent, echoed } = await client.driver.request({ op: 'echo', count, timeoutMs }, count * timeoutMs + 10_000);
   return { sent: sent as number, echoed: echoed as number };
 }
 

@@ -7,9 +7,12 @@
  *                                                    driven by JSON commands on stdin, one a line
  *
  * Client commands (each answered by a line with the same id, or {id, error}):
- *   {op:'open', reassociate?}       a new association from a new UDP socket → {localPort, relay}; with
+ *   {op:'open', reassociate?, declarePort?}
+ *                                   a new association from a new UDP socket → {localPort, relay}; with
  *                                   reassociate, the library sets up a new one (same socket) when the
- *                                   control connection is lost: {event:'disconnected'}, {event:'reassociated'}
+ *                                   control connection is lost: {event:'disconnected'}, {event:'reassociated'};
+ *                                   declarePort false sends DST 0.0.0.0:0 instead of our UDP port
+ *   {op:'close'}                    close the association
  *   {op:'echo', count, timeoutMs?}  count round trips, one at a time, each given timeoutMs (2000)
  *                                   to come back → {sent, echoed}
  *   {op:'flow', intervalMs}         start sending one datagram every intervalMs
@@ -51,7 +54,7 @@ class EchoClient {
     private readonly echoPort: number,
   ) {}
 
-  async open(reassociate: boolean): Promise<Record<string, unknown>> {
+  async open(reassociate: boolean, declarePort: boolean): Promise<Record<string, unknown>> {
     const previous = this.association;
     this.association = null;
     previous?.close();
@@ -59,6 +62,7 @@ class EchoClient {
     const association = await associate({
       proxy: this.proxy,
       timeoutMs: 3000,
+      declarePort,
       ...(reassociate ? { reassociate: { initialDelayMs: 100, maxDelayMs: 1000, maxAttempts: 20 } } : {}),
     });
     this.association = association;
@@ -143,8 +147,9 @@ class EchoClient {
   close(): void {
     if (this.flow) clearInterval(this.flow.timer);
     this.flow = null;
-    this.association?.close();
+    const association = this.association;
     this.association = null;
+    association?.close();
   }
 }
 
@@ -152,7 +157,7 @@ function runClient(name: string, proxyHost: string, proxyPort: number, echoHost:
   const client = new EchoClient(name, `socks5://${proxyHost}:${proxyPort}`, echoHost, echoPort);
   const lines = createInterface({ input: process.stdin });
   lines.on('line', (text) => {
-    let command: { id?: number; op?: string; count?: number; timeoutMs?: number; intervalMs?: number; reassociate?: boolean };
+    let command: { id?: number; op?: string; count?: number; timeoutMs?: number; intervalMs?: number; reassociate?: boolean; declarePort?: boolean };
     try {
       command = JSON.parse(text) as typeof command;
     } catch {
@@ -162,7 +167,10 @@ function runClient(name: string, proxyHost: string, proxyPort: number, echoHost:
     const answer = async (): Promise<Record<string, unknown>> => {
       switch (command.op) {
         case 'open':
-          return client.open(command.reassociate === true);
+          return client.open(command.reassociate === true, command.declarePort !== false);
+        case 'close':
+          client.close();
+          return {};
         case 'echo':
           return client.echo(command.count ?? 1, command.timeoutMs);
         case 'flow':
