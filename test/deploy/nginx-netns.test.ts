@@ -17,7 +17,8 @@ import { requireProgram } from '../helpers/servers.js';
 // nginx runs the shipped recipe (deploy/nginx/socksgate-stream.conf) unchanged: the instances'
 // addresses in the test are the recipe's. The routing is the shipped transparent-routing.sh, run in
 // lb and in each instance. Each instance is in fixed-port mode (UDP 1080) advertising 10.0.1.1, and
-// its admin listener (127.0.0.1:9090 inside its namespace) says which clients it serves.
+// its admin listener (127.0.0.1:9090 inside its namespace) says which clients it serves (summed
+// over its workers).
 const deploy = fileURLToPath(new URL('../../../deploy/nginx/', import.meta.url));
 const PEER = fileURLToPath(new URL('../helpers/netns-peer.js', import.meta.url));
 const BALANCER = '10.0.1.1';
@@ -97,7 +98,9 @@ async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, opti
     const name = `b${i + 1}`;
     const namespace = attach(name, 'brb', ip);
     if (options.transparent) lab.exec(namespace, 'sh', [script, 'instance', '10.0.0.1']);
-    const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
+    // Two workers each (not one per core: the same on every machine), so datagrams read by the
+    // wrong worker are passed within the instance too; killing the primary ends its workers.
+    const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--workers', '2', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
     return { name, ip, namespace, process: lab.spawn(namespace, process.execPath, [CLI, ...args]) };
   });
   for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 15_000, 'socksgate listening');
