@@ -40,12 +40,13 @@ describe('socksgate command line', () => {
         assert.equal((await peer.read(4 + host.length)).toString(), `via ${host}`);
         peer.destroy();
       }
-      await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.command === 'connect');
-      const end = cli.lines.find((l) => l.msg === 'session end')!;
+      // With workers, the two sessions may end in either order: find the IPv4 one by its byte count.
+      const end = await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.command === 'connect' && l.up === 13);
       assert.equal(end.target, `127.0.0.1:${echo.port}`);
-      assert.equal(end.up, 13);
       assert.equal(end.down, 13);
       assert.equal(typeof end.ms, 'number');
+      const v6 = await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.up === 7);
+      assert.equal(v6.down, 7);
     } finally {
       assert.equal(await cli.stop(), 0);
     }
