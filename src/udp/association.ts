@@ -94,6 +94,22 @@ export class Association {
   private lastActivity = Date.now();
   private waitingForDns = 0;
   private closed = false;
+  /**
+   * The hot path's memo: the header bytes (RSV FRAG ATYP ADDR PORT, FRAG 0) of the last destination
+   * that was allowed and sent to, with where that goes. A client that keeps sending to one
+   * destination then costs no parsing, no strings and no lookups per datagram. Valid while
+   * `lastPolicy` is the policy in force.
+   */
+  private lastHeader: Buffer | null = null;
+  /** Set by forward() for the datagram being handled: the socket-form address it went to. */
+  private sentTo: string | null = null;
+  private lastTarget = '';
+  private lastPort = 0;
+  private lastPolicy: Policy | null = null;
+  /** The same for replies: the last sender and its reply header. */
+  private lastFromAddress = '';
+  private lastFromPort = -1;
+  private lastFromHeader: Buffer | null = null;
 
   constructor(private readonly options: AssociationOptions) {
     this.clientIp = unmapAddress(options.clientAddress);
@@ -183,9 +199,39 @@ export class Association {
     if (this.closed) return this.drop('source', 1);
     this.lastActivity = Date.now();
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
+    const last = this.lastHeader;
+    if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.options.policy()) {
+      return this.forwardToLast(datagram.subarray(last.length));
+    }
     const header = parseUdpHeader(datagram);
     if (header.status !== 'ok') return this.drop('malformed', 1);
+    this.sentTo = null;
     this.relayFromClient(header.value.address, header.value.fragment, datagram.subarray(header.size));
+    // Remembered only once a literal destination was allowed and sent to (never names: their answers change).
+    if (header.value.fragment === 0 && header.value.address.type !== 'domain' && this.sentTo !== null && this.options.egress === undefined) {
+      this.lastHeader = Buffer.from(datagram.subarray(0, header.size));
+      this.lastTarget = this.sentTo;
+      this.lastPort = header.value.address.port;
+      this.lastPolicy = this.decidedBy;
+      this.sentTo = null;
+    }
+  }
+
+  /** The memo's destination again: the checks that depend on this datagram, then the send. */
+  private forwardToLast(payload: Buffer): void {
+    const stats = this.options.stats;
+    stats.clientBytes += payload.length;
+    if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
+    if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    try {
+      this.relay.socket.send(payload, this.lastPort, this.lastTarget, this.onSent);
+    } catch (error) {
+      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+    }
+    stats.forwardedDatagrams++;
+    stats.forwardedBytes += payload.length;
+    this.up += payload.length;
+    this.datagramsUp++;
   }
 
   /** A datagram from a UDP-over-TCP frame: already unwrapped, never fragmented. */
@@ -291,6 +337,7 @@ export class Association {
     } catch (error) {
       return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
     }
+    this.sentTo = target;
     this.options.stats.forwardedDatagrams++;
     this.options.stats.forwardedBytes += payload.length;
     this.up += payload.length;
@@ -338,15 +385,24 @@ export class Association {
     stats.replyDatagrams++;
     stats.replyBytes += datagram.length;
     this.lastActivity = Date.now();
-    const key = `${from.address}|${from.port}`;
-    let header = this.peers.get(key);
-    if (header === undefined) {
-      if (!this.options.endpointIndependent) return this.drop('filtered', 1);
-      header = this.strangers.get(key);
-      if (header === undefined) {
-        if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
-        header = replyHeader(unmapAddress(from.address), from.port);
-        this.strangers.set(key, header);
+    let header: Buffer | undefined;
+    if (from.port === this.lastFromPort && from.address === this.lastFromAddress) header = this.lastFromHeader!;
+    else {
+      const key = `${from.address}|${from.port}`;
+      header = this.peers.get(key);
+      if (header !== undefined) {
+        // Peers are never forgotten while the association lives, so the memo stays true.
+        this.lastFromAddress = from.address;
+        this.lastFromPort = from.port;
+        this.lastFromHeader = header;
+      } else {
+        if (!this.options.endpointIndependent) return this.drop('filtered', 1);
+        header = this.strangers.get(key);
+        if (header === undefined) {
+          if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
+          header = replyHeader(unmapAddress(from.address), from.port);
+          this.strangers.set(key, header);
+        }
       }
     }
     if (this.clientPort === null) return this.drop('filtered', 1);
