@@ -72,6 +72,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   private keepaliveTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
   private failures = 0;
+  private knownLocalPort = 0;
   /** transport 'auto' until UDP is known to work: the datagrams sent so far, and the deadline timer. */
   private unconfirmed: { sent: Array<[Uint8Array, string, number]>; timer: NodeJS.Timeout | null } | null = null;
 
@@ -83,6 +84,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   ) {
     super();
     this.relayAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
+    if (udp) void this.localPort;
     udp?.on('message', this.onDatagram);
     udp?.on('error', () => {
       // Send errors reach send()'s promise; nothing else is fatal to the association.
@@ -99,9 +101,17 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     return this.relayAddress;
   }
 
-  /** The local UDP port our datagrams leave from. */
+  /** The local UDP port our datagrams leave from (still readable after close, e.g. in a 'close' handler). */
   get localPort(): number {
-    return this.udp ? this.udp.address().port : (this.control?.socket.localPort ?? 0);
+    if (this.udp) {
+      try {
+        this.knownLocalPort = this.udp.address().port;
+      } catch {
+        // Closed: the port it had.
+      }
+      return this.knownLocalPort;
+    }
+    return this.control?.socket.localPort ?? this.knownLocalPort;
   }
 
   get isClosed(): boolean {

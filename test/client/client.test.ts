@@ -82,6 +82,8 @@ for (const server of ['socksgate', 'Dante'] as const) {
 
     test('associate(): send, message events and for-await, byte-exact, then close', async () => {
       const udp = await associate({ proxy });
+      const localPort = udp.localPort;
+      assert.ok(localPort > 0);
       try {
         assert.equal(udp.relay.host, '127.0.0.1');
         for (const size of [0, 1, 512, 1400, 9000]) {
@@ -101,6 +103,7 @@ for (const server of ['socksgate', 'Dante'] as const) {
         udp.close();
       }
       assert.equal(udp.isClosed, true);
+      assert.equal(udp.localPort, localPort, 'the local port stays readable after close');
       await assert.rejects(udp.send(Buffer.from('x'), '127.0.0.1', udpEcho.port), { code: 'ERR_CLOSED' });
     });
 
