@@ -166,7 +166,7 @@ export class Primary {
         const replies = await this.request('status');
         for (const reply of replies) {
           const part = reply.data as StatusData;
-          merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.sessions.length });
+          merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.totals.sessions ?? part.sessions.length });
           for (const session of part.sessions) merged.sessions.push({ ...session, worker: reply.worker });
           for (const [key, value] of Object.entries(part.totals)) merged.totals[key] = (merged.totals[key] ?? 0) + value;
           for (const [key, value] of Object.entries(part.drops)) merged.drops[key] = (merged.drops[key] ?? 0) + value;
