@@ -223,15 +223,23 @@ export class Association {
     stats.clientBytes += payload.length;
     if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
     if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    this.sendOn(this.lastTarget, this.lastPort, payload);
+  }
+
+  /** Sends from the relay socket and counts it; false when the OS refused at once (counted as a drop). */
+  private sendOn(target: string, port: number, payload: Buffer): boolean {
     try {
-      this.relay.socket.send(payload, this.lastPort, this.lastTarget, this.onSent);
+      this.relay.socket.send(payload, port, target, this.onSent);
     } catch (error) {
-      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+      this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+      return false;
     }
+    const stats = this.options.stats;
     stats.forwardedDatagrams++;
     stats.forwardedBytes += payload.length;
     this.up += payload.length;
     this.datagramsUp++;
+    return true;
   }
 
   /** A datagram from a UDP-over-TCP frame: already unwrapped, never fragmented. */
@@ -332,16 +340,7 @@ export class Association {
       if (this.peers.size >= this.options.maxDestinations) return this.drop('too-many-destinations', 1, ip);
       this.peers.set(key, replyHeader(ip, port));
     }
-    try {
-      this.relay.socket.send(payload, port, target, this.onSent);
-    } catch (error) {
-      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
-    }
-    this.sentTo = target;
-    this.options.stats.forwardedDatagrams++;
-    this.options.stats.forwardedBytes += payload.length;
-    this.up += payload.length;
-    this.datagramsUp++;
+    if (this.sendOn(target, port, payload)) this.sentTo = target;
   }
 
   /** A datagram an egress brought back from `source`: wrapped and sent to the client. */
