@@ -157,9 +157,11 @@ export class FixedPortDemux {
     association!.learnPort(port);
     this.byEndpoint.set(`${ip}|${port}`, association!);
     if (this.steer) {
-      this.steer.release(ip, null);
-      // A sibling that already owns this endpoint keeps it (its datagrams were steered there).
+      // The exact claim goes first: siblings must never see a moment with neither claim, or a
+      // datagram read there in between would be dropped as unknown. (A sibling that already owns
+      // this endpoint keeps it: its datagrams were steered there.)
       this.steer.claim(ip, port).catch(() => {});
+      this.steer.release(ip, null);
     }
     association!.fromClient(datagram);
   }
