@@ -7,6 +7,7 @@
 //   socksload latency proxy=P|0 target=T rate=R size=S seconds=D
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
 //   socksload rate    proxy=P|0 target=T seconds=D [threads=K]
+//   socksload probe   port=P [seconds=D]     waits until 127.0.0.1:P accepts TCP (for servers inside a namespace)
 //   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [threads=K]
 //
 // proxy=0 means the direct path (no proxy): the ceiling of this generator and echo on this machine.
@@ -658,6 +659,23 @@ static int idle(void) {
   return 0;
 }
 
+static int probe(void) {
+  int port = (int)arg("port", 0);
+  double end = mono() + (double)arg("seconds", 10);
+  int up = 0;
+  while (!up && mono() < end) {
+    int fd = tcp_connect(port, 0);
+    if (fd >= 0) {
+      up = 1;
+      close(fd);
+    } else {
+      usleep(50000);
+    }
+  }
+  printf("RESULT {\"mode\":\"probe\",\"port\":%d,\"up\":%d}\n", port, up);
+  return up ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
@@ -671,6 +689,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "tcp")) return tcp_bulk();
   if (!strcmp(mode, "rate")) return session_rate();
   if (!strcmp(mode, "idle")) return idle();
-  fprintf(stderr, "usage: socksload echo-udp|echo-tcp|udp|latency|tcp|rate|idle key=value...\n");
+  if (!strcmp(mode, "probe")) return probe();
+  fprintf(stderr, "usage: socksload echo-udp|echo-tcp|udp|latency|tcp|rate|idle|probe key=value...\n");
   return 2;
 }
