@@ -150,21 +150,13 @@ async function main(): Promise<void> {
         }
       }
       if (p50 && p99) {
-        const runP: Partial<Record<Peer, { p50: number; p99: number }>> = {};
         for (const peer of rotate(udpPeers, round)) {
           await attempt(`latency ${peer}`, async () => {
             const r = await generate(generator, ['latency', `proxy=${proxyOf(peer)}`, `target=${udpEcho.port}`, 'rate=2000', 'size=64', `seconds=${secs}`], o.seconds);
-            runP[peer] = { p50: Number(r.p50us), p99: Number(r.p99us) };
-            log(`  latency at 2000/s          ${peer.padEnd(10)} p50 ${String(r.p50us)} µs p99 ${String(r.p99us)} µs (${String(r.received)}/${String(r.sent)} back)`);
+            push(p50, peer, Number(r.p50us));
+            push(p99, peer, Number(r.p99us));
+            log(`  latency at 2000/s        ${peer.padEnd(10)} p50 ${String(r.p50us)} µs p99 ${String(r.p99us)} µs (${String(r.received)}/${String(r.sent)} back)`);
           });
-        }
-        // Added latency: the proxied round trip minus the direct one measured in the same round.
-        const direct = runP.direct;
-        for (const peer of udpPeers) {
-          const m = runP[peer];
-          if (!m || !direct) continue;
-          push(p50, peer, peer === 'direct' ? direct.p50 : m.p50 - direct.p50);
-          push(p99, peer, peer === 'direct' ? direct.p99 : m.p99 - direct.p99);
         }
       }
       for (const [conns, f] of tcpFigures) {
@@ -186,18 +178,27 @@ async function main(): Promise<void> {
         }
       }
       if (memory) {
-        for (const server of rotate(servers.filter((s) => s.udp), round)) {
-          await attempt(`memory ${server.name}`, async () => {
-            const m = await measureMemory(server, generator, udpEcho.port, memoryCount);
-            memorySamples.push(m);
-            if (m.hold.errors === 0) push(memory, server.name, m.perAssociationKiB);
-            else generatorErrors.push(`memory ${server.name}: ${m.hold.errors} of ${m.count} associations failed (${m.hold.lastError})`);
-            log(`  memory ${server.name.padEnd(10)} ${m.perAssociationKiB.toFixed(2)} KiB/assoc (Pss ${m.idlePssKiB} → ${m.loadedPssKiB} KiB over ${m.processes} process(es); `
-              + `${m.hold.open} open, ${m.hold.echoed} echoed, ${m.hold.errors} errors${m.hold.lastError ? `: ${m.hold.lastError}` : ''})`);
+        // A fresh instance of each server, so memory left over from the throughput figures (heaps that grew and
+        // were not given back) counts in neither the idle nor the loaded figure.
+        for (const name of rotate(SERVERS.filter((s) => byName(s).udp), round)) {
+          await attempt(`memory ${name}`, async () => {
+            const fresh = await startServer(name, cli, nofile);
+            try {
+              const m = await measureMemory(fresh, generator, udpEcho.port, memoryCount);
+              memorySamples.push(m);
+              if (m.hold.errors === 0) push(memory, name, m.perAssociationKiB);
+              else generatorErrors.push(`memory ${name}: ${m.hold.errors} of ${m.count} associations failed (${m.hold.lastError})`);
+              log(`  memory ${name.padEnd(10)} ${m.perAssociationKiB.toFixed(2)} KiB/assoc (Pss ${m.idlePssKiB} → ${m.loadedPssKiB} KiB over ${m.processes} process(es); `
+                + `${m.hold.open} open, ${m.hold.echoed} echoed, ${m.hold.errors} errors${m.hold.lastError ? `: ${m.hold.lastError}` : ''})`);
+            } finally {
+              await stop(fresh.process);
+            }
           });
         }
       }
     }
+    // Added latency: each server's median round trip minus the direct one (same generator, same echo, no proxy).
+    if (p50 && p99) addedLatency([p50, p99]);
     for (const s of servers) await stop(s.process);
     await stop(udpEcho.process);
     await stop(tcpEcho.process);
@@ -211,6 +212,15 @@ async function main(): Promise<void> {
   }
 
   writeResults(o, figures, memorySamples, scaleResults, generatorErrors, nofile);
+}
+
+/** Turns round-trip samples into added latency: each sample minus the median direct round trip. */
+export function addedLatency(figures: Figure[]): void {
+  for (const f of figures) {
+    const direct = median(f.samples.direct ?? []);
+    if (direct === undefined) continue;
+    for (const peer of SERVERS) f.samples[peer] = f.samples[peer]?.map((v) => v - direct);
+  }
 }
 
 function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample[], scaleResults: ScaleResult[], errors: string[], nofile: number): void {
@@ -240,7 +250,7 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
     markdownTable(figures),
     '',
     '- UDP: closed loop, 8 datagrams in flight per association, round trips per second through the proxy to a UDP echo.',
-    '- Added latency: 64-byte datagrams at a fixed 2000/s on one association; the proxied round trip minus the direct one of the same round (the "direct" column is the direct round trip itself).',
+    '- Added latency: 64-byte datagrams at a fixed 2000/s on one association; the proxied round-trip percentile of each run minus the median direct one (the "direct" column is the direct round trip itself). The p99 of a few thousand samples on a shared machine is noisy.',
     '- TCP echo: bulk writes of 16 KiB through CONNECT tunnels to a TCP echo, at most 1 MiB unanswered per tunnel; bytes echoed back per second.',
     '- New sessions: 8 clients each looping connect, greeting, CONNECT, 32-byte echo, close.',
     `- Memory: Pss summed over the server's process tree (/proc/PID/smaps_rollup) with ${memorySamples[0]?.count ?? '—'} idle associations open, each having relayed one datagram, minus the Pss before; `

@@ -118,7 +118,13 @@ static int socks_request(int proxy, uint32_t src, int cmd, const struct sockaddr
   memcpy(req + 4, &dst->sin_addr, 4);
   memcpy(req + 8, &dst->sin_port, 2);
   if (write(fd, req, 10) != 10 || read_full(fd, b, 4) < 0) { *why = "request"; goto fail; }
-  if (b[1] != 0) { *why = "reply"; goto fail; }
+  if (b[1] != 0) {
+    static __thread char reply[16];
+    snprintf(reply, sizeof reply, "reply 0x%02x", b[1]);
+    *why = reply;
+    errno = 0;
+    goto fail;
+  }
   if (b[3] != 1 || read_full(fd, b + 4, 6) < 0) { *why = "bnd"; goto fail; }
   if (bnd) {
     *bnd = (struct sockaddr_in){.sin_family = AF_INET};
@@ -392,8 +398,11 @@ static int latency(void) {
       continue;
     }
     double wait = (now < end ? next : end + 0.2) - now;
+    // ppoll sleeps with nanosecond precision: no busy waiting that would take a CPU from the servers.
     struct pollfd p = {.fd = f.fd, .events = POLLIN};
-    if (poll(&p, 1, wait > 0.0005 ? (int)(wait * 1000) : 0) <= 0) continue;
+    struct timespec ts_wait = {.tv_sec = (time_t)wait, .tv_nsec = (long)((wait - (double)(time_t)wait) * 1e9)};
+    if (wait < 0) ts_wait = (struct timespec){0, 0};
+    if (ppoll(&p, 1, &ts_wait, NULL) <= 0) continue;
     ssize_t r;
     while ((r = recv(f.fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
       double at = mono(), ts;
@@ -572,7 +581,7 @@ static void *idle_job(void *arg) {
       struct sockaddr_in me, relay;
       socklen_t l = sizeof me;
       getsockname(lead->fd, (struct sockaddr *)&me, &l);
-      f->control = socks_request(j->proxy, i - i % (uint32_t)j->share, 3, &me, &relay, &why);
+      f->control = socks_request(j->proxy, i / (uint32_t)j->share, 3, &me, &relay, &why);
       if (f->control < 0) { j->errors++; j->why = why; j->err = errno; continue; }
       if (j->send_one) {
         sendto(lead->fd, packet, (size_t)hdr + 16, 0, (struct sockaddr *)&relay, sizeof relay);
@@ -584,11 +593,12 @@ static void *idle_job(void *arg) {
     if (j->share > 1) {
       // The group's socket stays unconnected: its associations each have their own relay.
       f->fd = socket(AF_INET, SOCK_DGRAM, 0);
-      struct sockaddr_in me = source_addr(i), relay;
+      // Groups, not associations, take turns over the source addresses, so every address gets its share.
+      struct sockaddr_in me = source_addr(i / (uint32_t)j->share), relay;
       socklen_t l = sizeof me;
       if (f->fd < 0 || bind(f->fd, (struct sockaddr *)&me, sizeof me) < 0) { j->errors++; j->why = "udp bind"; j->err = errno; if (f->fd >= 0) close(f->fd); f->fd = -1; continue; }
       getsockname(f->fd, (struct sockaddr *)&me, &l);
-      f->control = socks_request(j->proxy, i, 3, &me, &relay, &why);
+      f->control = socks_request(j->proxy, i / (uint32_t)j->share, 3, &me, &relay, &why);
       if (f->control < 0) { j->errors++; j->why = why; j->err = errno; close(f->fd); f->fd = -1; continue; }
       if (j->send_one) {
         sendto(f->fd, packet, (size_t)hdr + 16, 0, (struct sockaddr *)&relay, sizeof relay);
