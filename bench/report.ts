@@ -43,6 +43,18 @@ export function ratioToDante(figure: Figure, peer: Peer): number | undefined {
   return ratio(medianOf(figure, peer), medianOf(figure, 'dante'));
 }
 
+/** Turns round-trip samples into added latency: each server's sample minus the median direct round trip. */
+export function addedLatency(figures: Figure[]): void {
+  for (const f of figures) {
+    const direct = median(f.samples.direct ?? []);
+    if (direct === undefined) continue;
+    for (const peer of SERVERS) {
+      const samples = f.samples[peer];
+      if (samples) f.samples[peer] = samples.map((v) => v - direct);
+    }
+  }
+}
+
 export type Verdict = 'met' | 'not met' | 'no data' | 'no target';
 
 export function verdict(figure: Figure): Verdict {

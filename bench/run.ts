@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { measureMemory, removeNamespace, scale, type MemorySample, type ScaleResult } from './capacity.js';
 import { removeTempDirs, startEcho, startServer, type RunningServer } from './peers.js';
 import { killAllNow, line, nofileHardLimit, start, stop, stopAll } from './procs.js';
-import { SERVERS, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
+import { SERVERS, addedLatency, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'scale'] as const;
@@ -212,15 +212,6 @@ async function main(): Promise<void> {
   }
 
   writeResults(o, figures, memorySamples, scaleResults, generatorErrors, nofile);
-}
-
-/** Turns round-trip samples into added latency: each sample minus the median direct round trip. */
-export function addedLatency(figures: Figure[]): void {
-  for (const f of figures) {
-    const direct = median(f.samples.direct ?? []);
-    if (direct === undefined) continue;
-    for (const peer of SERVERS) f.samples[peer] = f.samples[peer]?.map((v) => v - direct);
-  }
 }
 
 function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample[], scaleResults: ScaleResult[], errors: string[], nofile: number): void {
