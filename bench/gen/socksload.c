@@ -569,11 +569,20 @@ static void *idle_job(void *arg) {
   unsigned char packet[64] = {0}, buf[256];
   int hdr = udp_header(packet, 1, j->target);
   memset(packet + hdr, 'i', 16);
+  uint64_t errors_before = 0, streak = 0;
   for (uint32_t i = j->from; i < j->to; i++) {
     flow_t *f = &j->flows[i];
     const char *why = "";
     f->fd = -1;
     f->control = -1;
+    // Bounded when the server is down or out of descriptors: after 100 failures in a row, the rest count as failed.
+    streak = j->errors > errors_before ? streak + 1 : 0;
+    errors_before = j->errors;
+    if (streak >= 100) {
+      j->errors += j->to - i;
+      for (; i < j->to; i++) j->flows[i].fd = j->flows[i].control = -1;
+      break;
+    }
     if (j->share > 1 && i % (uint32_t)j->share != 0) {
       // Reuse the socket of the group's first association: associate with the same declared port.
       flow_t *lead = &j->flows[i - i % (uint32_t)j->share];
