@@ -72,7 +72,8 @@ function limited(nofile: number, command: string, args: string[]): [string, stri
 }
 
 /**
- * socksgate with its full feature set: default limits and filtering, metrics and the admin listener on; only
+ * socksgate with its full feature set: its default workers (one per core), default limits and filtering, metrics
+ * and the admin listener on; only
  * --allow-loopback-targets (the targets are on loopback), --max-clients raised above the 10,000 default so the
  * idle-association figures are not capped by it, and session log lines off (none of the other servers logs them).
  */
