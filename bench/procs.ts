@@ -35,7 +35,8 @@ export function line(s: Started, prefix: string, timeoutMs: number): Promise<Rec
     const timer = setTimeout(() => finish(new Error(`${s.name}: no ${prefix} line within ${timeoutMs} ms; stderr: ${s.stderr()}`)), timeoutMs);
     const onData = (c: Buffer): void => {
       buffered += c.toString();
-      for (const l of buffered.split('\n')) {
+      // Complete lines only: a line split over two reads is parsed once whole.
+      for (const l of buffered.split('\n').slice(0, -1)) {
         if (l.startsWith(`${prefix} `)) return finish(undefined, JSON.parse(l.slice(prefix.length + 1)) as Record<string, unknown>);
       }
     };

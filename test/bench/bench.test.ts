@@ -70,7 +70,7 @@ function resultLine(child: ChildProcess, prefix: string, timeoutMs: number): Pro
     const timer = setTimeout(() => reject(new Error(`no ${prefix} line: ${out}`)), timeoutMs);
     child.stdout!.on('data', (c: Buffer) => {
       out += c.toString();
-      const l = out.split('\n').find((x) => x.startsWith(`${prefix} `));
+      const l = out.split('\n').slice(0, -1).find((x) => x.startsWith(`${prefix} `));
       if (l) {
         clearTimeout(timer);
         resolve(JSON.parse(l.slice(prefix.length + 1)) as Record<string, unknown>);
