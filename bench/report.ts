@@ -132,7 +132,8 @@ export function svgPlot(figures: readonly Figure[], title: string, cap = 4): str
   const servers = SERVERS.filter((s) => s !== 'dante');
   const barW = 14, gap = 18, groupW = servers.length * barW + gap;
   const left = 50, top = 40, height = 260, bottom = 150;
-  const width = left + Math.max(1, plotted.length) * groupW + 20;
+  // Room on the right for the last rotated label.
+  const width = left + Math.max(1, plotted.length) * groupW + 140;
   const y = (r: number): number => top + height - (Math.min(r, cap) / cap) * height;
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${top + height + bottom}" font-family="sans-serif" font-size="10">`,
