@@ -261,8 +261,9 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
   }
   if (nofile < 120_000) {
     md.push(`Note: RLIMIT_NOFILE here cannot go above ${nofile} (raising the hard limit needs CAP_SYS_RESOURCE), so each process holds at most about that many `
-      + 'sockets: memory is measured with as many associations as fit, and the 50,000-association check (two sockets per association in the default mode) '
-      + 'cannot pass on this machine whatever the server does.', '');
+      + 'sockets: memory is measured with as many associations as fit, and the 50,000-association check cannot pass on this machine whatever the server '
+      + 'does (socksgate holds two sockets per association in both modes, the control connection and the target-facing relay socket, and each worker '
+      + 'process has its own limit, so one worker per core gives about cores × limit ÷ 2 associations).', '');
   }
   if (errors.length > 0) md.push('## Errors during the run', '', ...errors.map((e) => `- ${e}`), '');
   writeFileSync(`${dir}latest.md`, md.join('\n'));
