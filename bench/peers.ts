@@ -23,14 +23,20 @@ export function requireProgram(program: string, debianPackage: string): string {
   }
 }
 
-/** A port free for both TCP and UDP on 127.0.0.1 (v2ray serves UDP on its TCP port). Bounded retries. */
+/**
+ * A port free for both TCP and UDP on 127.0.0.1 (v2ray serves UDP on its TCP port), picked below the ephemeral
+ * range: after the session-rate and memory figures, tens of thousands of TIME_WAIT sockets can leave no ephemeral
+ * port to listen on for a while. Bounded retries.
+ */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
     const tcp = createServer();
-    const port = await new Promise<number>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(0, '127.0.0.1', () => resolve((tcp.address() as { port: number }).port));
+    const listening = await new Promise<boolean>((resolve) => {
+      tcp.once('error', () => resolve(false));
+      tcp.listen(port, '127.0.0.1', () => resolve(true));
     });
+    if (!listening) continue;
     const udp = createSocket('udp4');
     const free = await new Promise<boolean>((resolve) => {
       udp.once('error', () => resolve(false));
@@ -40,7 +46,7 @@ export async function freePort(): Promise<number> {
     await new Promise<void>((r) => tcp.close(() => r()));
     if (free) return port;
   }
-  throw new Error('no port free for both TCP and UDP');
+  throw new Error('no port from 20000 to 31999 free for both TCP and UDP');
 }
 
 /** An echo target of socksload (`echo-udp` or `echo-tcp`), ended by closing its stdin or by its PID. */
