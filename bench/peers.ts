@@ -1,0 +1,137 @@
+// The servers under test and the echo targets, each started as a real process on loopback with a generated config.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { line, start, stop, waitForPort, type Started } from './procs.js';
+import type { ServerName } from './report.js';
+
+export interface RunningServer {
+  name: ServerName;
+  port: number;
+  udp: boolean;
+  process: Started;
+}
+
+export function requireProgram(program: string, debianPackage: string): string {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' }).trim();
+  } catch {
+    throw new Error(`${program} is missing: apt-get install -y ${debianPackage}`);
+  }
+}
+
+/**
+ * A port free for both TCP and UDP on 127.0.0.1 (v2ray serves UDP on its TCP port), picked below the ephemeral
+ * range: after the session-rate and memory figures, tens of thousands of TIME_WAIT sockets can leave no ephemeral
+ * port to listen on for a while. Bounded retries.
+ */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const tcp = createServer();
+    const listening = await new Promise<boolean>((resolve) => {
+      tcp.once('error', () => resolve(false));
+      tcp.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!listening) continue;
+    const udp = createSocket('udp4');
+    const free = await new Promise<boolean>((resolve) => {
+      udp.once('error', () => resolve(false));
+      udp.bind(port, '127.0.0.1', () => resolve(true));
+    });
+    await new Promise<void>((r) => udp.close(() => r())).catch(() => undefined);
+    await new Promise<void>((r) => tcp.close(() => r()));
+    if (free) return port;
+  }
+  throw new Error('no port from 20000 to 31999 free for both TCP and UDP');
+}
+
+/** An echo target of socksload (`echo-udp` or `echo-tcp`), ended by closing its stdin or by its PID. */
+/** [command, args] of `prefix... program args...` (prefix: `ip netns exec NS`, or nothing). */
+export function commandLine(prefix: readonly string[], program: string, args: readonly string[]): [string, string[]] {
+  const [command = program, ...rest] = [...prefix, program, ...args];
+  return [command, rest];
+}
+
+export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0): Promise<{ process: Started; port: number }> {
+  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2']), { stdin: 'pipe' });
+  const ready = await line(p, 'READY', 10_000);
+  return { process: p, port: Number(ready.port) };
+}
+
+const temp: string[] = [];
+export function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'socksgate-bench-'));
+  temp.push(dir);
+  return dir;
+}
+export function removeTempDirs(): void {
+  for (const dir of temp.splice(0)) rmSync(dir, { recursive: true, force: true });
+}
+
+/** prlimit raises RLIMIT_NOFILE of the server to the hard limit this process may grant. */
+function limited(nofile: number, command: string, args: string[]): [string, string[]] {
+  return ['prlimit', [`--nofile=${nofile}:${nofile}`, '--', command, ...args]];
+}
+
+/**
+ * socksgate with its full feature set: its default workers (one per core), default limits and filtering, metrics
+ * and the admin listener on; only
+ * --allow-loopback-targets (the targets are on loopback), --max-clients raised above the 10,000 default so the
+ * idle-association figures are not capped by it, and session log lines off (none of the other servers logs them).
+ */
+export function socksgateArgs(cli: string, port: number, adminPort: number, extra: string[] = []): string[] {
+  return [cli, 'serve', '--listen', `127.0.0.1:${port}`, '--allow-loopback-targets', '--admin', `127.0.0.1:${adminPort}`,
+    '--max-clients', '60000', '--log-level', 'warn', ...extra];
+}
+
+export async function startServer(name: ServerName, cli: string, nofile: number): Promise<RunningServer> {
+  const port = await freePort();
+  let command: string, args: string[], udp = true;
+  if (name === 'socksgate') {
+    [command, args] = limited(nofile, process.execPath, socksgateArgs(cli, port, await freePort()));
+  } else if (name === 'dante') {
+    const binary = requireProgram('danted', 'dante-server');
+    const dir = tempDir();
+    writeFileSync(join(dir, 'danted.conf'), [
+      'logoutput: stderr',
+      `internal: 127.0.0.1 port = ${port}`,
+      'external: 127.0.0.1',
+      'socksmethod: none',
+      'clientmethod: none',
+      'user.privileged: root',
+      'user.unprivileged: nobody',
+      'client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }',
+      'socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: bind connect udpassociate }',
+      'socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: bindreply udpreply }',
+      '',
+    ].join('\n'));
+    [command, args] = limited(nofile, binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')]);
+  } else if (name === 'v2ray') {
+    const binary = requireProgram('v2ray', 'v2ray');
+    const dir = tempDir();
+    // The Go peer: a socks inbound with UDP and a freedom outbound; no access log (no other server logs sessions).
+    const config = {
+      log: { loglevel: 'warning', access: 'none' },
+      inbounds: [{ listen: '127.0.0.1', port, protocol: 'socks', settings: { auth: 'noauth', udp: true, ip: '127.0.0.1' } }],
+      outbounds: [{ protocol: 'freedom', settings: {} }],
+    };
+    writeFileSync(join(dir, 'v2ray.json'), JSON.stringify(config, null, 2));
+    [command, args] = limited(nofile, binary, ['-config', join(dir, 'v2ray.json')]);
+  } else {
+    const binary = requireProgram('microsocks', 'microsocks');
+    [command, args] = limited(nofile, binary, ['-i', '127.0.0.1', '-p', String(port)]);
+    udp = false;
+  }
+  const p = start(name, command, args);
+  try {
+    await waitForPort(port, p);
+  } catch (e) {
+    await stop(p);
+    throw e;
+  }
+  return { name, port, udp, process: p };
+}

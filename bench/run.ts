@@ -1,0 +1,292 @@
+// npm run bench — socksgate side by side with Dante, v2ray and microsocks on loopback, every figure a median of
+// several runs and a ratio to Dante measured in the same run. See README "Benchmarks".
+//
+//   npm run bench -- [--quick] [--only udp,latency,tcp,rate,memory,scale] [--runs N] [--seconds S]
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { measureMemory, removeNamespace, scale, type MemorySample, type ScaleResult } from './capacity.js';
+import { removeTempDirs, startEcho, startServer, type RunningServer } from './peers.js';
+import { killAllNow, line, nofileHardLimit, start, stop, stopAll } from './procs.js';
+import { SERVERS, addedLatency, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'scale'] as const;
+
+interface Options {
+  quick: boolean;
+  only: Set<string>;
+  runs: number;
+  seconds: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = { quick: false, only: new Set(GROUPS), runs: 3, seconds: 3 };
+  let runsGiven = false, secondsGiven = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--quick') o.quick = true;
+    else if (a === '--only') {
+      o.only = new Set(value().split(',').map((s) => s.trim()).filter(Boolean));
+      for (const g of o.only) if (!(GROUPS as readonly string[]).includes(g)) throw new Error(`--only: unknown figure group "${g}" (one of ${GROUPS.join(', ')})`);
+    } else if (a === '--runs') {
+      o.runs = Number(value());
+      runsGiven = true;
+    } else if (a === '--seconds') {
+      o.seconds = Number(value());
+      secondsGiven = true;
+    } else throw new Error(`unknown option ${a}; usage: npm run bench -- [--quick] [--only ${GROUPS.join(',')}] [--runs N] [--seconds S]`);
+  }
+  if (o.quick) {
+    if (!runsGiven) o.runs = 1;
+    if (!secondsGiven) o.seconds = 1;
+  }
+  if (!(Number.isInteger(o.runs) && o.runs >= 1 && o.runs <= 20)) throw new Error('--runs must be an integer from 1 to 20');
+  if (!(Number.isInteger(o.seconds) && o.seconds >= 1 && o.seconds <= 60)) throw new Error('--seconds must be an integer from 1 to 60');
+  return o;
+}
+
+const log = (s: string): void => void process.stdout.write(`${s}\n`);
+
+/** One generator run; resolves with its RESULT line. Bounded by its own deadline plus set-up time. */
+async function generate(generator: string, args: string[], seconds: number): Promise<Record<string, unknown>> {
+  const p = start(`socksload ${args[0]}`, generator, args);
+  try {
+    const result = await line(p, 'RESULT', (seconds + 60) * 1000);
+    if (result.error) throw new Error(`socksload ${args.join(' ')}: ${String(result.error)}`);
+    return result;
+  } finally {
+    await stop(p);
+  }
+}
+
+/** Rotates the order by the round, so noise on the shared machine falls on every server alike. */
+function rotate<T>(items: readonly T[], by: number): T[] {
+  const k = by % Math.max(1, items.length);
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+function push(figure: Figure, peer: Peer, value: number): void {
+  (figure.samples[peer] ??= []).push(value);
+}
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const generator = `${root}build/bench/socksload`;
+  const cli = `${root}dist/cli.js`;
+  execFileSync('gcc', ['-O2', '-pthread', '-o', generator, `${root}bench/gen/socksload.c`], { stdio: 'inherit' });
+  const nofile = nofileHardLimit();
+  const memoryCount = Math.min(10_000, Math.floor((nofile - 500) / 2 / 500) * 500);
+  log(`socksgate bench: ${o.runs} run(s) of ${o.seconds} s, ${cpus().length} CPU(s), RLIMIT_NOFILE hard ${nofile}, groups ${[...o.only].join(',')}`);
+
+  const sizes = o.quick ? [512] : [64, 512, 1400];
+  const assocs = o.quick ? [1, 16] : [1, 16, 256];
+  const figures: Figure[] = [];
+  const figure = (f: Omit<Figure, 'samples'>): Figure => {
+    const made: Figure = { ...f, samples: {} };
+    figures.push(made);
+    return made;
+  };
+  const udpFigures = new Map<string, Figure>();
+  if (o.only.has('udp')) {
+    for (const size of sizes) {
+      for (const assoc of assocs) {
+        udpFigures.set(`${size}/${assoc}`, figure({ id: `udp-${size}-${assoc}`, group: 'udp', label: `UDP ${size} B, ${assoc} assoc`, unit: 'datagrams/s',
+          higherIsBetter: true, target: assoc === 1 ? 1.3 : 2.0 }));
+      }
+    }
+  }
+  const p50 = o.only.has('latency') ? figure({ id: 'latency-p50', group: 'latency', label: 'added latency p50', unit: 'µs', higherIsBetter: false }) : undefined;
+  const p99 = o.only.has('latency') ? figure({ id: 'latency-p99', group: 'latency', label: 'added latency p99', unit: 'µs', higherIsBetter: false, target: 1.0 }) : undefined;
+  const tcpFigures = new Map<number, Figure>();
+  if (o.only.has('tcp')) {
+    for (const conns of [1, 4]) tcpFigures.set(conns, figure({ id: `tcp-${conns}`, group: 'tcp', label: `TCP echo, ${conns} tunnel${conns > 1 ? 's' : ''}`, unit: 'Mbit/s', higherIsBetter: true, target: 1.0 }));
+  }
+  const rate = o.only.has('rate') ? figure({ id: 'rate', group: 'rate', label: 'new CONNECT sessions', unit: 'sessions/s', higherIsBetter: true, target: 2.0 }) : undefined;
+  const memory = o.only.has('memory')
+    ? figure({ id: 'memory', group: 'memory', label: `memory per idle UDP association (${memoryCount.toLocaleString('en')} open)`, unit: 'KiB', higherIsBetter: false, absoluteTarget: 4 })
+    : undefined;
+  const memorySamples: MemorySample[] = [];
+  let scaleResults: ScaleResult[] = [];
+  const generatorErrors: string[] = [];
+
+  const needsPeers = ['udp', 'latency', 'tcp', 'rate', 'memory'].some((g) => o.only.has(g));
+  if (needsPeers) {
+    const udpEcho = await startEcho(generator, 'echo-udp');
+    const tcpEcho = await startEcho(generator, 'echo-tcp');
+    const servers: RunningServer[] = [];
+    for (const name of SERVERS) servers.push(await startServer(name, cli, nofile));
+    const byName = (n: ServerName): RunningServer => servers.find((s) => s.name === n)!;
+    const udpPeers: Peer[] = ['direct', 'socksgate', 'dante', 'v2ray'];
+    const tcpPeers: Peer[] = ['direct', 'socksgate', 'dante', 'v2ray', 'microsocks'];
+    const proxyOf = (p: Peer): number => (p === 'direct' ? 0 : byName(p).port);
+    const secs = String(o.seconds);
+    // One failed generator run (a server refusing, a crash) is recorded and leaves that sample out.
+    const attempt = async (what: string, f: () => Promise<void>): Promise<void> => {
+      try {
+        await f();
+      } catch (e) {
+        generatorErrors.push(`${what}: ${String(e).slice(0, 300)}`);
+        log(`  ! ${what}: ${String(e).slice(0, 200)}`);
+      }
+    };
+    for (let round = 0; round < o.runs; round++) {
+      log(`round ${round + 1}/${o.runs}`);
+      for (const [key, f] of udpFigures) {
+        const [size = 0, assoc = 1] = key.split('/').map(Number);
+        for (const peer of rotate(udpPeers, round)) {
+          await attempt(`${f.label} ${peer}`, async () => {
+            const r = await generate(generator, ['udp', `proxy=${proxyOf(peer)}`, `target=${udpEcho.port}`, `assoc=${assoc}`, `size=${size}`,
+              'window=8', `seconds=${secs}`, `threads=${assoc > 1 ? 2 : 1}`], o.seconds);
+            push(f, peer, Number(r.pps));
+            log(`  ${f.label.padEnd(24)} ${peer.padEnd(10)} ${Number(r.pps).toFixed(0).padStart(8)} datagrams/s (lost ${String(r.lost)})`);
+          });
+        }
+      }
+      if (p50 && p99) {
+        for (const peer of rotate(udpPeers, round)) {
+          await attempt(`latency ${peer}`, async () => {
+            const r = await generate(generator, ['latency', `proxy=${proxyOf(peer)}`, `target=${udpEcho.port}`, 'rate=2000', 'size=64', `seconds=${secs}`], o.seconds);
+            push(p50, peer, Number(r.p50us));
+            push(p99, peer, Number(r.p99us));
+            log(`  latency at 2000/s        ${peer.padEnd(10)} p50 ${String(r.p50us)} µs p99 ${String(r.p99us)} µs (${String(r.received)}/${String(r.sent)} back)`);
+          });
+        }
+      }
+      for (const [conns, f] of tcpFigures) {
+        for (const peer of rotate(tcpPeers, round)) {
+          await attempt(`${f.label} ${peer}`, async () => {
+            const r = await generate(generator, ['tcp', `proxy=${proxyOf(peer)}`, `target=${tcpEcho.port}`, `conns=${conns}`, `seconds=${secs}`], o.seconds);
+            push(f, peer, Number(r.mbps));
+            log(`  ${f.label.padEnd(24)} ${peer.padEnd(10)} ${Number(r.mbps).toFixed(0).padStart(8)} Mbit/s`);
+          });
+        }
+      }
+      if (rate) {
+        for (const peer of rotate(tcpPeers, round)) {
+          await attempt(`rate ${peer}`, async () => {
+            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${tcpEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16'], o.seconds);
+            push(rate, peer, Number(r.perSecond));
+            log(`  new sessions             ${peer.padEnd(10)} ${Number(r.perSecond).toFixed(0).padStart(8)} sessions/s (errors ${String(r.errors)})`);
+          });
+        }
+      }
+      if (memory) {
+        // A fresh instance of each server, so memory left over from the throughput figures (heaps that grew and
+        // were not given back) counts in neither the idle nor the loaded figure.
+        for (const name of rotate(SERVERS.filter((s) => byName(s).udp), round)) {
+          await attempt(`memory ${name}`, async () => {
+            const fresh = await startServer(name, cli, nofile);
+            try {
+              const m = await measureMemory(fresh, generator, udpEcho.port, memoryCount);
+              memorySamples.push(m);
+              if (m.hold.errors === 0) push(memory, name, m.perAssociationKiB);
+              else generatorErrors.push(`memory ${name}: ${m.hold.errors} of ${m.count} associations failed (${m.hold.lastError})`);
+              log(`  memory ${name.padEnd(10)} ${m.perAssociationKiB.toFixed(2)} KiB/assoc (Pss ${m.idlePssKiB} → ${m.loadedPssKiB} KiB over ${m.processes} process(es); `
+                + `${m.hold.open} open, ${m.hold.echoed} echoed, ${m.hold.errors} errors${m.hold.lastError ? `: ${m.hold.lastError}` : ''})`);
+            } finally {
+              await stop(fresh.process);
+            }
+          });
+        }
+      }
+    }
+    // Added latency: each server's median round trip minus the direct one (same generator, same echo, no proxy).
+    if (p50 && p99) addedLatency([p50, p99]);
+    for (const s of servers) await stop(s.process);
+    await stop(udpEcho.process);
+    await stop(tcpEcho.process);
+  }
+
+  if (o.only.has('scale')) {
+    const count = o.quick ? 5000 : 50_000;
+    log(`scale: ${count} associations on socksgate in a network namespace`);
+    scaleResults = await scale(generator, cli, nofile, count);
+    for (const s of scaleResults) log(`  ${s.mode}: ${s.hold.open} open, ${s.hold.errors} errors, ${s.hold.echoed} echoed, ${s.hold.closedByServer} closed by the server; alive ${s.serverAlive}${s.hold.lastError ? `; last error ${s.hold.lastError}` : ''}${s.error ? `; ${s.error}` : ''}`);
+  }
+
+  writeResults(o, figures, memorySamples, scaleResults, generatorErrors, nofile);
+}
+
+function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample[], scaleResults: ScaleResult[], errors: string[], nofile: number): void {
+  const dir = `${root}bench/results/`;
+  mkdirSync(dir, { recursive: true });
+  const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const headroom = figures.filter((f) => f.group !== 'memory' && f.higherIsBetter).map((f) => {
+    const direct = median(f.samples.direct ?? []);
+    const best = Math.max(...SERVERS.map((s) => median(f.samples[s] ?? []) ?? 0));
+    return `${f.label}: direct ${direct?.toFixed(0) ?? '—'} vs best server ${best.toFixed(0)} (${direct && best ? (direct / best).toFixed(1) : '—'}×)`;
+  });
+  const md: string[] = [
+    '# socksgate side by side with Dante, v2ray and microsocks',
+    '',
+    `${when}, \`npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}\`: ${o.runs} run(s) of ${o.seconds} s per figure and server, `
+      + `medians, servers interleaved within each round. ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), shared with other work: the machine is noisy, `
+      + 'so read ratios, not digits. Generator, echo targets and servers share the same CPUs.',
+    '',
+    '## Summary',
+    '',
+    ...figures.map(summaryLine),
+    ...scaleResults.map((s) => `- ${s.hold.requested.toLocaleString('en')} associations, socksgate ${s.mode}: ${s.hold.errors === 0 && s.hold.closedByServer === 0 && s.serverAlive && !s.error ? 'held with no errors' : 'NOT held'}`
+      + ` (${s.hold.open} open, ${s.hold.echoed} answered, ${s.hold.errors} failed, ${s.hold.closedByServer} closed by the server${s.hold.lastError ? `; last error: ${s.hold.lastError}` : ''}${s.error ? `; ${s.error}` : ''}; server ${s.serverAlive ? 'alive' : 'gone'}, Pss ${s.serverPssMiB} MiB, RLIMIT_NOFILE ${s.nofile}).`),
+    '',
+    '## Figures',
+    '',
+    markdownTable(figures),
+    '',
+    '- UDP: closed loop, 8 datagrams in flight per association, round trips per second through the proxy to a UDP echo.',
+    '- Added latency: 64-byte datagrams at a fixed 2000/s on one association; the proxied round-trip percentile of each run minus the median direct one (the "direct" column is the direct round trip itself). The p99 of a few thousand samples on a shared machine is noisy.',
+    '- TCP echo: bulk writes of 16 KiB through CONNECT tunnels to a TCP echo, at most 1 MiB unanswered per tunnel; bytes echoed back per second.',
+    '- New sessions: 8 clients each looping connect, greeting, CONNECT, 32-byte echo, close.',
+    `- Memory: Pss summed over the server's process tree (/proc/PID/smaps_rollup) with ${memorySamples[0]?.count ?? '—'} idle associations open, each having relayed one datagram, minus the Pss before; `
+      + 'Pss counts pages shared between Dante\'s forked processes once. Target: ≤ 4 KiB for socksgate.',
+    '',
+    '## The generator is not the bottleneck',
+    '',
+    'The "direct" column is the same generator against the same echo targets with no proxy in between:',
+    '',
+    ...headroom.map((h) => `- ${h}`),
+    '',
+  ];
+  if (memorySamples.length > 0) {
+    md.push('## Memory samples', '', '| server | associations | Pss idle KiB | Pss loaded KiB | VmRSS idle KiB | VmRSS loaded KiB | processes | KiB/assoc | errors |', '|---|--:|--:|--:|--:|--:|--:|--:|--:|');
+    for (const m of memorySamples) md.push(`| ${m.server} | ${m.hold.open} | ${m.idlePssKiB} | ${m.loadedPssKiB} | ${m.idleRssKiB} | ${m.loadedRssKiB} | ${m.processes} | ${m.perAssociationKiB.toFixed(2)} | ${m.hold.errors}${m.hold.lastError ? ` (${m.hold.lastError})` : ''} |`);
+    md.push('');
+  }
+  if (nofile < 120_000) {
+    md.push(`Note: RLIMIT_NOFILE here cannot go above ${nofile} (raising the hard limit needs CAP_SYS_RESOURCE), so each process holds at most about that many `
+      + 'sockets: memory is measured with as many associations as fit, and the 50,000-association check cannot pass on this machine whatever the server '
+      + 'does (socksgate holds two sockets per association in both modes, the control connection and the target-facing relay socket, and each worker '
+      + 'process has its own limit, so one worker per core gives about cores × limit ÷ 2 associations).', '');
+  }
+  if (errors.length > 0) md.push('## Errors during the run', '', ...errors.map((e) => `- ${e}`), '');
+  writeFileSync(`${dir}latest.md`, md.join('\n'));
+  writeFileSync(`${dir}latest.svg`, svgPlot(figures, `socksgate, v2ray, microsocks as a ratio to Dante (${when})`));
+  writeFileSync(`${dir}latest.json`, `${JSON.stringify({ when, options: { ...o, only: [...o.only] }, nofile, figures, memorySamples, scaleResults, errors }, null, 2)}\n`);
+  log('\n' + md.slice(5, 6 + figures.length + scaleResults.length).join('\n'));
+  log('written to bench/results/latest.md, latest.svg, latest.json');
+}
+
+let ending = false;
+async function end(code: number): Promise<never> {
+  if (!ending) {
+    ending = true;
+    await stopAll().catch(() => undefined);
+    removeNamespace();
+    removeTempDirs();
+  }
+  process.exit(code);
+}
+process.on('exit', killAllNow);
+process.on('SIGINT', () => void end(130));
+process.on('SIGTERM', () => void end(143));
+main().then(() => end(0), (e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  return end(1);
+});
