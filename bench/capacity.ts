@@ -1,5 +1,6 @@
 // Memory per idle UDP association, and the 50,000-association scale check inside a network namespace.
 import { execFileSync } from 'node:child_process';
+import { cpus } from 'node:os';
 import { line, start, stop, treeMemory, exited, type Started } from './procs.js';
 import { commandLine, startEcho, socksgateArgs, type RunningServer } from './peers.js';
 
@@ -130,11 +131,14 @@ export async function scale(generator: string, cli: string, nofile: number, coun
     ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535');
     const echo = await startEcho(generator, 'echo-udp', inside, 5001);
     try {
+      // An association holds two descriptors (its control connection and its relay socket) and the descriptor limit
+      // is per process: enough workers that each stays well under it, whatever the kernel's spread of connections.
+      const workers = Math.max(cpus().length, Math.ceil((count * 2 * 1.5) / nofile));
       const modes: Array<{ mode: string; port: number; extra: string[]; share: number }> = [
         // Default mode: one relay socket per association, so one client UDP socket may serve 16 of them.
-        { mode: 'default (a UDP socket per association)', port: 1080, extra: [], share: 16 },
+        { mode: `default (a UDP socket per association), --workers ${workers}`, port: 1080, extra: ['--workers', String(workers)], share: 16 },
         // Fixed-port mode tells associations apart by client address and port: one client socket each.
-        { mode: 'fixed port (--udp-port)', port: 1081, extra: ['--udp-port', '1081'], share: 1 },
+        { mode: `fixed port (--udp-port), --workers ${workers}`, port: 1081, extra: ['--udp-port', '1081', '--workers', String(workers)], share: 1 },
       ];
       for (const m of modes) {
         const server = start(`socksgate ${m.mode}`, ...commandLine(inside, 'prlimit', [`--nofile=${nofile}:${nofile}`, '--',
