@@ -25,7 +25,7 @@ export interface HoldResult {
  * then closes them all. Client source addresses are spread over 127.0.0.2.. (srcn of them) to stay under
  * per-client session limits.
  */
-export async function holdAssociations(opts: { generator: string; prefix?: string[]; proxy: number; target: number; count: number; share: number; srcn: number },
+export async function holdAssociations(opts: { generator: string; prefix?: string[]; proxy: number; target: number; count: number; share: number; srcn: number; uport?: number },
   whileHeld: () => Promise<void>): Promise<HoldResult> {
   const holders: Started[] = [];
   const total: HoldResult = { requested: opts.count, open: 0, errors: 0, echoed: 0, closedByServer: 0, lastError: '', setupSeconds: 0 };
@@ -33,7 +33,7 @@ export async function holdAssociations(opts: { generator: string; prefix?: strin
     for (let from = 0; from < opts.count; from += PER_HOLDER) {
       const n = Math.min(PER_HOLDER, opts.count - from);
       const args = ['idle', `proxy=${opts.proxy}`, `target=${opts.target}`, `count=${n}`, `share=${opts.share}`, `srcn=${opts.srcn}`,
-        'send=1', 'threads=4', 'hold=300'];
+        'send=1', 'threads=4', 'hold=300', `first=${from}`, ...(opts.uport ? [`uport=${opts.uport}`] : [])];
       holders.push(start(`holder ${from / PER_HOLDER}`, ...commandLine(opts.prefix ?? [], opts.generator, args), { stdin: 'pipe' }));
     }
     const ready = await Promise.all(holders.map((h) => line(h, 'READY', 240_000)));
@@ -128,7 +128,9 @@ export async function scale(generator: string, cli: string, nofile: number, coun
   const results: ScaleResult[] = [];
   try {
     ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
-    ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=1024 65535');
+    // Ephemeral ports from 2048 up; fixed-port clients bind 1024-2047 (64 source addresses × 1024 ports) themselves,
+    // since each of their UDP sockets would otherwise take a port number the server's relay sockets then cannot use.
+    ip('netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_local_port_range=2048 65535');
     const echo = await startEcho(generator, 'echo-udp', inside, 5001);
     try {
       // An association holds two descriptors (its control connection and its relay socket) and the descriptor limit
@@ -146,7 +148,7 @@ export async function scale(generator: string, cli: string, nofile: number, coun
         try {
           await waitInside(generator, inside, m.port, server);
           let pss = 0;
-          const hold = await holdAssociations({ generator, prefix: inside, proxy: m.port, target: echo.port, count, share: m.share, srcn: 64 }, async () => {
+          const hold = await holdAssociations({ generator, prefix: inside, proxy: m.port, target: echo.port, count, share: m.share, srcn: 64, ...(m.share === 1 ? { uport: 1024 } : {}) }, async () => {
             await sleep(3000);
             pss = treeMemory(server.pid).pssKiB;
           });

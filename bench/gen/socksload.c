@@ -8,7 +8,7 @@
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
 //   socksload rate    proxy=P|0 target=T seconds=D [threads=K]
 //   socksload probe   port=P [seconds=D]     waits until 127.0.0.1:P accepts TCP (for servers inside a namespace)
-//   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [threads=K]
+//   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [first=F] [uport=B] [threads=K]
 //
 // proxy=0 means the direct path (no proxy): the ceiling of this generator and echo on this machine.
 // Every address is 127.0.0.0/8. Every loop ends by its `seconds`/`hold` deadline or by a bounded count.
@@ -57,9 +57,13 @@ static void die(const char *what) {
 
 // Client source address number i: 127.0.0.1 when srcn is 0, else 127.0.0.2 .. 127.0.0.(1+srcn).
 static uint32_t g_srcn;
+// idle: this holder's first global association number (holders split one count), and with uport=B the client UDP
+// sockets of single associations bind port B + n / srcn instead of an ephemeral one, so a server in the same network
+// namespace keeps the whole ephemeral range for its own relay sockets.
+static uint32_t g_first, g_uport;
 static struct sockaddr_in source_addr(uint32_t i) {
   struct sockaddr_in a = {.sin_family = AF_INET};
-  a.sin_addr.s_addr = htonl(g_srcn ? 0x7f000002u + (i % g_srcn) : INADDR_LOOPBACK);
+  a.sin_addr.s_addr = htonl(g_srcn ? 0x7f000002u + ((g_first + i) % g_srcn) : INADDR_LOOPBACK);
   return a;
 }
 static struct sockaddr_in loopback(int port) {
@@ -295,6 +299,7 @@ static int open_flow(int proxy, int target, uint32_t i, flow_t *f, int declare, 
   f->fd = socket(AF_INET, SOCK_DGRAM, 0);
   if (f->fd < 0) { *why = "udp socket"; return -1; }
   struct sockaddr_in me = source_addr(i);
+  if (g_uport && g_srcn) me.sin_port = htons((uint16_t)(g_uport + (g_first + i) / g_srcn));
   if (bind(f->fd, (struct sockaddr *)&me, sizeof me) < 0) { *why = "udp bind"; close(f->fd); return -1; }
   socklen_t l = sizeof me;
   getsockname(f->fd, (struct sockaddr *)&me, &l);
@@ -632,6 +637,8 @@ static int idle(void) {
   int threads = (int)arg("threads", 4), share = (int)arg("share", 1), send_one = (int)arg("send", 1);
   double hold = (double)arg("hold", 30);
   g_srcn = (uint32_t)arg("srcn", 0);
+  g_first = (uint32_t)arg("first", 0);
+  g_uport = (uint32_t)arg("uport", 0);
   flow_t *flows = calloc((size_t)count, sizeof *flows);
   idle_t *js = calloc((size_t)threads, sizeof *js);
   pthread_t *tids = calloc((size_t)threads, sizeof *tids);

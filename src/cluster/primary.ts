@@ -67,8 +67,10 @@ export class Primary {
       },
     });
     this.restarts = new Counter({ name: 'socksgate_worker_restarts_total', help: 'Workers restarted after they died.', registers: [this.registry] });
-    // Every worker is the same process image; the OS spreads connections over them (no hand-off through this process).
-    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    // The primary accepts and deals connections out in turn, so workers stay even however long sessions last (left
+    // to the kernel, one busy worker can end up with twice its share and run out of descriptors first).
+    // NODE_CLUSTER_SCHED_POLICY=none hands accepting to the kernel instead.
+    if (process.env.NODE_CLUSTER_SCHED_POLICY !== 'none') cluster.schedulingPolicy = cluster.SCHED_RR;
   }
 
   /** Forks the workers; resolves with the listening addresses once all listen, rejects if one fails to start. */
