@@ -1,5 +1,4 @@
 // The servers under test and the echo targets, each started as a real process on loopback with a generated config.
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
@@ -7,20 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { line, start, stop, waitForPort, type Started } from './procs.js';
 import type { ServerName } from './report.js';
+import { danteConfig, requireProgram } from '../test/helpers/servers.js';
 
 export interface RunningServer {
   name: ServerName;
   port: number;
   udp: boolean;
   process: Started;
-}
-
-export function requireProgram(program: string, debianPackage: string): string {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${program}`], { encoding: 'utf8' }).trim();
-  } catch {
-    throw new Error(`${program} is missing: apt-get install -y ${debianPackage}`);
-  }
 }
 
 /**
@@ -96,19 +88,7 @@ export async function startServer(name: ServerName, cli: string, nofile: number)
   } else if (name === 'dante') {
     const binary = requireProgram('danted', 'dante-server');
     const dir = tempDir();
-    writeFileSync(join(dir, 'danted.conf'), [
-      'logoutput: stderr',
-      `internal: 127.0.0.1 port = ${port}`,
-      'external: 127.0.0.1',
-      'socksmethod: none',
-      'clientmethod: none',
-      'user.privileged: root',
-      'user.unprivileged: nobody',
-      'client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }',
-      'socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: bind connect udpassociate }',
-      'socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: bindreply udpreply }',
-      '',
-    ].join('\n'));
+    writeFileSync(join(dir, 'danted.conf'), danteConfig(port));
     [command, args] = limited(nofile, binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')]);
   } else if (name === 'v2ray') {
     const binary = requireProgram('v2ray', 'v2ray');

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import type { SocksServer, UpstreamSnapshot } from '../server/server.js';
+import { SocksServer, type UpstreamSnapshot } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
 
@@ -115,7 +115,7 @@ export class AdminServer {
   private readonly sampler: NodeJS.Timeout;
 
   constructor(from: SocksServer | AdminSource) {
-    this.source = 'metrics' in from && typeof from.metrics === 'function' ? (from as AdminSource) : serverSource(from as SocksServer);
+    this.source = from instanceof SocksServer ? serverSource(from) : from;
     this.http = createServer((request, response) => {
       this.route(request.url ?? '/').then(
         ({ status, type, body }) => {

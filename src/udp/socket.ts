@@ -71,12 +71,11 @@ export async function bindUdp(port: number, host?: string, shared = false): Prom
 // many clients at once must not overflow it. The kernel caps it at net.core.rmem_max.
 const SHARED_RECEIVE_BUFFER = 4 * 1024 * 1024;
 
-/** Asks for a large receive buffer; returns the size the kernel granted (unchanged where it refuses). */
-export function enlargeReceiveBuffer(socket: Socket): number {
+/** Asks for a large receive buffer (the default one stays where the kernel refuses). */
+export function enlargeReceiveBuffer(socket: Socket): void {
   try {
     socket.setRecvBufferSize(SHARED_RECEIVE_BUFFER);
   } catch {
     // Refused (a hardened kernel): the default buffer stays.
   }
-  return socket.getRecvBufferSize();
 }

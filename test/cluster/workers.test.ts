@@ -43,6 +43,13 @@ async function associateFrom(socksPort: number, clientHost: string, declare: boo
   return { control, udp, relayPort: reply.port };
 }
 
+function release(open: Array<{ control: Peer; udp: UdpPeer }>): void {
+  for (const a of open) {
+    a.control.destroy();
+    a.udp.close();
+  }
+}
+
 /** Sends `count` numbered datagrams one at a time and checks each echo is this association's, byte for byte. */
 async function roundTrips(a: { udp: UdpPeer; relayPort: number }, echoPort: number, tag: string, count: number): Promise<void> {
   for (let i = 0; i < count; i++) {
@@ -126,10 +133,7 @@ describe('workers (--workers 2)', () => {
       if (perWorker.every((n) => n > 0)) assert.ok(steered > 0, `datagrams were steered between workers (${steered})`);
       t.diagnostic(`associations per worker ${JSON.stringify(perWorker)}, datagrams steered between workers: ${steered}`);
     } finally {
-      for (const a of open) {
-        a.control.destroy();
-        a.udp.close();
-      }
+      release(open);
       echo.close();
       await cli.stop();
     }
@@ -169,10 +173,7 @@ describe('workers (--workers 2)', () => {
       assert.equal(metric(metrics, 'socksgate_workers'), 2);
       assert.equal(metric(metrics, 'socksgate_worker_restarts_total'), 1);
     } finally {
-      for (const a of open) {
-        a.control.destroy();
-        a.udp.close();
-      }
+      release(open);
       echo.close();
       await cli.stop();
     }

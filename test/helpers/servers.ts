@@ -190,14 +190,9 @@ export async function startBlackhole(): Promise<Running<ChildProcess>> {
  * Dante (danted, from Debian's dante-server) on 127.0.0.1 serving CONNECT, BIND and UDP ASSOCIATE
  * without authentication, in the foreground, with a generated config.
  */
-export async function startDante(): Promise<Running<ChildProcess>> {
-  const binary = requireProgram('danted', 'dante-server');
-  const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const dir = await mkdtemp(join(tmpdir(), 'socksgate-dante-'));
-  const port = await freeTcpUdpPort();
-  const config = [
+/** Dante serving CONNECT, BIND and UDP ASSOCIATE on 127.0.0.1:port without auth (see ../shared/INTEROP.md). */
+export function danteConfig(port: number): string {
+  return [
     'logoutput: stderr',
     `internal: 127.0.0.1 port = ${port}`,
     'external: 127.0.0.1',
@@ -208,8 +203,18 @@ export async function startDante(): Promise<Running<ChildProcess>> {
     'client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }',
     'socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 command: bind connect udpassociate }',
     'socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: bindreply udpreply }',
+    '',
   ].join('\n');
-  await writeFile(join(dir, 'danted.conf'), `${config}\n`);
+}
+
+export async function startDante(): Promise<Running<ChildProcess>> {
+  const binary = requireProgram('danted', 'dante-server');
+  const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'socksgate-dante-'));
+  const port = await freeTcpUdpPort();
+  await writeFile(join(dir, 'danted.conf'), danteConfig(port));
   const child = spawn(binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
