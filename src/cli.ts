@@ -27,6 +27,7 @@ import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
 import { sendToPrimary } from './cluster/messages.js';
 import { Primary } from './cluster/primary.js';
+import { udpIo } from './udp/native.js';
 import { WorkerSteering } from './cluster/steering.js';
 import { linkWorker, workerCount, workerIdentity } from './cluster/worker.js';
 
@@ -222,7 +223,7 @@ async function listenAdmin(admin: AdminServer | null, config: Config, log: Logge
 function logListening(log: Logger, bound: Array<{ host: string; port: number }>, config: Config, workers = 1): void {
   const where = bound.map((b) => formatAddress(addressFromHost(b.host, b.port)));
   const auth = config.users ? 'username/password' : 'none';
-  log.info({ listen: where, auth, workers }, `socksgate ${pkg.version} listening on ${where.join(', ')}${workers > 1 ? ` (${workers} workers)` : ''}`);
+  log.info({ listen: where, auth, workers, udpIo: udpIo().description }, `socksgate ${pkg.version} listening on ${where.join(', ')}${workers > 1 ? ` (${workers} workers)` : ''}`);
 }
 
 /** Calls `onChange` (debounced) when one of the files changes; editors that replace files are handled. */

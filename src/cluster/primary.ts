@@ -176,6 +176,8 @@ export class Primary {
         merged.workers!.sort((a, b) => a.worker - b.worker);
         const upstreams = mergeUpstreams(replies.map((reply) => (reply.data as StatusData).upstreams ?? []));
         if (upstreams.length > 0) merged.upstreams = upstreams;
+        const io = replies.map((reply) => (reply.data as StatusData).udpIo).find((d) => d !== undefined);
+        if (io !== undefined) merged.udpIo = io;
         return merged;
       },
     };

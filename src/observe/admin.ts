@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client';
 import { SocksServer, type UpstreamSnapshot } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
+import { udpIo } from '../udp/native.js';
 
 /** Running totals the status page charts. */
 export interface Sample {
@@ -23,6 +24,8 @@ export interface StatusData {
   workers?: Array<{ worker: number; pid: number; sessions: number }>;
   /** Gateway mode: each upstream's state. */
   upstreams?: UpstreamSnapshot[];
+  /** The relay sockets' UDP I/O: the native helper's batches, or dgram (and why). */
+  udpIo?: string;
 }
 
 /**
@@ -84,6 +87,7 @@ export function localStatus(server: SocksServer): StatusData {
     },
     drops: { ...udp.drops },
     ...(server.upstreams().length > 0 ? { upstreams: server.upstreams() } : {}),
+    udpIo: udpIo().description,
   };
 }
 

@@ -27,7 +27,10 @@ export class FrameChannel implements ClientChannel {
     socket.on('drain', this.flush);
   }
 
-  send(header: Buffer, payload: Buffer, _port: number): void {
+  // Frames are copies: the payload is never kept.
+  readonly keepsPayload = false;
+
+  send(header: Buffer, payload: Buffer, _port: number): null {
     // The relay's reply header is RSV RSV FRAG ATYP ADDR PORT; a frame wants DATLEN DATLEN HDRLEN ATYP ADDR PORT.
     const frame = Buffer.allocUnsafe(header.length + payload.length);
     frame.writeUInt16BE(payload.length, 0);
@@ -36,7 +39,7 @@ export class FrameChannel implements ClientChannel {
     payload.copy(frame, header.length);
     if (this.queue.length === 0 && !this.socket.writableNeedDrain) {
       this.socket.write(frame);
-      return;
+      return null;
     }
     this.queue.push(frame);
     this.queued += frame.length;
@@ -44,6 +47,7 @@ export class FrameChannel implements ClientChannel {
       this.queued -= this.queue.shift()!.length;
       this.stats.drops.congested++;
     }
+    return null;
   }
 
   release(): void {

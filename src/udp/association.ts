@@ -1,17 +1,19 @@
-import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Resolver } from '../dns/resolver.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
 import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
-import { addressForSocket, bindUdp, unmapAddress, type BoundUdp } from './socket.js';
+import { openRelay, type RelayReceiver, type RelaySocket } from './relay-socket.js';
+import { addressForSocket, unmapAddress } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
 import type { Policy } from '../policy/policy.js';
 
 /** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
 export interface ClientChannel {
-  /** Sends header + payload to the client at `port` (its IP is the channel's business). */
-  send(header: Buffer, payload: Buffer, port: number): void;
+  /** Sends header + payload to the client at `port` (its IP is the channel's business); null when sent, else the OS's refusal code. */
+  send(header: Buffer, payload: Buffer, port: number): string | null;
+  /** send() may keep `payload` past the call (a dgram send the OS queued): a transient view is copied first. */
+  readonly keepsPayload: boolean;
   /** The association is done with the channel. */
   release(): void;
 }
@@ -68,7 +70,7 @@ const MAX_WAITING_FOR_DNS = 64;
  * releases all of them. Datagrams from the client are unwrapped and sent on from the relay socket;
  * datagrams from destinations are wrapped with their real source and sent to the client.
  */
-export class Association {
+export class Association implements RelayReceiver, ClientChannel {
   /** Payload bytes client → destinations, and destinations → client. */
   up = 0;
   down = 0;
@@ -78,7 +80,7 @@ export class Association {
   /** The client's UDP port, once declared or learned. */
   clientPort: number | null;
 
-  private relay!: BoundUdp;
+  private relay!: RelaySocket;
   private channel: ClientChannel | null = null;
   private clientIp: string;
   private clientOnRelay = '';
@@ -130,20 +132,17 @@ export class Association {
    * Returns false when the association was closed meanwhile (nothing is left open then).
    */
   async open(): Promise<boolean> {
-    const relay = await bindUdp(0);
+    const relay = await openRelay();
     if (this.closed) {
-      relay.socket.close();
+      relay.close();
       return false;
     }
     this.relay = relay;
     this.options.stats.associationsOpened++;
-    const socket = relay.socket;
     this.clientOnRelay = addressForSocket(this.clientIp, relay.dualStack) ?? this.clientIp;
-    if (!this.options.shared) {
-      this.channel = { send: (header, payload, port) => socket.send([header, payload], port, this.clientOnRelay, this.onSent), release: () => {} };
-    }
-    socket.on('message', this.options.shared ? this.onTargetMessage : this.onRelayMessage);
-    socket.on('error', (error: NodeJS.ErrnoException) => this.drop('send-error', 1, error.code));
+    // Per-association mode: the relay socket is also the way to the client.
+    if (!this.options.shared) this.channel = this;
+    relay.receive(this);
     if (this.options.idleTimeoutMs > 0) this.armIdle(this.options.idleTimeoutMs);
     return true;
   }
@@ -187,7 +186,7 @@ export class Association {
     this.decisions.clear();
     this.channel?.release();
     if (this.relay) {
-      this.relay.socket.close();
+      this.relay.close();
       this.options.stats.associationsClosed++;
     }
   }
@@ -228,10 +227,9 @@ export class Association {
 
   /** Sends from the relay socket and counts it; false when the OS refused at once (counted as a drop). */
   private sendOn(target: string, port: number, payload: Buffer): boolean {
-    try {
-      this.relay.socket.send(payload, port, target, this.onSent);
-    } catch (error) {
-      this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
+    const refused = this.relay.send(null, payload, port, target);
+    if (refused !== null) {
+      this.drop('send-error', 1, refused);
       return false;
     }
     const stats = this.options.stats;
@@ -271,7 +269,8 @@ export class Association {
     if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
     if (address.port === 0) return this.drop('malformed', 1, 'destination port 0');
     if (this.options.egress) {
-      this.options.egress(address, payload);
+      // The egress may hold on to the payload (a TCP write), which a transient relay's view cannot outlive.
+      this.options.egress(address, this.relay?.transient ? Buffer.from(payload) : payload);
       stats.forwardedDatagrams++;
       stats.forwardedBytes += payload.length;
       this.up += payload.length;
@@ -314,6 +313,8 @@ export class Association {
     }
     if (this.waitingForDns >= MAX_WAITING_FOR_DNS) return this.drop('dns', 1);
     this.waitingForDns++;
+    // Kept past this call while the name resolves.
+    payload = Buffer.from(payload);
     this.options.resolver.resolve(address.host).then(
       (addresses) => {
         this.waitingForDns--;
@@ -357,49 +358,67 @@ export class Association {
       this.strangers.set(key, header);
     }
     if (header.length + payload.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
-    this.channel.send(header, payload, this.clientPort);
+    const refused = this.channel.send(header, payload, this.clientPort);
+    if (refused !== null) return this.drop('send-error', 1, refused);
     stats.deliveredDatagrams++;
     stats.deliveredBytes += payload.length;
     this.down += payload.length;
     this.datagramsDown++;
   }
 
-  /** Per-association mode: the relay socket hears both the client and the destinations. */
-  private readonly onRelayMessage = (datagram: Buffer, from: RemoteInfo): void => {
-    if (from.address === this.clientOnRelay) {
-      if (this.clientPort === null) this.clientPort = from.port;
-      if (from.port === this.clientPort) return this.fromClient(datagram);
+  /**
+   * A datagram on the relay socket. Per-association mode: it hears both the client and the
+   * destinations. Fixed-port mode: destinations only (the client uses the shared socket).
+   */
+  onDatagram(datagram: Buffer, address: string, port: number): void {
+    if (!this.options.shared && address === this.clientOnRelay) {
+      if (this.clientPort === null) this.clientPort = port;
+      if (port === this.clientPort) return this.fromClient(datagram);
       // Another port of the client's host: a destination only if the client sent to it.
-      if (!this.options.endpointIndependent && !this.peers.has(`${from.address}|${from.port}`)) {
+      if (!this.options.endpointIndependent && !this.peers.has(`${address}|${port}`)) {
         this.options.stats.clientDatagrams++;
         return this.drop('source', 1);
       }
     }
-    this.onTargetMessage(datagram, from);
-  };
+    this.fromTarget(datagram, address, port);
+  }
+
+  /** Sends the relay socket accepted and the OS refused later. */
+  onSendError(code: string, count: number): void {
+    this.drop('send-error', count, code);
+  }
+
+  /** Per-association mode's channel to the client: the relay socket itself (it copies what it queues). */
+  readonly keepsPayload = false;
+
+  send(header: Buffer, payload: Buffer, port: number): string | null {
+    return this.relay.send(header, payload, port, this.clientOnRelay);
+  }
+
+  release(): void {}
 
   /** A datagram from a destination (or anyone, with endpoint-independent filtering). */
-  private readonly onTargetMessage = (datagram: Buffer, from: RemoteInfo): void => {
+  private fromTarget(datagram: Buffer, address: string, port: number): void {
     const stats = this.options.stats;
     stats.replyDatagrams++;
     stats.replyBytes += datagram.length;
     this.lastActivity = Date.now();
     let header: Buffer | undefined;
-    if (from.port === this.lastFromPort && from.address === this.lastFromAddress) header = this.lastFromHeader!;
+    if (port === this.lastFromPort && address === this.lastFromAddress) header = this.lastFromHeader!;
     else {
-      const key = `${from.address}|${from.port}`;
+      const key = `${address}|${port}`;
       header = this.peers.get(key);
       if (header !== undefined) {
         // Peers are never forgotten while the association lives, so the memo stays true.
-        this.lastFromAddress = from.address;
-        this.lastFromPort = from.port;
+        this.lastFromAddress = address;
+        this.lastFromPort = port;
         this.lastFromHeader = header;
       } else {
         if (!this.options.endpointIndependent) return this.drop('filtered', 1);
         header = this.strangers.get(key);
         if (header === undefined) {
           if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
-          header = replyHeader(unmapAddress(from.address), from.port);
+          header = replyHeader(unmapAddress(address), port);
           this.strangers.set(key, header);
         }
       }
@@ -411,20 +430,14 @@ export class Association {
     }
     if (datagram.length > this.options.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     if (this.channel === null) return this.drop('filtered', 1);
-    try {
-      this.channel.send(header, datagram, this.clientPort);
-    } catch (error) {
-      return this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
-    }
+    const bytes = this.relay.transient && this.channel.keepsPayload ? Buffer.from(datagram) : datagram;
+    const refused = this.channel.send(header, bytes, this.clientPort);
+    if (refused !== null) return this.drop('send-error', 1, refused);
     stats.deliveredDatagrams++;
     stats.deliveredBytes += datagram.length;
     this.down += datagram.length;
     this.datagramsDown++;
-  };
-
-  private readonly onSent = (error: Error | null): void => {
-    if (error) this.drop('send-error', 1, (error as NodeJS.ErrnoException).code);
-  };
+  }
 
   /** Counts (and at debug level logs) datagrams that were not relayed. */
   drop(reason: DropReason, count: number, detail?: string): void {

@@ -76,7 +76,15 @@ export class FixedPortDemux {
       if (error) stats.drops['send-error']++;
     };
     const channel: ClientChannel = {
-      send: (header, payload, port) => socket.send([header, payload], port, target, onSent),
+      keepsPayload: true,
+      send: (header, payload, port) => {
+        try {
+          socket.send([header, payload], port, target, onSent);
+          return null;
+        } catch (error) {
+          return (error as NodeJS.ErrnoException).code ?? 'EIO';
+        }
+      },
       release: () => this.unregister(association),
     };
     // With workers, the reply waits until every sibling knows where this client's datagrams go.

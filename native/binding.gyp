@@ -1,0 +1,15 @@
+{
+  "targets": [
+    {
+      "target_name": "socksgate_udp",
+      "conditions": [
+        ["OS=='linux'", {
+          "sources": ["udp-relay.c"],
+          "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+        }, {
+          "type": "none"
+        }]
+      ]
+    }
+  ]
+}

@@ -1,0 +1,506 @@
+// Optional batched UDP I/O for the relay sockets (Linux): recvmmsg(2) and sendmmsg(2).
+//
+// Node's dgram makes one system call, one buffer and one JS callback per datagram. Here a readable
+// socket is drained up to BATCH datagrams per recvmmsg into one arena shared by every socket of the
+// process, JS is called once per batch (it reads lengths and senders from a metadata array and the
+// bytes from views of the arena), and the sends JS makes meanwhile are queued and leave in one
+// sendmmsg per socket when JS returns. The pure TypeScript path (dgram) stays the fallback.
+//
+// Contract with JS (src/udp/native.ts):
+//   setup(dispatch, onError) -> { arena: ArrayBuffer, meta: ArrayBuffer, batch, slot }
+//     dispatch(owner, count): datagram i is arena[i*slot, i*slot + len); meta as int32 per datagram
+//       [len, port, family (4|6), 0, addr words 0..3 (raw network-order bytes)].
+//       The views are valid only during the call: whatever must outlive it is copied.
+//     onError(owner, code, count): sends queued during a batch that the kernel refused.
+//   bind(owner, ipv6) -> [handle, port]   throws an Error with .code on failure
+//   send(handle, header|null, payload, port, address) -> 0, or a negative errno when refused at once
+//   ntop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
+//   close(handle)
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define BATCH 32
+#define SLOT 65536
+#define META_WORDS 8
+#define SEND_MAX 64
+#define SEND_ARENA (1024 * 1024)
+#define ROUNDS 4
+
+typedef struct state state_t;
+
+typedef struct relay {
+  uv_poll_t poll;
+  state_t *st;
+  napi_ref owner;
+  int fd;
+  int ipv6;
+  int closing;
+  int send_errors;
+  int last_errno;
+  int error_listed;
+} relay_t;
+
+struct state {
+  napi_env env;
+  napi_ref dispatch;
+  napi_ref on_error;
+  napi_async_context context;
+  uv_loop_t *loop;
+  char *arena;
+  int32_t *meta;
+  struct mmsghdr rmsgs[BATCH];
+  struct iovec riov[BATCH];
+  struct sockaddr_in6 raddr[BATCH];
+  int in_batch;
+  // The send queue: entries [0, nsend) with their bytes in send_arena[0, send_used).
+  int nsend;
+  size_t send_used;
+  char *send_arena;
+  relay_t *send_owner[SEND_MAX];
+  struct mmsghdr smsgs[SEND_MAX];
+  struct iovec siov[SEND_MAX];
+  struct sockaddr_in6 saddr[SEND_MAX];
+  relay_t *errored[SEND_MAX];
+  int nerrored;
+  // The last address text parsed for a send, and what it parsed to.
+  char last_text[64];
+  int last_ipv6;
+  struct sockaddr_in6 last_addr;
+};
+
+static const char *errno_code(int e) {
+  switch (e) {
+    case EAGAIN: return "EAGAIN";
+    case ENOBUFS: return "ENOBUFS";
+    case EMSGSIZE: return "EMSGSIZE";
+    case EINVAL: return "EINVAL";
+    case ENETUNREACH: return "ENETUNREACH";
+    case EHOSTUNREACH: return "EHOSTUNREACH";
+    case EACCES: return "EACCES";
+    case EPERM: return "EPERM";
+    case EADDRINUSE: return "EADDRINUSE";
+    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case ENOMEM: return "ENOMEM";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    default: return "EIO";
+  }
+}
+
+static napi_value throw_errno(napi_env env, int e, const char *what) {
+  char message[128];
+  snprintf(message, sizeof message, "%s: %s", what, strerror(e));
+  napi_throw_error(env, errno_code(e), message);
+  return NULL;
+}
+
+#define CHECK(call)                                  \
+  do {                                               \
+    if ((call) != napi_ok) {                         \
+      napi_throw_error(env, NULL, "N-API call failed: " #call); \
+      return NULL;                                   \
+    }                                                \
+  } while (0)
+
+static void report_uncaught(napi_env env) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) return;
+  napi_value error;
+  napi_get_and_clear_last_exception(env, &error);
+  napi_fatal_exception(env, error);
+}
+
+static void call_js(state_t *st, napi_ref fn_ref, int argc, napi_value *argv) {
+  napi_env env = st->env;
+  napi_value fn, global, result;
+  napi_get_reference_value(env, fn_ref, &fn);
+  napi_get_global(env, &global);
+  // make_callback: JS's microtasks and nextTicks run after it, as after any I/O callback.
+  if (napi_make_callback(env, st->context, global, fn, argc, argv, &result) != napi_ok) report_uncaught(env);
+}
+
+// Sends what the batch queued: one sendmmsg per run of entries on the same socket. Refusals are
+// noted on their socket and reported by report_errors() once JS is no longer running.
+static void flush(state_t *st) {
+  int i = 0;
+  while (i < st->nsend) {
+    relay_t *r = st->send_owner[i];
+    int end = i + 1;
+    while (end < st->nsend && st->send_owner[end] == r) end++;
+    int at = i;
+    while (at < end) {
+      int sent = sendmmsg(r->fd, &st->smsgs[at], (unsigned)(end - at), MSG_DONTWAIT);
+      if (sent > 0) {
+        at += sent;
+        continue;
+      }
+      if (sent < 0 && errno == EINTR) continue;
+      // The entry at `at` was refused: counted, and the rest still go.
+      r->send_errors++;
+      r->last_errno = sent < 0 ? errno : EIO;
+      if (!r->error_listed && st->nerrored < SEND_MAX) {
+        r->error_listed = 1;
+        st->errored[st->nerrored++] = r;
+      }
+      at++;
+    }
+    i = end;
+  }
+  st->nsend = 0;
+  st->send_used = 0;
+}
+
+static void report_errors(state_t *st) {
+  int nerrored = st->nerrored;
+  st->nerrored = 0;
+  for (int k = 0; k < nerrored; k++) {
+    relay_t *r = st->errored[k];
+    int count = r->send_errors, code = r->last_errno;
+    r->send_errors = 0;
+    r->error_listed = 0;
+    if (r->closing) continue;
+    napi_value argv[3];
+    napi_get_reference_value(st->env, r->owner, &argv[0]);
+    napi_create_string_utf8(st->env, errno_code(code), NAPI_AUTO_LENGTH, &argv[1]);
+    napi_create_int32(st->env, count, &argv[2]);
+    call_js(st, st->on_error, 3, argv);
+  }
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  relay_t *r = (relay_t *)handle->data;
+  state_t *st = r->st;
+  napi_env env = st->env;
+  (void)events;
+  if (status < 0 || r->closing) return;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  for (int round = 0; round < ROUNDS && !r->closing; round++) {
+    for (int i = 0; i < BATCH; i++) {
+      st->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+      st->rmsgs[i].msg_hdr.msg_flags = 0;
+    }
+    int n = recvmmsg(r->fd, st->rmsgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0) break;
+    for (int i = 0; i < n; i++) {
+      int32_t *m = st->meta + i * META_WORDS;
+      const struct sockaddr *from = (const struct sockaddr *)&st->raddr[i];
+      m[0] = (int32_t)st->rmsgs[i].msg_len;
+      m[3] = 0;
+      if (from->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)from;
+        m[1] = ntohs(a->sin6_port);
+        m[2] = 6;
+        memcpy(&m[4], &a->sin6_addr, 16);
+      } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)from;
+        m[1] = ntohs(a->sin_port);
+        m[2] = 4;
+        memcpy(&m[4], &a->sin_addr, 4);
+        m[5] = m[6] = m[7] = 0;
+      }
+    }
+    napi_value argv[2];
+    napi_get_reference_value(env, r->owner, &argv[0]);
+    napi_create_int32(env, n, &argv[1]);
+    st->in_batch = 1;
+    call_js(st, st->dispatch, 2, argv);
+    st->in_batch = 0;
+    flush(st);
+    report_errors(st);
+    if (n < BATCH) break;
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static int parse_address(state_t *st, const char *text, int ipv6, struct sockaddr_in6 *out) {
+  if (st->last_ipv6 == ipv6 && strcmp(text, st->last_text) == 0) {
+    *out = st->last_addr;
+    return 0;
+  }
+  struct sockaddr_in6 addr;
+  memset(&addr, 0, sizeof addr);
+  if (ipv6) {
+    addr.sin6_family = AF_INET6;
+    if (inet_pton(AF_INET6, text, &addr.sin6_addr) != 1) return -EINVAL;
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&addr;
+    a->sin_family = AF_INET;
+    if (inet_pton(AF_INET, text, &a->sin_addr) != 1) return -EINVAL;
+  }
+  snprintf(st->last_text, sizeof st->last_text, "%s", text);
+  st->last_ipv6 = ipv6;
+  st->last_addr = addr;
+  *out = addr;
+  return 0;
+}
+
+static state_t *state_of(napi_env env) {
+  void *data = NULL;
+  napi_get_instance_data(env, &data);
+  return (state_t *)data;
+}
+
+static napi_value get_relay(napi_env env, napi_value value, relay_t **out) {
+  void *data = NULL;
+  if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "not a relay socket handle");
+    return NULL;
+  }
+  *out = (relay_t *)data;
+  return value;
+}
+
+// send(handle, header|null, payload, port, address) -> 0 | -errno
+static napi_value js_send(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r;
+  if (!get_relay(env, argv[0], &r)) return NULL;
+  state_t *st = r->st;
+  void *head = NULL, *body = NULL;
+  size_t head_len = 0, body_len = 0;
+  napi_valuetype type;
+  CHECK(napi_typeof(env, argv[1], &type));
+  if (type != napi_null && type != napi_undefined) CHECK(napi_get_buffer_info(env, argv[1], &head, &head_len));
+  CHECK(napi_get_buffer_info(env, argv[2], &body, &body_len));
+  int32_t port;
+  CHECK(napi_get_value_int32(env, argv[3], &port));
+  char text[64];
+  size_t text_len;
+  CHECK(napi_get_value_string_latin1(env, argv[4], text, sizeof text, &text_len));
+  int rc = 0;
+  struct sockaddr_in6 addr;
+  if (r->closing) rc = -EBADF;
+  else if (port <= 0 || port > 65535) rc = -EINVAL;
+  else rc = parse_address(st, text, r->ipv6, &addr);
+  if (rc == 0) {
+    if (r->ipv6) addr.sin6_port = htons((uint16_t)port);
+    else ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)port);
+    socklen_t addr_len = r->ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    size_t total = head_len + body_len;
+    if (st->in_batch && total <= SEND_ARENA) {
+      if (st->nsend == SEND_MAX || st->send_used + total > SEND_ARENA) flush(st);
+      int k = st->nsend++;
+      char *bytes = st->send_arena + st->send_used;
+      if (head_len) memcpy(bytes, head, head_len);
+      memcpy(bytes + head_len, body, body_len);
+      st->send_used += total;
+      st->send_owner[k] = r;
+      st->saddr[k] = addr;
+      st->siov[k].iov_base = bytes;
+      st->siov[k].iov_len = total;
+      struct msghdr *h = &st->smsgs[k].msg_hdr;
+      memset(h, 0, sizeof *h);
+      h->msg_name = &st->saddr[k];
+      h->msg_namelen = addr_len;
+      h->msg_iov = &st->siov[k];
+      h->msg_iovlen = 1;
+    } else {
+      // Outside a batch (a DNS answer, a timer, an upstream's reply): at once, from the caller's buffers.
+      struct iovec iov[2];
+      int n = 0;
+      if (head_len) iov[n++] = (struct iovec){ head, head_len };
+      iov[n++] = (struct iovec){ body, body_len };
+      struct msghdr h;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &addr;
+      h.msg_namelen = addr_len;
+      h.msg_iov = iov;
+      h.msg_iovlen = (size_t)n;
+      ssize_t sent;
+      do sent = sendmsg(r->fd, &h, MSG_DONTWAIT);
+      while (sent < 0 && errno == EINTR);
+      if (sent < 0) rc = -errno;
+    }
+  }
+  CHECK(napi_create_int32(env, rc, &result));
+  return result;
+}
+
+// bind(owner, ipv6) -> [handle, port]
+static napi_value js_bind(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  state_t *st = state_of(env);
+  if (st == NULL) {
+    napi_throw_error(env, NULL, "setup() was not called");
+    return NULL;
+  }
+  bool ipv6;
+  CHECK(napi_get_value_bool(env, argv[1], &ipv6));
+  int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  struct sockaddr_in6 addr;
+  memset(&addr, 0, sizeof addr);
+  socklen_t len;
+  if (ipv6) {
+    int off = 0;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    addr.sin6_family = AF_INET6;
+    addr.sin6_addr = in6addr_any;
+    len = sizeof(struct sockaddr_in6);
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&addr;
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_ANY);
+    len = sizeof(struct sockaddr_in);
+  }
+  if (bind(fd, (struct sockaddr *)&addr, len) < 0 || getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "bind");
+  }
+  int port = ntohs(ipv6 ? addr.sin6_port : ((struct sockaddr_in *)&addr)->sin_port);
+  relay_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    close(fd);
+    return throw_errno(env, ENOMEM, "bind");
+  }
+  r->st = st;
+  r->fd = fd;
+  r->ipv6 = ipv6;
+  if (uv_poll_init(st->loop, &r->poll, fd) != 0) {
+    free(r);
+    close(fd);
+    return throw_errno(env, EIO, "uv_poll_init");
+  }
+  r->poll.data = r;
+  napi_create_reference(env, argv[0], 1, &r->owner);
+  uv_poll_start(&r->poll, UV_READABLE, on_readable);
+  napi_value handle, port_value, result;
+  CHECK(napi_create_external(env, r, NULL, NULL, &handle));
+  CHECK(napi_create_int32(env, port, &port_value));
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_set_element(env, result, 0, handle));
+  CHECK(napi_set_element(env, result, 1, port_value));
+  return result;
+}
+
+static void on_closed(uv_handle_t *handle) {
+  relay_t *r = (relay_t *)handle->data;
+  close(r->fd);
+  free(r);
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r;
+  if (!get_relay(env, argv[0], &r)) return NULL;
+  if (r->closing) return NULL;
+  r->closing = 1;
+  // Sends this socket queued in the running batch still go (the descriptor closes after it).
+  napi_delete_reference(env, r->owner);
+  r->owner = NULL;
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, on_closed);
+  return NULL;
+}
+
+static napi_value js_ntop(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  state_t *st = state_of(env);
+  int32_t i;
+  CHECK(napi_get_value_int32(env, argv[0], &i));
+  if (st == NULL || i < 0 || i >= BATCH) {
+    napi_throw_range_error(env, NULL, "no such datagram");
+    return NULL;
+  }
+  char text[INET6_ADDRSTRLEN];
+  const int32_t *m = st->meta + i * META_WORDS;
+  if (inet_ntop(m[2] == 6 ? AF_INET6 : AF_INET, &m[4], text, sizeof text) == NULL) text[0] = 0;
+  CHECK(napi_create_string_latin1(env, text, NAPI_AUTO_LENGTH, &result));
+  return result;
+}
+
+static void free_state(napi_env env, void *data, void *hint) {
+  (void)hint;
+  state_t *st = (state_t *)data;
+  if (st->context) napi_async_destroy(env, st->context);
+  if (st->dispatch) napi_delete_reference(env, st->dispatch);
+  if (st->on_error) napi_delete_reference(env, st->on_error);
+  free(st->arena);
+  free(st->meta);
+  free(st->send_arena);
+  free(st);
+}
+
+// setup(dispatch, onError) -> { arena, meta, batch, slot }
+static napi_value js_setup(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (state_of(env) != NULL) {
+    napi_throw_error(env, NULL, "setup() was already called");
+    return NULL;
+  }
+  state_t *st = calloc(1, sizeof *st);
+  if (st == NULL) return throw_errno(env, ENOMEM, "setup");
+  st->env = env;
+  st->arena = malloc((size_t)BATCH * SLOT);
+  st->meta = calloc(BATCH * META_WORDS, sizeof(int32_t));
+  st->send_arena = malloc(SEND_ARENA);
+  if (!st->arena || !st->meta || !st->send_arena) {
+    free(st->arena);
+    free(st->meta);
+    free(st->send_arena);
+    free(st);
+    return throw_errno(env, ENOMEM, "setup");
+  }
+  for (int i = 0; i < BATCH; i++) {
+    st->riov[i].iov_base = st->arena + (size_t)i * SLOT;
+    st->riov[i].iov_len = SLOT;
+    st->rmsgs[i].msg_hdr.msg_iov = &st->riov[i];
+    st->rmsgs[i].msg_hdr.msg_iovlen = 1;
+    st->rmsgs[i].msg_hdr.msg_name = &st->raddr[i];
+  }
+  st->last_ipv6 = -1;
+  CHECK(napi_get_uv_event_loop(env, &st->loop));
+  CHECK(napi_create_reference(env, argv[0], 1, &st->dispatch));
+  CHECK(napi_create_reference(env, argv[1], 1, &st->on_error));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "socksgate:udp-relay", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &st->context));
+  CHECK(napi_set_instance_data(env, st, free_state, NULL));
+  napi_value result, arena, meta, batch, slot;
+  // The arena and metadata live as long as the state; JS only ever views them.
+  CHECK(napi_create_external_arraybuffer(env, st->arena, (size_t)BATCH * SLOT, NULL, NULL, &arena));
+  CHECK(napi_create_external_arraybuffer(env, st->meta, BATCH * META_WORDS * sizeof(int32_t), NULL, NULL, &meta));
+  CHECK(napi_create_int32(env, BATCH, &batch));
+  CHECK(napi_create_int32(env, SLOT, &slot));
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_set_named_property(env, result, "arena", arena));
+  CHECK(napi_set_named_property(env, result, "meta", meta));
+  CHECK(napi_set_named_property(env, result, "batch", batch));
+  CHECK(napi_set_named_property(env, result, "slot", slot));
+  return result;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+    { "setup", NULL, js_setup, NULL, NULL, NULL, napi_default, NULL },
+    { "bind", NULL, js_bind, NULL, NULL, NULL, napi_default, NULL },
+    { "send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL },
+    { "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
+    { "ntop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

@@ -1,0 +1,166 @@
+// The optional native helper for relay sockets (native/udp-relay.c): batched recvmmsg/sendmmsg.
+// Loaded when it was built (npm install builds it where a compiler is present); otherwise the relay
+// uses dgram. SOCKSGATE_NATIVE=0 turns it off, SOCKSGATE_NATIVE=1 makes its absence an error.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { constants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** What a relay socket hands its datagrams and late send failures to. */
+export interface RelayReceiver {
+  /** A datagram from address:port. With a transient socket `datagram` is valid only during the call. */
+  onDatagram(datagram: Buffer, address: string, port: number): void;
+  /** Sends the OS refused after they were accepted (`count` of them, the last with `code`). */
+  onSendError(code: string, count: number): void;
+}
+
+interface Addon {
+  setup(dispatch: (owner: NativeRelay, count: number) => void, onError: (owner: NativeRelay, code: string, count: number) => void): {
+    arena: ArrayBuffer;
+    meta: ArrayBuffer;
+    batch: number;
+    slot: number;
+  };
+  bind(owner: NativeRelay, ipv6: boolean): [unknown, number];
+  send(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string): number;
+  ntop(index: number): string;
+  close(handle: unknown): void;
+}
+
+const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_udp.node');
+// Words per datagram in the metadata array: length, port, family, unused, then 4 address words.
+const META_WORDS = 8;
+
+/** The package root's copy of the built addon: dist/udp/ in a package, build/src/udp/ in tests. */
+function findAddon(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, ADDON_PATH);
+    if (existsSync(candidate)) return candidate;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+interface Loaded {
+  addon: Addon;
+  arena: Buffer;
+  meta: Int32Array;
+  slot: number;
+}
+
+function load(): { loaded: Loaded | null; reason: string } {
+  const wanted = process.env.SOCKSGATE_NATIVE;
+  if (wanted === '0') return { loaded: null, reason: 'turned off by SOCKSGATE_NATIVE=0' };
+  let reason: string;
+  if (process.platform !== 'linux') reason = 'only built on Linux';
+  else {
+    const path = findAddon();
+    if (path === null) reason = `not built (${ADDON_PATH} is missing; run npm install with a C compiler present)`;
+    else {
+      try {
+        const addon = createRequire(import.meta.url)(path) as Addon;
+        const shared = addon.setup(
+          (owner, count) => owner.deliver(count),
+          (owner, code, count) => owner.receiver?.onSendError(code, count),
+        );
+        return { loaded: { addon, arena: Buffer.from(shared.arena), meta: new Int32Array(shared.meta), slot: shared.slot }, reason: 'loaded' };
+      } catch (error) {
+        reason = `failed to load: ${(error as Error).message}`;
+      }
+    }
+  }
+  if (wanted === '1') throw new Error(`SOCKSGATE_NATIVE=1 but the native UDP helper is ${reason}; build it with \`npm rebuild\` or unset SOCKSGATE_NATIVE`);
+  return { loaded: null, reason };
+}
+
+let native: { loaded: Loaded | null; reason: string } | null = null;
+
+/**
+ * Which UDP I/O the relay sockets use, for logs and the status page. The helper is loaded on the
+ * first call (a client of the library never loads it).
+ */
+export function udpIo(): { readonly native: boolean; readonly description: string } {
+  native ??= load();
+  return {
+    native: native.loaded !== null,
+    description: native.loaded !== null ? 'native (recvmmsg/sendmmsg batches)' : `dgram (native helper ${native.reason})`,
+  };
+}
+
+/**
+ * A relay socket on the native helper. Datagrams arrive in batches; each is a view of the shared
+ * arena, valid until the handler returns (the socket is `transient`).
+ */
+export class NativeRelay {
+  readonly transient = true;
+  receiver: RelayReceiver | null = null;
+  readonly port: number;
+  readonly dualStack: boolean;
+  private handle: unknown;
+  private closed = false;
+  // The last sender's address words and its text, so a steady peer costs no string per datagram.
+  private family = 0;
+  private w0 = 0;
+  private w1 = 0;
+  private w2 = 0;
+  private w3 = 0;
+  private lastAddress = '';
+
+  /** Throws an Error with the errno code (EADDRINUSE, EAFNOSUPPORT, EMFILE…) when it cannot bind. */
+  constructor(ipv6: boolean) {
+    const [handle, port] = native!.loaded!.addon.bind(this, ipv6);
+    this.handle = handle;
+    this.port = port;
+    this.dualStack = ipv6;
+  }
+
+  receive(receiver: RelayReceiver): void {
+    this.receiver = receiver;
+  }
+
+  /** Null when sent (or queued for the batch's sendmmsg), else the code of the OS's refusal. */
+  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null {
+    if (this.closed) return 'EBADF';
+    const rc = native!.loaded!.addon.send(this.handle, header, payload, port, address);
+    return rc === 0 ? null : errnoCode(-rc);
+  }
+
+  /** Called by the helper with `count` datagrams in the arena. */
+  deliver(count: number): void {
+    const { arena, meta, slot, addon } = native!.loaded!;
+    const receiver = this.receiver;
+    if (receiver === null) return;
+    for (let i = 0; i < count && !this.closed; i++) {
+      const m = i * META_WORDS;
+      let address: string;
+      if (meta[m + 4] === this.w0 && meta[m + 5] === this.w1 && meta[m + 6] === this.w2 && meta[m + 7] === this.w3 && meta[m + 2] === this.family) {
+        address = this.lastAddress;
+      } else {
+        address = addon.ntop(i);
+        this.family = meta[m + 2]!;
+        this.w0 = meta[m + 4]!;
+        this.w1 = meta[m + 5]!;
+        this.w2 = meta[m + 6]!;
+        this.w3 = meta[m + 7]!;
+        this.lastAddress = address;
+      }
+      const start = i * slot;
+      receiver.onDatagram(arena.subarray(start, start + meta[m]!), address, meta[m + 1]!);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.receiver = null;
+    native!.loaded!.addon.close(this.handle);
+  }
+}
+
+const ERRNO = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+function errnoCode(errno: number): string {
+  return ERRNO.get(errno) ?? `errno ${errno}`;
+}

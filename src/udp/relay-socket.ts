@@ -1,0 +1,73 @@
+import type { RemoteInfo, Socket } from 'node:dgram';
+import { NativeRelay, udpIo, type RelayReceiver } from './native.js';
+import { bindUdp } from './socket.js';
+
+export type { RelayReceiver } from './native.js';
+
+/**
+ * An association's own UDP socket, on all addresses and an ephemeral port: the native helper's
+ * batched I/O where it is loaded, dgram otherwise. Both behave alike but for `transient`.
+ */
+export interface RelaySocket {
+  readonly port: number;
+  /** True for an IPv6 socket that also carries IPv4 (IPv4 peers appear as ::ffff:a.b.c.d). */
+  readonly dualStack: boolean;
+  /** Datagrams handed to the receiver are valid only during the call: whatever outlives it is copied. */
+  readonly transient: boolean;
+  receive(receiver: RelayReceiver): void;
+  /** Sends header (if any) + payload; null when sent, else the code of the OS's immediate refusal. */
+  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null;
+  close(): void;
+}
+
+/** The fallback: a dgram socket. Each datagram is its own Buffer. */
+class DgramRelay implements RelaySocket {
+  readonly transient = false;
+  private receiver: RelayReceiver | null = null;
+
+  constructor(
+    private readonly socket: Socket,
+    readonly port: number,
+    readonly dualStack: boolean,
+  ) {}
+
+  receive(receiver: RelayReceiver): void {
+    this.receiver = receiver;
+    this.socket.on('message', (datagram: Buffer, from: RemoteInfo) => receiver.onDatagram(datagram, from.address, from.port));
+    this.socket.on('error', (error: NodeJS.ErrnoException) => receiver.onSendError(error.code ?? 'EIO', 1));
+  }
+
+  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null {
+    try {
+      this.socket.send(header === null ? payload : [header, payload], port, address, this.onSent);
+      return null;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code ?? 'EIO';
+    }
+  }
+
+  private readonly onSent = (error: Error | null): void => {
+    if (error) this.receiver?.onSendError((error as NodeJS.ErrnoException).code ?? 'EIO', 1);
+  };
+
+  close(): void {
+    this.receiver = null;
+    this.socket.close();
+  }
+}
+
+const FALLBACK_CODES = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EINVAL']);
+
+/** A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. */
+export async function openRelay(): Promise<RelaySocket> {
+  if (udpIo().native) {
+    try {
+      return new NativeRelay(true);
+    } catch (error) {
+      if (!FALLBACK_CODES.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      return new NativeRelay(false);
+    }
+  }
+  const bound = await bindUdp(0);
+  return new DgramRelay(bound.socket, bound.port, bound.dualStack);
+}

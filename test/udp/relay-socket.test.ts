@@ -1,0 +1,181 @@
+// The relay socket the association uses: the native helper's batched I/O in the native pass of
+// `npm test`, dgram in the TypeScript pass (SOCKSGATE_NATIVE says which; see scripts/test.mjs).
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { test } from 'node:test';
+import { waitFor } from '../helpers/peer.js';
+import { UdpPeer } from '../helpers/udp.js';
+import { udpIo } from '../../src/udp/native.js';
+import { openRelay, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
+
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+
+/** Keeps copies of what the relay hands over (views of a transient socket do not outlive the call). */
+class Collector implements RelayReceiver {
+  readonly datagrams: Array<{ data: Buffer; address: string; port: number }> = [];
+  readonly errors: Array<{ code: string; count: number }> = [];
+  onEach: ((datagram: Buffer, address: string, port: number) => void) | null = null;
+
+  onDatagram(datagram: Buffer, address: string, port: number): void {
+    this.datagrams.push({ data: Buffer.from(datagram), address, port });
+    this.onEach?.(datagram, address, port);
+  }
+
+  onSendError(code: string, count: number): void {
+    this.errors.push({ code, count });
+  }
+}
+
+async function withRelay(body: (relay: RelaySocket, collector: Collector) => Promise<void>): Promise<void> {
+  const relay = await openRelay();
+  const collector = new Collector();
+  relay.receive(collector);
+  try {
+    await body(relay, collector);
+  } finally {
+    relay.close();
+  }
+}
+
+const payload = (i: number, size: number): Buffer => Buffer.alloc(size, `datagram ${i} `);
+
+test('the UDP I/O in use is the one this pass asked for', () => {
+  const io = udpIo();
+  if (process.env.SOCKSGATE_NATIVE === '1') {
+    assert.equal(io.native, true, io.description);
+    assert.match(io.description, /recvmmsg\/sendmmsg/);
+  } else if (process.env.SOCKSGATE_NATIVE === '0') {
+    assert.equal(io.native, false);
+    assert.match(io.description, /turned off by SOCKSGATE_NATIVE=0/);
+  }
+});
+
+test('relay socket: datagrams in with their sender, header + payload out, byte-exact over IPv4 and IPv6', async () => {
+  await withRelay(async (relay, collector) => {
+    assert.equal(relay.transient, udpIo().native);
+    for (const host of ['127.0.0.1', '::1']) {
+      const peer = await UdpPeer.bind(host);
+      try {
+        collector.datagrams.length = 0;
+        const target = host === '::1' ? '::1' : relay.dualStack ? '::ffff:127.0.0.1' : '127.0.0.1';
+        await peer.send(Buffer.from(`hello from ${host}`), relay.port, host);
+        await waitFor(() => collector.datagrams.length === 1, 3000, 'the datagram');
+        const got = collector.datagrams[0]!;
+        assert.equal(got.data.toString(), `hello from ${host}`);
+        assert.equal(got.address, target);
+        assert.equal(got.port, peer.port);
+        // Outside a batch: sent at once.
+        assert.equal(relay.send(Buffer.from([1, 2, 3]), Buffer.from('reply'), peer.port, target), null);
+        const reply = await peer.receive(3000);
+        assert.deepEqual([...reply.data], [1, 2, 3, ...Buffer.from('reply')]);
+        assert.equal(reply.from.port, relay.port);
+        // The largest datagram loopback carries, whole.
+        const big = payload(7, 65_000);
+        await peer.send(big, relay.port, host);
+        await waitFor(() => collector.datagrams.length === 2, 3000, 'the large datagram');
+        assert.ok(collector.datagrams[1]!.data.equals(big));
+      } finally {
+        peer.close();
+      }
+    }
+  });
+});
+
+test('relay socket: bursts are delivered whole and in order, and replies made during a batch all leave', async () => {
+  await withRelay(async (relay, collector) => {
+    const peer = await UdpPeer.bind('127.0.0.1');
+    const to = relay.dualStack ? '::ffff:127.0.0.1' : '127.0.0.1';
+    // Every datagram is answered from inside the delivery: the native helper queues these for sendmmsg.
+    collector.onEach = (datagram, address, port) => {
+      assert.equal(relay.send(Buffer.from('echo:'), datagram, port, address), null);
+    };
+    try {
+      const sizes = [1, 64, 512, 1400, 4000];
+      let sent = 0;
+      for (let round = 0; round < 10; round++) {
+        // 40 at once: more than one native batch (32), within the default receive buffer.
+        for (let i = 0; i < 40; i++, sent++) await peer.send(payload(sent, sizes[sent % sizes.length]!), relay.port, '127.0.0.1');
+        await waitFor(() => collector.datagrams.length === sent && peer.pending >= 40, 5000, `round ${round}`);
+        for (let i = sent - 40; i < sent; i++) {
+          const echo = await peer.receive(3000);
+          assert.equal(echo.data.subarray(0, 5).toString(), 'echo:');
+          assert.ok(echo.data.subarray(5).equals(payload(i, sizes[i % sizes.length]!)), `echo ${i} byte-exact`);
+        }
+      }
+      assert.equal(collector.datagrams.length, 400);
+      collector.datagrams.forEach((d, i) => {
+        assert.ok(d.data.equals(payload(i, sizes[i % sizes.length]!)), `datagram ${i} byte-exact and in order`);
+        assert.equal(d.address, to);
+        assert.equal(d.port, peer.port);
+      });
+      assert.deepEqual(collector.errors, []);
+    } finally {
+      peer.close();
+    }
+  });
+});
+
+test('relay socket: what the OS refuses is reported, at once or after the batch', async () => {
+  await withRelay(async (relay, collector) => {
+    const peer = await UdpPeer.bind('127.0.0.1');
+    const to = relay.dualStack ? '::ffff:127.0.0.1' : '127.0.0.1';
+    try {
+      // Larger than any IPv4 datagram: the kernel refuses it with EMSGSIZE and nothing is sent.
+      const huge = Buffer.alloc(65_600);
+      const immediate = relay.send(null, huge, peer.port, to);
+      if (udpIo().native) assert.equal(immediate, 'EMSGSIZE');
+      else {
+        // dgram reports it through the send callback.
+        assert.equal(immediate, null);
+        await waitFor(() => collector.errors.length === 1, 3000, 'the send error');
+        collector.errors.length = 0;
+      }
+      const invalid = relay.send(null, Buffer.from('x'), peer.port, 'not an address');
+      if (invalid === null) {
+        await waitFor(() => collector.errors.length === 1, 3000, 'the send error');
+        assert.equal(collector.errors.pop()!.code, 'EINVAL');
+      } else assert.equal(invalid, 'EINVAL');
+      // From inside a delivery: queued by the native helper, refused by sendmmsg, then reported.
+      collector.onEach = (_datagram, address, port) => {
+        assert.equal(relay.send(null, huge, port, address), null);
+        assert.equal(relay.send(null, Buffer.from('after'), port, address), null);
+      };
+      await peer.send(Buffer.from('go'), relay.port, '127.0.0.1');
+      await waitFor(() => collector.errors.length === 1, 3000, 'the refused send to be reported');
+      assert.equal(collector.errors[0]!.code, 'EMSGSIZE');
+      assert.equal(collector.errors[0]!.count, 1);
+      // The send after the refused one still went.
+      assert.equal((await peer.receive(3000)).data.toString(), 'after');
+    } finally {
+      peer.close();
+    }
+  });
+});
+
+test('relay socket: closing inside a delivery stops it, and open/close cycles leave no descriptor behind', async () => {
+  const peer = await UdpPeer.bind('127.0.0.1');
+  try {
+    // Warm-up: whatever the first relay loads stays for the process.
+    (await openRelay()).close();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const fds = openFds();
+    const relays: RelaySocket[] = [];
+    for (let i = 0; i < 200; i++) relays.push(await openRelay());
+    assert.ok(openFds() >= fds + 200);
+    for (const relay of relays) relay.close();
+    await waitFor(() => openFds() <= fds, 3000, `descriptors back to ${fds} (now ${openFds()})`);
+
+    const relay = await openRelay();
+    const collector = new Collector();
+    collector.onEach = () => relay.close();
+    relay.receive(collector);
+    for (let i = 0; i < 10; i++) await peer.send(Buffer.from(`d${i}`), relay.port, '127.0.0.1');
+    await waitFor(() => collector.datagrams.length >= 1, 3000, 'the first datagram');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(collector.datagrams.length, 1);
+    assert.notEqual(relay.send(null, Buffer.from('late'), peer.port, '127.0.0.1'), null, 'a closed relay refuses to send');
+    await waitFor(() => openFds() <= fds, 3000, 'the closed relay released');
+  } finally {
+    peer.close();
+  }
+});
