@@ -99,6 +99,10 @@ const EARLY_DATA_LIMIT = 64 * 1024;
 // After a failure reply, how long the client gets to read it and close before we drop the connection.
 const LINGER_MS = 1000;
 
+// Where a client socket keeps its session, for the shared listeners.
+const SESSION = Symbol('session');
+type SessionSocket = Socket & { [SESSION]: Session };
+
 type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'associated' | 'closing';
 
 /**
@@ -143,11 +147,13 @@ export class Session {
   ) {
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
-    socket.on('data', this.onData);
-    socket.on('end', this.onEnd);
-    socket.on('error', this.onError);
+    // The listeners are shared by every session and find theirs on the socket: no four closures per session.
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', Session.onData);
+    socket.on('end', Session.onEnd);
+    socket.on('error', Session.onError);
     // 'on', not 'once': a socket emits 'close' once, and once() costs a wrapper object and a bound function per session.
-    socket.on('close', this.onSocketClose);
+    socket.on('close', Session.onSocketClose);
   }
 
   /** The server's logger with this client's address on every line. */
@@ -232,9 +238,9 @@ export class Session {
    */
   detach(): { early: Buffer; ended: boolean } {
     this.phase = 'relaying';
-    this.socket.off('data', this.onData);
-    this.socket.off('end', this.onEnd);
-    this.socket.off('close', this.onSocketClose);
+    this.socket.off('data', Session.onData);
+    this.socket.off('end', Session.onEnd);
+    this.socket.off('close', Session.onSocketClose);
     this.socket.pause();
     return { early: this.reader.take(), ended: this.clientEnded };
   }
@@ -298,7 +304,23 @@ export class Session {
     this.timer = setTimeout(() => this.close(), LINGER_MS);
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  private static onData(this: Socket, chunk: Buffer): void {
+    (this as SessionSocket)[SESSION].data(chunk);
+  }
+
+  private static onEnd(this: Socket): void {
+    (this as SessionSocket)[SESSION].end();
+  }
+
+  private static onSocketClose(this: Socket): void {
+    (this as SessionSocket)[SESSION].socketClosed();
+  }
+
+  private static onError(this: Socket, error: NodeJS.ErrnoException): void {
+    (this as SessionSocket)[SESSION].close(`client error ${error.code ?? error.message}`);
+  }
+
+  private data(chunk: Buffer): void {
     if (this.phase === 'closing' || this.phase === 'associated') return;
     this.reader.push(chunk);
     if (this.phase === 'command' || this.phase === 'verifying') {
@@ -306,26 +328,22 @@ export class Session {
       return;
     }
     this.advance();
-  };
+  }
 
-  private readonly onEnd = (): void => {
+  private end(): void {
     if (this.phase === 'closing') this.close();
     // A client may half-close right after its request (RFC 793 allows it): the relay passes the FIN on.
     // While credentials are being checked, the request may already be buffered: decide after the check.
     else if (this.phase === 'command' || this.phase === 'verifying') this.clientEnded = true;
     else if (this.phase === 'associated') this.close('ok');
     else this.close(`client closed during ${this.phase}`);
-  };
+  }
 
-  private readonly onSocketClose = (): void => {
+  private socketClosed(): void {
     if (this.phase === 'closing') this.close();
     else if (this.phase === 'associated') this.close('ok');
     else this.close('client closed');
-  };
-
-  private readonly onError = (error: NodeJS.ErrnoException): void => {
-    this.close(`client error ${error.code ?? error.message}`);
-  };
+  }
 
   private advance(): void {
     for (;;) {
