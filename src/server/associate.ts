@@ -4,7 +4,7 @@ import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { Association } from '../udp/association.js';
-import { takeDatagramFromAll } from '../policy/limits.js';
+import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import { unmapAddress } from '../udp/socket.js';
@@ -98,8 +98,9 @@ export async function runAssociate(session: Session, destination: SocksAddress):
     if (session.isClosed) return;
   }
 
-  session.meter = () => [association.up, association.down];
-  session.details = () => association.describe();
+  // The association itself: its up/down and describe() (no closures per session).
+  session.meter = association;
+  session.details = association;
   session.holdControl();
   if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
   session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port));
@@ -119,16 +120,18 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
     return null;
   }
   const limits = session.ctx.live.limits;
-  const rates = session.rates.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
-  let deliverTo: Association | null = null;
-  const egress = makeEgress(session, (source, payload) => deliverTo?.fromUpstream(source, payload));
-  if (egress === undefined) return null;
-  if (egress) session.own(() => egress.close());
+  // Closures are made in small helpers so that each holds only what it uses, and an association
+  // without egress or rate limits holds none of those.
+  const upstream = makeEgress(session);
+  if (upstream === undefined) return null;
+  const egress = upstream?.egress;
+  if (egress) session.own(egress);
+  const hooks = sessionHooks(session);
   const association = new Association({
     ...(egress ? { egress: (destination: SocksAddress, payload: Buffer) => egress.send(destination, payload) } : {}),
-    policy: () => session.ctx.live.policy,
+    policy: session.ctx.currentPolicy,
     user: session.user,
-    meter: rates.length === 0 ? null : (bytes) => takeDatagramFromAll(rates, bytes),
+    meter: datagramMeter(session.rates),
     maxDestinations: limits.destinationsPerAssociation,
     amplificationRatio: limits.amplificationRatio,
     amplificationBurst: limits.amplificationBurst,
@@ -144,20 +147,35 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
     idleTimeoutMs: udp.idleTimeoutMs,
     resolver: session.ctx.resolver,
     stats: udp.stats,
-    log: () => session.log,
-    onIdle: () => session.timedOut('udp-idle'),
+    log: hooks.log,
+    onIdle: hooks.onIdle,
   });
-  deliverTo = association;
-  session.own(() => association.close());
+  if (upstream) upstream.back.to = association;
+  session.own(association);
   return association;
 }
 
-/** The session's egress (null: datagrams leave from the relay socket); undefined when the factory refused (reply sent). */
-function makeEgress(session: Session, deliver: (source: SocksAddress, payload: Buffer) => void): Egress | null | undefined {
+/** The association's hooks into its session: its logger (made on first use) and the idle timeout. */
+function sessionHooks(session: Session): { log: () => Session['log']; onIdle: () => void } {
+  return { log: () => session.log, onIdle: () => session.timedOut('udp-idle') };
+}
+
+/** Takes a datagram from the session's UDP rate buckets; null when none limits UDP. */
+function datagramMeter(all: readonly RateBuckets[]): ((bytes: number) => boolean) | null {
+  const rates = all.filter((r) => r.udpPackets.rate > 0 || r.udpBytes.rate > 0);
+  return rates.length === 0 ? null : (bytes) => takeDatagramFromAll(rates, bytes);
+}
+
+/**
+ * The session's egress, and where what it brings back goes (set once the association exists); null:
+ * datagrams leave from the relay socket; undefined when the factory refused (reply sent).
+ */
+function makeEgress(session: Session): { egress: Egress; back: { to: Association | null } } | null | undefined {
   const factory = session.ctx.udp.egress;
   if (!factory) return null;
+  const back: { to: Association | null } = { to: null };
   try {
-    return factory(deliver, session.log, session);
+    return { egress: factory((source, payload) => back.to?.fromUpstream(source, payload), session.log, session), back };
   } catch (error) {
     const reply = error instanceof SocksError && error.reply !== null ? error.reply : Reply.GENERAL_FAILURE;
     session.fail(reply, `udp: ${(error as Error).message}`);

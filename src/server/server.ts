@@ -215,6 +215,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
       runBind: options.bind ?? runBind,
+      currentPolicy: () => this.ctx.live.policy,
     };
   }
 
@@ -342,7 +343,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     const out: SessionSnapshot[] = [];
     for (const session of this.sessions) {
       if (out.length >= limit) break;
-      const [up, down] = session.meter ? session.meter() : [0, 0];
+      const [up, down] = session.traffic();
       out.push({
         client: formatAddress(session.client),
         user: session.user,
@@ -351,7 +352,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         up,
         down,
         ageSeconds: Math.round((now - session.startedAt) / 100) / 10,
-        ...(session.details ? session.details() : {}),
+        ...session.describe(),
       });
     }
     return out;
@@ -391,10 +392,13 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       socket.destroy();
       return;
     }
-    const session = new Session(socket, this.ctx, (s) => {
-      this.sessions.delete(s);
-      this.emit('session-end', { command: s.command, seconds: (performance.now() - s.startedAt) / 1000, result: s.outcome });
-    });
+    const session = new Session(socket, this.ctx, this.sessionClosed);
     this.sessions.add(session);
   }
+
+  // One function for every session (not a closure each).
+  private readonly sessionClosed = (s: Session): void => {
+    this.sessions.delete(s);
+    this.emit('session-end', { command: s.command, seconds: (performance.now() - s.startedAt) / 1000, result: s.outcome });
+  };
 }

@@ -52,6 +52,22 @@ export class ServerStats {
   denied = 0;
 }
 
+/** Something a session owns that has its own close() (an association, an egress): closed with the session. */
+export interface Closable {
+  close(): void;
+}
+
+/** What a relaying command reports: bytes client→target (up) and target→client (down), read when asked. */
+export interface Metered {
+  readonly up: number;
+  readonly down: number;
+}
+
+/** What a status page shows about a command beyond the common fields. */
+export interface Describable {
+  describe(): Record<string, unknown>;
+}
+
 /** Carries out one command for a session, from its request to the session's end. */
 export type CommandRunner = (session: Session, destination: SocksAddress) => Promise<void>;
 
@@ -71,13 +87,21 @@ export interface SessionContext {
   /** Runs BIND: a local listener (bind.ts), or another way to get one (gateway mode: the upstream's BIND). */
   readonly runBind: CommandRunner;
   readonly udp: UdpContext;
+  /** The policy in force now (a reload replaces it); one function for every association of the server. */
+  readonly currentPolicy: () => Policy;
 }
 
 const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
+// Shared by every session whose client and user have no rate limits (most of them): no array each.
+const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
 // Bytes a client may send ahead while its command is being set up (optimistic data), before we stop reading.
 const EARLY_DATA_LIMIT = 64 * 1024;
 // After a failure reply, how long the client gets to read it and close before we drop the connection.
 const LINGER_MS = 1000;
+
+// Where a client socket keeps its session, for the shared listeners.
+const SESSION = Symbol('session');
+type SessionSocket = Socket & { [SESSION]: Session };
 
 type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'associated' | 'closing';
 
@@ -93,14 +117,21 @@ export class Session {
   up = 0;
   down = 0;
   /** The rate buckets of this session's client address and user (none when unlimited). */
-  rates: RateBuckets[] = [];
-  /** Set by a command that relays: reads the byte counts (client→target, target→client) at close. */
-  meter: (() => readonly [number, number]) | null = null;
+  rates: readonly RateBuckets[] = NO_RATES;
+  /**
+   * Set by a command that relays: the byte counts (client→target, target→client), read at close and
+   * by status pages; a function, or an object that has them (an association: no closure per session).
+   */
+  meter: (() => readonly [number, number]) | Metered | null = null;
 
   private phase: Phase = 'greeting';
   private readonly reader = new ByteReader();
   private readonly started = performance.now();
-  private readonly releases: Array<() => void> = [];
+  // Made on the first own(): one slot for the usual single resource (an array grows to 17 slots on its first push).
+  private releases: Array<(() => void) | Closable> | null = null;
+  /** The keys this session is counted under in the per-client and per-user session counters (null: not counted). */
+  private countedClient: string | null = null;
+  private countedUser: string | null = null;
   // Made when first needed: an idle association should cost as little memory as possible.
   private abort: AbortController | null = null;
   private logger: Logger | null = null;
@@ -116,10 +147,13 @@ export class Session {
   ) {
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
-    socket.on('data', this.onData);
-    socket.on('end', this.onEnd);
-    socket.on('error', this.onError);
-    socket.once('close', this.onSocketClose);
+    // The listeners are shared by every session and find theirs on the socket: no four closures per session.
+    (socket as SessionSocket)[SESSION] = this;
+    socket.on('data', Session.onData);
+    socket.on('end', Session.onEnd);
+    socket.on('error', Session.onError);
+    // 'on', not 'once': a socket emits 'close' once, and once() costs a wrapper object and a bound function per session.
+    socket.on('close', Session.onSocketClose);
   }
 
   /** The server's logger with this client's address on every line. */
@@ -142,8 +176,22 @@ export class Session {
     return this.started;
   }
 
-  /** Set by a command: what a status page shows about it beyond the common fields. */
-  details: (() => Record<string, unknown>) | null = null;
+  /** Set by a command: what a status page shows about it beyond the common fields (a function, or an object that describes itself). */
+  details: (() => Record<string, unknown>) | Describable | null = null;
+
+  /** Bytes client→target and target→client so far, from the command's meter (0 before a command relays). */
+  traffic(): readonly [number, number] {
+    const meter = this.meter;
+    if (meter === null) return [0, 0];
+    return typeof meter === 'function' ? meter() : [meter.up, meter.down];
+  }
+
+  /** The command's own fields for a status page (none when it set no details). */
+  describe(): Record<string, unknown> {
+    const details = this.details;
+    if (details === null) return {};
+    return typeof details === 'function' ? details() : details.describe();
+  }
 
   /** Ends the session on a timeout of the given kind, counted. */
   timedOut(kind: keyof ServerStats['timeouts']): void {
@@ -163,9 +211,10 @@ export class Session {
     return this.closed;
   }
 
-  /** Hands a resource to this session: `release` runs once, when the session closes. */
-  own(release: () => void): void {
-    if (this.closed) release();
+  /** Hands a resource to this session: `release` runs (or its close() is called) once, when the session closes. */
+  own(release: (() => void) | Closable): void {
+    if (this.closed) runRelease(release);
+    else if (this.releases === null) this.releases = [release];
     else this.releases.push(release);
   }
 
@@ -189,9 +238,9 @@ export class Session {
    */
   detach(): { early: Buffer; ended: boolean } {
     this.phase = 'relaying';
-    this.socket.off('data', this.onData);
-    this.socket.off('end', this.onEnd);
-    this.socket.off('close', this.onSocketClose);
+    this.socket.off('data', Session.onData);
+    this.socket.off('end', Session.onEnd);
+    this.socket.off('close', Session.onSocketClose);
     this.socket.pause();
     return { early: this.reader.take(), ended: this.clientEnded };
   }
@@ -213,15 +262,21 @@ export class Session {
     if (result !== undefined) this.result = result;
     if (this.timer) clearTimeout(this.timer);
     this.abort?.abort(new Error(`session closed: ${this.result}`));
-    for (const release of this.releases.splice(0)) {
+    // The session counters first, as when they were the first releases.
+    if (this.countedClient !== null) this.ctx.sessionsPerClient.leave(this.countedClient);
+    if (this.countedUser !== null) this.ctx.sessionsPerUser.leave(this.countedUser);
+    this.countedClient = this.countedUser = null;
+    const releases = this.releases;
+    this.releases = null;
+    for (const release of releases ?? []) {
       try {
-        release();
+        runRelease(release);
       } catch (error) {
         this.log.warn({ err: error }, 'releasing a session resource failed');
       }
     }
     this.socket.destroy();
-    if (this.meter) [this.up, this.down] = this.meter();
+    if (this.meter) [this.up, this.down] = this.traffic();
     this.ctx.stats.sessionsEnded[this.command] = (this.ctx.stats.sessionsEnded[this.command] ?? 0) + 1;
     this.log.info(
       {
@@ -249,7 +304,23 @@ export class Session {
     this.timer = setTimeout(() => this.close(), LINGER_MS);
   }
 
-  private readonly onData = (chunk: Buffer): void => {
+  private static onData(this: Socket, chunk: Buffer): void {
+    (this as SessionSocket)[SESSION].data(chunk);
+  }
+
+  private static onEnd(this: Socket): void {
+    (this as SessionSocket)[SESSION].end();
+  }
+
+  private static onSocketClose(this: Socket): void {
+    (this as SessionSocket)[SESSION].socketClosed();
+  }
+
+  private static onError(this: Socket, error: NodeJS.ErrnoException): void {
+    (this as SessionSocket)[SESSION].close(`client error ${error.code ?? error.message}`);
+  }
+
+  private data(chunk: Buffer): void {
     if (this.phase === 'closing' || this.phase === 'associated') return;
     this.reader.push(chunk);
     if (this.phase === 'command' || this.phase === 'verifying') {
@@ -257,26 +328,22 @@ export class Session {
       return;
     }
     this.advance();
-  };
+  }
 
-  private readonly onEnd = (): void => {
+  private end(): void {
     if (this.phase === 'closing') this.close();
     // A client may half-close right after its request (RFC 793 allows it): the relay passes the FIN on.
     // While credentials are being checked, the request may already be buffered: decide after the check.
     else if (this.phase === 'command' || this.phase === 'verifying') this.clientEnded = true;
     else if (this.phase === 'associated') this.close('ok');
     else this.close(`client closed during ${this.phase}`);
-  };
+  }
 
-  private readonly onSocketClose = (): void => {
+  private socketClosed(): void {
     if (this.phase === 'closing') this.close();
     else if (this.phase === 'associated') this.close('ok');
     else this.close('client closed');
-  };
-
-  private readonly onError = (error: NodeJS.ErrnoException): void => {
-    this.close(`client error ${error.code ?? error.message}`);
-  };
+  }
 
   private advance(): void {
     for (;;) {
@@ -383,17 +450,18 @@ export class Session {
       this.fail(limits.overLimitReply, `too many sessions from this ${what}`);
       return false;
     };
+    // Counted here, left in close(): no release closure per session.
     if (!this.ctx.sessionsPerClient.enter(address)) return over('client address');
-    this.own(() => this.ctx.sessionsPerClient.leave(address));
+    this.countedClient = address;
     const user = this.user;
     if (user !== null) {
       if (!this.ctx.sessionsPerUser.enter(user)) return over('user');
-      this.own(() => this.ctx.sessionsPerUser.leave(user));
+      this.countedUser = user;
     }
     for (const [table, key] of [[limits.clientRates, address], [limits.userRates, user]] as const) {
       if (key === null || !table.active) continue;
       const buckets = table.acquire(key);
-      this.rates.push(buckets);
+      this.rates = [...this.rates, buckets];
       this.own(() => table.release(key, buckets));
     }
     return true;
@@ -425,4 +493,9 @@ export class Session {
       else this.close(`internal error: ${error.message}`);
     });
   }
+}
+
+function runRelease(release: (() => void) | Closable): void {
+  if (typeof release === 'function') release();
+  else release.close();
 }

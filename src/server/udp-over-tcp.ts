@@ -82,8 +82,9 @@ export async function runUdpOverTcp(session: Session): Promise<void> {
   }
   if (session.isClosed) return;
   association.attach(new FrameChannel(socket, session.ctx.udp.stats));
-  session.meter = () => [association.up, association.down];
-  session.details = () => association.describe();
+  // The association itself: its up/down and describe() (no closures).
+  session.meter = association;
+  session.details = association;
   socket.setNoDelay(true);
   // Like hev-socks5-server, the reply's address is the unspecified one: clients ignore it.
   session.reply(Reply.SUCCEEDED, addressFromHost('0.0.0.0', 0));
