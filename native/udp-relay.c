@@ -1,4 +1,5 @@
-// Optional batched UDP I/O for the relay sockets (Linux): recvmmsg(2) and sendmmsg(2).
+// Optional batched UDP I/O for the relay sockets (Linux): recvmmsg(2) and sendmmsg(2). The module's
+// entry point is here too; the TCP relay is in tcp-relay.c.
 //
 // Node's dgram makes one system call, one buffer and one JS callback per datagram. Here a readable
 // socket is drained up to BATCH datagrams per recvmmsg into one arena shared by every socket of the
@@ -26,6 +27,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
+
+#include "relay.h"
 
 #define BATCH 32
 #define SLOT 65536
@@ -76,7 +79,7 @@ struct state {
   struct sockaddr_in6 last_addr;
 };
 
-static const char *errno_code(int e) {
+const char *relay_errno_code(int e) {
   switch (e) {
     case EAGAIN: return "EAGAIN";
     case ENOBUFS: return "ENOBUFS";
@@ -93,6 +96,10 @@ static const char *errno_code(int e) {
     case ENFILE: return "ENFILE";
     case ENOMEM: return "ENOMEM";
     case ECONNREFUSED: return "ECONNREFUSED";
+    case ECONNRESET: return "ECONNRESET";
+    case EPIPE: return "EPIPE";
+    case ETIMEDOUT: return "ETIMEDOUT";
+    case ENOTCONN: return "ENOTCONN";
     default: return "EIO";
   }
 }
@@ -100,7 +107,7 @@ static const char *errno_code(int e) {
 static napi_value throw_errno(napi_env env, int e, const char *what) {
   char message[128];
   snprintf(message, sizeof message, "%s: %s", what, strerror(e));
-  napi_throw_error(env, errno_code(e), message);
+  napi_throw_error(env, relay_errno_code(e), message);
   return NULL;
 }
 
@@ -112,7 +119,7 @@ static napi_value throw_errno(napi_env env, int e, const char *what) {
     }                                                \
   } while (0)
 
-static void report_uncaught(napi_env env) {
+void relay_report_uncaught(napi_env env) {
   bool pending = false;
   napi_is_exception_pending(env, &pending);
   if (!pending) return;
@@ -127,7 +134,7 @@ static void call_js(state_t *st, napi_ref fn_ref, int argc, napi_value *argv) {
   napi_get_reference_value(env, fn_ref, &fn);
   napi_get_global(env, &global);
   // make_callback: JS's microtasks and nextTicks run after it, as after any I/O callback.
-  if (napi_make_callback(env, st->context, global, fn, argc, argv, &result) != napi_ok) report_uncaught(env);
+  if (napi_make_callback(env, st->context, global, fn, argc, argv, &result) != napi_ok) relay_report_uncaught(env);
 }
 
 // Sends what the batch queued: one sendmmsg per run of entries on the same socket. Refusals are
@@ -172,7 +179,7 @@ static void report_errors(state_t *st) {
     if (r->closing) continue;
     napi_value argv[3];
     napi_get_reference_value(st->env, r->owner, &argv[0]);
-    napi_create_string_utf8(st->env, errno_code(code), NAPI_AUTO_LENGTH, &argv[1]);
+    napi_create_string_utf8(st->env, relay_errno_code(code), NAPI_AUTO_LENGTH, &argv[1]);
     napi_create_int32(st->env, count, &argv[2]);
     call_js(st, st->on_error, 3, argv);
   }
@@ -500,6 +507,10 @@ NAPI_MODULE_INIT() {
     { "send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL },
     { "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
     { "ntop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
+    { "tcpSetup", NULL, tcp_setup, NULL, NULL, NULL, napi_default, NULL },
+    { "tcpStart", NULL, tcp_start, NULL, NULL, NULL, napi_default, NULL },
+    { "tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_default, NULL },
+    { "tcpClose", NULL, tcp_close, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Session } from './session.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
+import { NativeTunnel } from './native-pipe.js';
 import { relay } from './relay.js';
 import { Throttle } from './throttle.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
@@ -40,8 +41,18 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
   const { early, ended } = session.detach();
   session.meter = () => [target.bytesWritten, client.bytesWritten - downBase];
   const buckets = session.rates.filter((r) => r.tcpBytes.rate > 0).map((r) => r.tcpBytes);
-  const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
-  const end = await relay(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended, ...throttles });
+  const idleMs = session.ctx.idleTimeoutMs;
+  // Unthrottled tunnels go through the native helper where it is loaded (the throttles are streams).
+  const tunnel = buckets.length === 0 ? NativeTunnel.start(client, target, { idleMs, early, clientEnded: ended }) : null;
+  let end: string;
+  if (tunnel) {
+    session.meter = () => tunnel.traffic();
+    session.own(tunnel);
+    end = await tunnel.done;
+  } else {
+    const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
+    end = await relay(client, target, { idleMs, early, clientEnded: ended, ...throttles });
+  }
   if (end === 'idle') session.ctx.stats.timeouts.idle++;
   session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
 }

@@ -26,6 +26,23 @@ interface Addon {
   send(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string): number;
   ntop(index: number): string;
   close(handle: unknown): void;
+  tcpSetup(onEnd: (owner: { ended(reason: string): void }, reason: string) => void): void;
+  tcpStart(owner: { ended(reason: string): void }, clientFd: number, targetFd: number, toTarget: Buffer | null, toClient: Buffer | null, clientEnded: boolean): unknown;
+  tcpInfo(handle: unknown): [number, number, number];
+  tcpClose(handle: unknown): void;
+}
+
+/** The TCP half of the native helper (native/tcp-relay.c), set up on first use; null without the helper. */
+export type NativeTcp = Pick<Addon, 'tcpStart' | 'tcpInfo' | 'tcpClose'>;
+let tcp: NativeTcp | null | undefined;
+
+export function nativeTcp(): NativeTcp | null {
+  if (tcp !== undefined) return tcp;
+  native ??= load();
+  const addon = native.loaded?.addon;
+  if (addon) addon.tcpSetup((owner, reason) => owner.ended(reason));
+  tcp = addon ?? null;
+  return tcp;
 }
 
 const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_udp.node');
@@ -85,7 +102,7 @@ export function udpIo(): { readonly native: boolean; readonly description: strin
   native ??= load();
   return {
     native: native.loaded !== null,
-    description: native.loaded !== null ? 'native (recvmmsg/sendmmsg batches)' : `dgram (native helper ${native.reason})`,
+    description: native.loaded !== null ? 'native (recvmmsg/sendmmsg batches; TCP tunnels by read/write)' : `dgram (native helper ${native.reason})`,
   };
 }
 

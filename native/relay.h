@@ -1,0 +1,15 @@
+// Shared between the UDP (udp-relay.c) and TCP (tcp-relay.c) halves of the native helper.
+#ifndef SOCKSGATE_RELAY_H
+#define SOCKSGATE_RELAY_H
+#include <node_api.h>
+
+/** "ECONNRESET", "EPIPE"… for an errno value (EIO for ones it does not name). */
+const char *relay_errno_code(int e);
+/** Passes an exception a JS callback threw on to the process's uncaught-exception handling. */
+void relay_report_uncaught(napi_env env);
+
+napi_value tcp_setup(napi_env env, napi_callback_info info);
+napi_value tcp_start(napi_env env, napi_callback_info info);
+napi_value tcp_info(napi_env env, napi_callback_info info);
+napi_value tcp_close(napi_env env, napi_callback_info info);
+#endif

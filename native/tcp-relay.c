@@ -1,0 +1,332 @@
+// Optional native TCP relay for CONNECT and BIND tunnels (Linux): plain read(2)/write(2) between the
+// two sockets, as the C servers do, instead of Node's per-chunk buffers, write requests and streams.
+//
+// JS hands over a tunnel whose sockets it has stopped reading (src/server/native-pipe.ts). This side
+// works on duplicates of their descriptors, so Node still owns and finally closes the originals.
+// Bytes read are written on at once from one scratch buffer; only what the other side cannot take
+// yet is copied, and reading from that side waits until it is written. A FIN is passed on after
+// the bytes before it (half-close); the tunnel ends when both directions have ended, or at the first
+// error. Main thread only: tcpSetup() may be called once per process.
+//
+//   tcpSetup(onEnd)                       onEnd(owner, reason): 'closed', or 'client ECONNRESET', 'target EPIPE'…
+//   tcpStart(owner, clientFd, targetFd, toTarget|null, toClient|null, clientEnded) -> handle
+//   tcpInfo(handle) -> [bytes client→target, bytes target→client, ms since the last byte]
+//   tcpClose(handle)                      stops it (no onEnd); idempotent
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "relay.h"
+
+#define SCRATCH (256 * 1024)
+// Reads per readiness event, so one busy tunnel cannot starve the others.
+#define READS_PER_EVENT 16
+
+typedef struct {
+  int src, dst;
+  char *pending;
+  size_t len, off;
+  int eof;  // the source sent its FIN
+  int shut; // and it was passed on
+  double bytes;
+} dir_t;
+
+typedef struct tunnel {
+  uv_poll_t cpoll, tpoll;
+  int cfd, tfd;
+  int cevents, tevents;
+  dir_t up, down;
+  napi_ref owner;
+  int finished, closing, open_handles;
+  uint64_t last_activity;
+} tunnel_t;
+
+static napi_env tcp_env;
+static napi_ref on_end_ref;
+static napi_async_context tcp_context;
+static uv_loop_t *tcp_loop;
+static char *scratch;
+
+static void on_client(uv_poll_t *handle, int status, int events);
+static void on_target(uv_poll_t *handle, int status, int events);
+
+static const char *side_error(int client_side, int e, char *out, size_t size) {
+  snprintf(out, size, "%s %s", client_side ? "client" : "target", relay_errno_code(e));
+  return out;
+}
+
+// Writes what it can of data now; returns bytes written or -errno (EAGAIN counts as 0 written).
+static ssize_t write_some(int fd, const char *data, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    ssize_t w = send(fd, data + done, len - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) done += (size_t)w;
+    else if (w < 0 && errno == EINTR) continue;
+    else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    else return -(w < 0 ? errno : EIO);
+  }
+  return (ssize_t)done;
+}
+
+static void pass_fin(dir_t *d) {
+  if (d->eof && d->pending == NULL && !d->shut) {
+    shutdown(d->dst, SHUT_WR);
+    d->shut = 1;
+  }
+}
+
+// Writes the direction's pending bytes; 0, or -errno on the destination.
+static int flush_pending(dir_t *d) {
+  if (d->pending == NULL) return 0;
+  ssize_t w = write_some(d->dst, d->pending + d->off, d->len - d->off);
+  if (w < 0) return (int)w;
+  d->off += (size_t)w;
+  if (d->off == d->len) {
+    free(d->pending);
+    d->pending = NULL;
+    d->len = d->off = 0;
+    pass_fin(d);
+  }
+  return 0;
+}
+
+// Moves bytes src → dst until the source has none, the destination is full, or the event's share is used.
+// Returns 0, or -errno with *client_side telling which socket failed.
+static int pump(tunnel_t *t, dir_t *d, int src_is_client, int *failed_client_side) {
+  for (int i = 0; i < READS_PER_EVENT && d->pending == NULL && !d->eof; i++) {
+    ssize_t n = read(d->src, scratch, SCRATCH);
+    if (n > 0) {
+      d->bytes += (double)n;
+      t->last_activity = uv_now(tcp_loop);
+      ssize_t w = write_some(d->dst, scratch, (size_t)n);
+      if (w < 0) {
+        *failed_client_side = !src_is_client;
+        return (int)w;
+      }
+      if (w < n) {
+        d->len = (size_t)(n - w);
+        d->off = 0;
+        d->pending = malloc(d->len);
+        if (d->pending == NULL) return -ENOMEM;
+        memcpy(d->pending, scratch + w, d->len);
+      }
+      if (n < SCRATCH) break;
+    } else if (n == 0) {
+      d->eof = 1;
+    } else if (errno == EINTR) {
+      continue;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      break;
+    } else {
+      *failed_client_side = src_is_client;
+      return -errno;
+    }
+  }
+  pass_fin(d);
+  return 0;
+}
+
+static void watch(uv_poll_t *poll, int *current, int wanted, uv_poll_cb cb) {
+  if (wanted == *current) return;
+  *current = wanted;
+  if (wanted == 0) uv_poll_stop(poll);
+  else uv_poll_start(poll, wanted, cb);
+}
+
+static void update(tunnel_t *t) {
+  int c = 0, g = 0;
+  if (!t->finished) {
+    if (!t->up.eof && t->up.pending == NULL) c |= UV_READABLE;
+    if (t->down.pending != NULL) c |= UV_WRITABLE;
+    if (!t->down.eof && t->down.pending == NULL) g |= UV_READABLE;
+    if (t->up.pending != NULL) g |= UV_WRITABLE;
+  }
+  watch(&t->cpoll, &t->cevents, c, on_client);
+  watch(&t->tpoll, &t->tevents, g, on_target);
+}
+
+static void finish(tunnel_t *t, const char *reason) {
+  t->finished = 1;
+  update(t);
+  napi_env env = tcp_env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value argv[2], fn, global, result;
+  napi_get_reference_value(env, t->owner, &argv[0]);
+  napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_get_reference_value(env, on_end_ref, &fn);
+  napi_get_global(env, &global);
+  if (napi_make_callback(env, tcp_context, global, fn, 2, argv, &result) != napi_ok) relay_report_uncaught(env);
+  napi_close_handle_scope(env, scope);
+}
+
+static void step(tunnel_t *t, int client_ready, int events) {
+  if (t->finished || t->closing) return;
+  int rc = 0, failed_client = 0;
+  char reason[64];
+  // Writable: the pending bytes towards this socket. Readable: bytes from it.
+  dir_t *towards = client_ready ? &t->down : &t->up;
+  dir_t *from = client_ready ? &t->up : &t->down;
+  if (events & UV_WRITABLE) {
+    rc = flush_pending(towards);
+    if (rc < 0) failed_client = client_ready;
+    // Room again: read on from the side that waited for it.
+    else if (towards->pending == NULL) rc = pump(t, towards, !client_ready, &failed_client);
+  }
+  if (rc == 0 && (events & (UV_READABLE | UV_DISCONNECT))) rc = pump(t, from, client_ready, &failed_client);
+  if (rc < 0) finish(t, side_error(failed_client, -rc, reason, sizeof reason));
+  else if (t->up.shut && t->down.shut) finish(t, "closed");
+  else update(t);
+}
+
+static void on_client(uv_poll_t *handle, int status, int events) {
+  tunnel_t *t = (tunnel_t *)handle->data;
+  char reason[64];
+  if (status < 0) {
+    if (!t->finished && !t->closing) finish(t, side_error(1, -status, reason, sizeof reason));
+    return;
+  }
+  step(t, 1, events);
+}
+
+static void on_target(uv_poll_t *handle, int status, int events) {
+  tunnel_t *t = (tunnel_t *)handle->data;
+  char reason[64];
+  if (status < 0) {
+    if (!t->finished && !t->closing) finish(t, side_error(0, -status, reason, sizeof reason));
+    return;
+  }
+  step(t, 0, events);
+}
+
+static void on_closed(uv_handle_t *handle) {
+  tunnel_t *t = (tunnel_t *)handle->data;
+  if (--t->open_handles > 0) return;
+  close(t->cfd);
+  close(t->tfd);
+  free(t->up.pending);
+  free(t->down.pending);
+  free(t);
+}
+
+static napi_value throw_message(napi_env env, const char *message) {
+  napi_throw_error(env, NULL, message);
+  return NULL;
+}
+
+static tunnel_t *get_tunnel(napi_env env, napi_value value) {
+  void *data = NULL;
+  if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "not a tunnel handle");
+    return NULL;
+  }
+  return (tunnel_t *)data;
+}
+
+static int copy_initial(napi_env env, napi_value value, dir_t *d) {
+  napi_valuetype type;
+  napi_typeof(env, value, &type);
+  if (type == napi_null || type == napi_undefined) return 0;
+  void *data;
+  size_t len;
+  if (napi_get_buffer_info(env, value, &data, &len) != napi_ok) return -EINVAL;
+  if (len == 0) return 0;
+  d->pending = malloc(len);
+  if (d->pending == NULL) return -ENOMEM;
+  memcpy(d->pending, data, len);
+  d->len = len;
+  d->off = 0;
+  return 0;
+}
+
+napi_value tcp_start(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return throw_message(env, "tcpStart: 6 arguments");
+  if (scratch == NULL) return throw_message(env, "tcpSetup() was not called");
+  int32_t cfd, tfd;
+  bool ended;
+  if (napi_get_value_int32(env, argv[1], &cfd) != napi_ok || napi_get_value_int32(env, argv[2], &tfd) != napi_ok ||
+      napi_get_value_bool(env, argv[5], &ended) != napi_ok)
+    return throw_message(env, "tcpStart: bad arguments");
+  tunnel_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return throw_message(env, "tcpStart: out of memory");
+  t->cfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+  t->tfd = t->cfd < 0 ? -1 : fcntl(tfd, F_DUPFD_CLOEXEC, 0);
+  if (t->cfd < 0 || t->tfd < 0 || copy_initial(env, argv[3], &t->up) < 0 || copy_initial(env, argv[4], &t->down) < 0) {
+    if (t->cfd >= 0) close(t->cfd);
+    if (t->tfd >= 0) close(t->tfd);
+    free(t->up.pending);
+    free(t->down.pending);
+    free(t);
+    return throw_message(env, "tcpStart: cannot take the sockets over");
+  }
+  t->up.src = t->cfd;
+  t->up.dst = t->tfd;
+  t->down.src = t->tfd;
+  t->down.dst = t->cfd;
+  t->up.eof = ended;
+  t->last_activity = uv_now(tcp_loop);
+  uv_poll_init_socket(tcp_loop, &t->cpoll, t->cfd);
+  uv_poll_init_socket(tcp_loop, &t->tpoll, t->tfd);
+  t->cpoll.data = t->tpoll.data = t;
+  t->open_handles = 2;
+  napi_create_reference(env, argv[0], 1, &t->owner);
+  pass_fin(&t->up);
+  update(t);
+  napi_value handle;
+  napi_create_external(env, t, NULL, NULL, &handle);
+  return handle;
+}
+
+napi_value tcp_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result, up, down, quiet;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  tunnel_t *t = get_tunnel(env, argv[0]);
+  if (t == NULL) return NULL;
+  napi_create_double(env, t->up.bytes, &up);
+  napi_create_double(env, t->down.bytes, &down);
+  napi_create_double(env, (double)(uv_now(tcp_loop) - t->last_activity), &quiet);
+  napi_create_array_with_length(env, 3, &result);
+  napi_set_element(env, result, 0, up);
+  napi_set_element(env, result, 1, down);
+  napi_set_element(env, result, 2, quiet);
+  return result;
+}
+
+napi_value tcp_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  tunnel_t *t = get_tunnel(env, argv[0]);
+  if (t == NULL || t->closing) return NULL;
+  t->closing = 1;
+  t->finished = 1;
+  napi_delete_reference(env, t->owner);
+  t->owner = NULL;
+  uv_close((uv_handle_t *)&t->cpoll, on_closed);
+  uv_close((uv_handle_t *)&t->tpoll, on_closed);
+  return NULL;
+}
+
+napi_value tcp_setup(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], name;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (scratch != NULL) return throw_message(env, "tcpSetup() was already called in this process");
+  if (napi_get_uv_event_loop(env, &tcp_loop) != napi_ok) return throw_message(env, "tcpSetup: no event loop");
+  scratch = malloc(SCRATCH);
+  if (scratch == NULL) return throw_message(env, "tcpSetup: out of memory");
+  tcp_env = env;
+  napi_create_reference(env, argv[0], 1, &on_end_ref);
+  napi_create_string_utf8(env, "socksgate:tcp-relay", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, NULL, name, &tcp_context);
+  return NULL;
+}
