@@ -46,7 +46,8 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
   const tunnel = buckets.length === 0 ? NativeTunnel.start(client, target, { idleMs, early, clientEnded: ended }) : null;
   let end: string;
   if (tunnel) {
-    session.meter = () => tunnel.traffic();
+    session.meter = tunnel;
+    session.details = tunnel;
     session.own(tunnel);
     end = await tunnel.done;
   } else {

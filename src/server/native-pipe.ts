@@ -76,6 +76,19 @@ export class NativeTunnel {
 
   private last: readonly [number, number] = [0, 0];
 
+  // The session reads these as its meter and its status-page details.
+  get up(): number {
+    return this.traffic()[0];
+  }
+
+  get down(): number {
+    return this.traffic()[1];
+  }
+
+  describe(): Record<string, unknown> {
+    return { relay: 'native' };
+  }
+
   /** Called by the helper when the tunnel ended by itself. */
   ended(reason: string): void {
     this.finish(reason);

@@ -143,6 +143,9 @@ export interface SessionEnd {
   readonly command: string;
   readonly seconds: number;
   readonly result: string;
+  /** Bytes client → target and target → client (relaying commands; 0 otherwise). */
+  readonly up: number;
+  readonly down: number;
 }
 
 export interface SocksServerEvents {
@@ -399,6 +402,6 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   // One function for every session (not a closure each).
   private readonly sessionClosed = (s: Session): void => {
     this.sessions.delete(s);
-    this.emit('session-end', { command: s.command, seconds: (performance.now() - s.startedAt) / 1000, result: s.outcome });
+    this.emit('session-end', { command: s.command, seconds: (performance.now() - s.startedAt) / 1000, result: s.outcome, up: s.up, down: s.down });
   };
 }
