@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 
 const addon = 'native/build/Release/socksgate_udp.node';
 const passes = [];
-if (existsSync(addon)) passes.push({ name: 'native UDP helper (recvmmsg/sendmmsg)', env: '1' });
+if (existsSync(addon)) passes.push({ name: 'native helper (batched UDP, TCP tunnels)', env: '1' });
 else process.stderr.write(`\nWARNING: ${addon} is not built (npm install builds it with a C compiler): only the TypeScript relay is tested.\n\n`);
 passes.push({ name: 'TypeScript relay (dgram)', env: '0' });
 
