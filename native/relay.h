@@ -12,4 +12,6 @@ napi_value tcp_setup(napi_env env, napi_callback_info info);
 napi_value tcp_start(napi_env env, napi_callback_info info);
 napi_value tcp_info(napi_env env, napi_callback_info info);
 napi_value tcp_close(napi_env env, napi_callback_info info);
+napi_value watch_start(napi_env env, napi_callback_info info);
+napi_value watch_close(napi_env env, napi_callback_info info);
 #endif

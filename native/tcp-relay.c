@@ -330,3 +330,99 @@ napi_value tcp_setup(napi_env env, napi_callback_info info) {
   napi_async_init(env, NULL, name, &tcp_context);
   return NULL;
 }
+
+// The control connection of a UDP ASSOCIATE (RFC 1928 §7) only keeps its association alive: once its
+// reply is sent, this side watches a duplicate of its descriptor, discards whatever the client sends,
+// and reports its end, so JS can let go of the net.Socket and its handle (about 1.4 KB per association).
+//
+//   watchStart(owner, fd) -> handle         owner.ended(reason) through onEnd: 'ok' (FIN) or 'client ECONNRESET'…
+//   watchClose(handle)                      stops watching and closes the duplicate (the connection closes); idempotent
+
+typedef struct control {
+  uv_poll_t poll;
+  int fd;
+  int closing;
+  napi_ref owner;
+} control_t;
+
+static void control_end(control_t *c, const char *reason) {
+  uv_poll_stop(&c->poll);
+  napi_env env = tcp_env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value argv[2], fn, global, result;
+  napi_get_reference_value(env, c->owner, &argv[0]);
+  napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_get_reference_value(env, on_end_ref, &fn);
+  napi_get_global(env, &global);
+  if (napi_make_callback(env, tcp_context, global, fn, 2, argv, &result) != napi_ok) relay_report_uncaught(env);
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_control(uv_poll_t *handle, int status, int events) {
+  control_t *c = (control_t *)handle->data;
+  char reason[64];
+  (void)events;
+  if (c->closing) return;
+  if (status < 0) {
+    control_end(c, side_error(1, -status, reason, sizeof reason));
+    return;
+  }
+  for (int i = 0; i < READS_PER_EVENT; i++) {
+    ssize_t n = read(c->fd, scratch, SCRATCH);
+    if (n > 0) continue;
+    if (n == 0) {
+      control_end(c, "ok");
+      return;
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) control_end(c, side_error(1, errno, reason, sizeof reason));
+    return;
+  }
+}
+
+static void on_control_closed(uv_handle_t *handle) {
+  control_t *c = (control_t *)handle->data;
+  close(c->fd);
+  free(c);
+}
+
+napi_value watch_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], handle;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_message(env, "watchStart: 2 arguments");
+  if (scratch == NULL) return throw_message(env, "tcpSetup() was not called");
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[1], &fd) != napi_ok) return throw_message(env, "watchStart: bad descriptor");
+  control_t *c = calloc(1, sizeof *c);
+  if (c == NULL) return throw_message(env, "watchStart: out of memory");
+  c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (c->fd < 0 || uv_poll_init_socket(tcp_loop, &c->poll, c->fd) != 0) {
+    if (c->fd >= 0) close(c->fd);
+    free(c);
+    return throw_message(env, "watchStart: cannot take the socket over");
+  }
+  c->poll.data = c;
+  napi_create_reference(env, argv[0], 1, &c->owner);
+  uv_poll_start(&c->poll, UV_READABLE, on_control);
+  napi_create_external(env, c, NULL, NULL, &handle);
+  return handle;
+}
+
+napi_value watch_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  void *data = NULL;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (napi_get_value_external(env, argv[0], &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "not a watch handle");
+    return NULL;
+  }
+  control_t *c = (control_t *)data;
+  if (c->closing) return NULL;
+  c->closing = 1;
+  napi_delete_reference(env, c->owner);
+  c->owner = NULL;
+  uv_close((uv_handle_t *)&c->poll, on_control_closed);
+  return NULL;
+}

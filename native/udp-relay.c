@@ -511,6 +511,8 @@ NAPI_MODULE_INIT() {
     { "tcpStart", NULL, tcp_start, NULL, NULL, NULL, napi_default, NULL },
     { "tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_default, NULL },
     { "tcpClose", NULL, tcp_close, NULL, NULL, NULL, napi_default, NULL },
+    { "watchStart", NULL, watch_start, NULL, NULL, NULL, napi_default, NULL },
+    { "watchClose", NULL, watch_close, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

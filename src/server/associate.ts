@@ -3,7 +3,7 @@ import type { Session } from './session.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
-import { Association } from '../udp/association.js';
+import { Association, type AssociationSettings } from '../udp/association.js';
 import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
@@ -103,7 +103,7 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   session.details = association;
   session.holdControl();
   if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
-  session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port));
+  session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port), () => session.handOverControl());
 }
 
 /**
@@ -126,38 +126,53 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   if (upstream === undefined) return null;
   const egress = upstream?.egress;
   if (egress) session.own(egress);
-  const hooks = sessionHooks(session);
-  const association = new Association({
+  const association = new Association(associationSettings(session), {
     ...(egress ? { egress: (destination: SocksAddress, payload: Buffer) => egress.send(destination, payload) } : {}),
-    policy: session.ctx.currentPolicy,
     user: session.user,
     meter: datagramMeter(session.rates),
-    maxDestinations: limits.destinationsPerAssociation,
-    amplificationRatio: limits.amplificationRatio,
-    amplificationBurst: limits.amplificationBurst,
     clientAddress,
     shared: how.shared,
     declaredPort: how.declaredPort,
-    endpointIndependent: udp.endpointIndependent,
-    reassemble: udp.reassemble,
-    fragmentTimeoutMs: udp.fragmentTimeoutMs,
-    reassemblyLimit: udp.reassemblyLimit,
-    budget: udp.budget,
-    maxPayload: udp.maxPayload,
-    idleTimeoutMs: udp.idleTimeoutMs,
-    resolver: session.ctx.resolver,
-    stats: udp.stats,
-    log: hooks.log,
-    onIdle: hooks.onIdle,
+    owner: session,
   });
   if (upstream) upstream.back.to = association;
   session.own(association);
   return association;
 }
 
-/** The association's hooks into its session: its logger (made on first use) and the idle timeout. */
-function sessionHooks(session: Session): { log: () => Session['log']; onIdle: () => void } {
-  return { log: () => session.log, onIdle: () => session.timedOut('udp-idle') };
+// One settings object per server and limits in force, shared by its associations.
+const settingsOf = new WeakMap<UdpContext, AssociationSettings>();
+
+/** The server-wide part of an association's settings (made again when a reload brings new limits). */
+function associationSettings(session: Session): AssociationSettings {
+  const udp = session.ctx.udp;
+  const limits = session.ctx.live.limits;
+  let settings = settingsOf.get(udp);
+  if (
+    settings === undefined ||
+    settings.maxDestinations !== limits.destinationsPerAssociation ||
+    settings.amplificationRatio !== limits.amplificationRatio ||
+    settings.amplificationBurst !== limits.amplificationBurst ||
+    settings.resolver !== session.ctx.resolver
+  ) {
+    settings = {
+      endpointIndependent: udp.endpointIndependent,
+      reassemble: udp.reassemble,
+      fragmentTimeoutMs: udp.fragmentTimeoutMs,
+      reassemblyLimit: udp.reassemblyLimit,
+      budget: udp.budget,
+      maxPayload: udp.maxPayload,
+      idleTimeoutMs: udp.idleTimeoutMs,
+      resolver: session.ctx.resolver,
+      policy: session.ctx.currentPolicy,
+      maxDestinations: limits.destinationsPerAssociation,
+      amplificationRatio: limits.amplificationRatio,
+      amplificationBurst: limits.amplificationBurst,
+      stats: udp.stats,
+    };
+    settingsOf.set(udp, settings);
+  }
+  return settings;
 }
 
 /** Takes a datagram from the session's UDP rate buckets; null when none limits UDP. */

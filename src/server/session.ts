@@ -6,6 +6,7 @@ import type { Policy } from '../policy/policy.js';
 import type { AuthLockout } from '../policy/lockout.js';
 import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
+import { nativeTcp } from '../udp/native.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
@@ -139,12 +140,17 @@ export class Session {
   private closed = false;
   private clientEnded = false;
   private result = 'ok';
+  /** The client socket; null once the native helper watches a UDP ASSOCIATE's control connection instead. */
+  private sock: Socket | null;
+  /** That watch (native/tcp-relay.c), while there is one. */
+  private control: unknown = null;
 
   constructor(
-    readonly socket: Socket,
+    socket: Socket,
     readonly ctx: SessionContext,
     private readonly onClosed: (session: Session) => void,
   ) {
+    this.sock = socket;
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
     // The listeners are shared by every session and find theirs on the socket: no four closures per session.
@@ -154,6 +160,12 @@ export class Session {
     socket.on('error', Session.onError);
     // 'on', not 'once': a socket emits 'close' once, and once() costs a wrapper object and a bound function per session.
     socket.on('close', Session.onSocketClose);
+  }
+
+  /** The client socket (a command's setup reads it; never after handOverControl()). */
+  get socket(): Socket {
+    if (this.sock === null) throw new Error('the control connection was handed to the native helper');
+    return this.sock;
   }
 
   /** The server's logger with this client's address on every line. */
@@ -218,11 +230,11 @@ export class Session {
     else this.releases.push(release);
   }
 
-  /** Sends a reply (RFC 1928 §6). */
-  reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): void {
-    if (this.closed) return;
+  /** Sends a reply (RFC 1928 §6); `onSent` runs once it is written. */
+  reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED, onSent?: () => void): void {
+    if (this.closed || this.sock === null) return;
     this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
-    this.socket.write(encodeReply(code, bound));
+    this.socket.write(encodeReply(code, bound), onSent === undefined ? undefined : (error) => error || onSent());
   }
 
   /** Sends a failure reply, then closes once the client has had a moment to read it. */
@@ -255,6 +267,36 @@ export class Session {
     this.socket.resume();
   }
 
+  /**
+   * UDP ASSOCIATE, once the reply is written: where the native helper is loaded it watches the control
+   * connection (discarding input, reporting its end) and the net.Socket with its handle is let go —
+   * about 1.4 KB less per association. Otherwise nothing changes.
+   */
+  handOverControl(): void {
+    const socket = this.sock;
+    if (this.closed || this.phase !== 'associated' || socket === null) return;
+    const tcp = nativeTcp();
+    const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
+    if (tcp === null || typeof fd !== 'number' || fd < 0 || socket.destroyed || socket.writableLength > 0) return;
+    try {
+      this.control = tcp.watchStart(this, fd);
+    } catch {
+      return;
+    }
+    socket.off('data', Session.onData);
+    socket.off('end', Session.onEnd);
+    socket.off('close', Session.onSocketClose);
+    socket.off('error', Session.onError);
+    // Closes Node's descriptor only: the helper's duplicate keeps the connection open.
+    socket.destroy();
+    this.sock = null;
+  }
+
+  /** Called by the native helper: the watched control connection ended ('ok': the client's FIN). */
+  ended(reason: string): void {
+    this.close(reason === 'ok' ? 'ok' : reason.replace(/^client /, 'client error '));
+  }
+
   close(result?: string): void {
     if (this.closed) return;
     this.closed = true;
@@ -275,7 +317,10 @@ export class Session {
         this.log.warn({ err: error }, 'releasing a session resource failed');
       }
     }
-    this.socket.destroy();
+    if (this.control !== null) {
+      nativeTcp()!.watchClose(this.control);
+      this.control = null;
+    } else this.sock?.destroy();
     if (this.meter) [this.up, this.down] = this.traffic();
     this.ctx.stats.sessionsEnded[this.command] = (this.ctx.stats.sessionsEnded[this.command] ?? 0) + 1;
     this.log.info(
@@ -294,6 +339,7 @@ export class Session {
   }
 
   private closeGently(result: string): void {
+    if (this.sock === null) return this.close(result);
     this.result = result;
     this.phase = 'closing';
     // Half-close and keep draining: closing a socket with unread input sends RST, and an RST can

@@ -18,13 +18,8 @@ export interface ClientChannel {
   release(): void;
 }
 
-export interface AssociationOptions {
-  /** The control connection's peer, as its socket reports it. */
-  readonly clientAddress: string;
-  /** Fixed-port mode: the client is reached through a shared channel given to attach(). */
-  readonly shared: boolean;
-  /** The client's UDP port when the request declared it, else null (the first datagram fixes it). */
-  readonly declaredPort: number | null;
+/** What every association of a server shares: one object per server (and per reload of the limits). */
+export interface AssociationSettings {
   readonly endpointIndependent: boolean;
   readonly reassemble: boolean;
   readonly fragmentTimeoutMs: number;
@@ -33,27 +28,43 @@ export interface AssociationOptions {
   readonly maxPayload: number;
   readonly idleTimeoutMs: number;
   readonly resolver: Resolver;
-  /** The policy in force now (a reload may replace it), and who is asking. */
+  /** The policy in force now (a reload may replace it). */
   readonly policy: () => Policy;
-  readonly user: string | null;
-  /** Takes a datagram of `bytes` from the client's and user's rate buckets; null when unlimited. */
-  readonly meter: ((bytes: number) => boolean) | null;
   /** Most distinct destinations the client may send to. */
   readonly maxDestinations: number;
   /** Replies may total at most ratio × what the client sent, plus burst bytes; ratio 0: no limit. */
   readonly amplificationRatio: number;
   readonly amplificationBurst: number;
+  readonly stats: UdpStats;
+}
+
+/** Who owns the association (its session): the logger, and what an idle timeout ends. */
+export interface AssociationOwner {
+  /** The session's logger, made on first use. */
+  readonly log: Logger;
+  /** The association ended by itself (idle timeout); not called when close() is. */
+  timedOut(kind: 'udp-idle'): void;
+}
+
+/** What is this association's own; kept in its fields (no options object per association). */
+export interface AssociationOptions {
+  /** The control connection's peer, as its socket reports it. */
+  readonly clientAddress: string;
+  /** Fixed-port mode: the client is reached through a shared channel given to attach(). */
+  readonly shared: boolean;
+  /** The client's UDP port when the request declared it, else null (the first datagram fixes it). */
+  readonly declaredPort: number | null;
+  /** Who is asking, for policy. */
+  readonly user: string | null;
+  /** Takes a datagram of `bytes` from the client's and user's rate buckets; null when unlimited. */
+  readonly meter: ((bytes: number) => boolean) | null;
   /**
    * Where datagrams go instead of this proxy's own UDP socket (an upstream hop, such as the UDP over
    * TCP of `socksgate tunnel`). It gets the destination as the client wrote it (names unresolved,
    * no local policy: the upstream decides) and answers through `fromUpstream`.
    */
   readonly egress?: (destination: SocksAddress, payload: Buffer) => void;
-  readonly stats: UdpStats;
-  /** The session's logger, made on first use. */
-  readonly log: () => Logger;
-  /** Called once when the association ends by itself (idle timeout), not when close() is called. */
-  readonly onIdle: () => void;
+  readonly owner: AssociationOwner;
 }
 
 // Largest UDP payload over IPv4 (65535 - 20 - 8); a wrapped reply must fit in it.
@@ -85,11 +96,19 @@ export class Association implements RelayReceiver, ClientChannel {
   private clientIp: string;
   private clientOnRelay = '';
   /** Destinations the client sent to ("ip|port"), with the reply header for each. */
-  private readonly peers = new Map<string, Buffer>();
+  private firstPeer: string | null = null;
+  private firstPeerHeader: Buffer | null = null;
+  // The second destination on (most associations only ever have one).
+  private morePeers: Map<string, Buffer> | null = null;
   /** Endpoint-independent filtering: headers for senders the client never sent to. */
-  private readonly strangers = new Map<string, Buffer>();
-  /** Policy decisions per destination ("host|ip|port"), valid while `decidedBy` is in force. */
-  private readonly decisions = new Map<string, boolean>();
+  private strangers: Map<string, Buffer> | null = null;
+  /**
+   * Policy decisions per destination ("host|ip|port"), valid while `decidedBy` is in force: the first
+   * in two fields, the others in a map made for them (most associations only ever have one).
+   */
+  private firstDecided: string | null = null;
+  private firstAllowed = false;
+  private decisions: Map<string, boolean> | null = null;
   private decidedBy: Policy | null = null;
   private fragments: FragmentQueue | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
@@ -113,9 +132,23 @@ export class Association implements RelayReceiver, ClientChannel {
   private lastFromPort = -1;
   private lastFromHeader: Buffer | null = null;
 
-  constructor(private readonly options: AssociationOptions) {
+  private readonly shared: boolean;
+  private readonly user: string | null;
+  private readonly rateMeter: ((bytes: number) => boolean) | null;
+  private readonly egress: ((destination: SocksAddress, payload: Buffer) => void) | undefined;
+  private readonly owner: AssociationOwner;
+
+  constructor(
+    private readonly settings: AssociationSettings,
+    options: AssociationOptions,
+  ) {
     this.clientIp = unmapAddress(options.clientAddress);
     this.clientPort = options.declaredPort;
+    this.shared = options.shared;
+    this.user = options.user;
+    this.rateMeter = options.meter;
+    this.egress = options.egress;
+    this.owner = options.owner;
   }
 
   /** The client's IP without IPv4 mapping. */
@@ -138,12 +171,12 @@ export class Association implements RelayReceiver, ClientChannel {
       return false;
     }
     this.relay = relay;
-    this.options.stats.associationsOpened++;
+    this.settings.stats.associationsOpened++;
     this.clientOnRelay = addressForSocket(this.clientIp, relay.dualStack) ?? this.clientIp;
     // Per-association mode: the relay socket is also the way to the client.
-    if (!this.options.shared) this.channel = this;
+    if (!this.shared) this.channel = this;
     relay.receive(this);
-    if (this.options.idleTimeoutMs > 0) this.armIdle(this.options.idleTimeoutMs);
+    if (this.settings.idleTimeoutMs > 0) this.armIdle(this.settings.idleTimeoutMs);
     return true;
   }
 
@@ -161,7 +194,7 @@ export class Association implements RelayReceiver, ClientChannel {
   /** For a status page: the client endpoint, destinations (the first 20) and traffic each way. */
   describe(): Record<string, unknown> {
     const destinations: string[] = [];
-    for (const key of this.peers.keys()) {
+    for (const key of this.peerKeys()) {
       if (destinations.length >= 20) break;
       const [ip, port] = key.split('|');
       destinations.push(`${unmapAddress(ip!)}:${port}`);
@@ -170,7 +203,7 @@ export class Association implements RelayReceiver, ClientChannel {
       udpClient: this.clientPort === null ? `${this.clientIp}:?` : `${this.clientIp}:${this.clientPort}`,
       relayPort: this.relay?.port,
       destinations,
-      destinationCount: this.peers.size,
+      destinationCount: this.peerCount(),
       datagramsUp: this.datagramsUp,
       datagramsDown: this.datagramsDown,
     };
@@ -181,25 +214,25 @@ export class Association implements RelayReceiver, ClientChannel {
     this.closed = true;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.fragments?.close();
-    this.peers.clear();
-    this.strangers.clear();
-    this.decisions.clear();
+    this.firstPeer = this.firstPeerHeader = this.morePeers = null;
+    this.strangers = null;
+    this.decisions = null;
     this.channel?.release();
     if (this.relay) {
       this.relay.close();
-      this.options.stats.associationsClosed++;
+      this.settings.stats.associationsClosed++;
     }
   }
 
   /** A datagram from the client (RFC 1928 §7 header, then DATA). */
   fromClient(datagram: Buffer): void {
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     stats.clientDatagrams++;
     if (this.closed) return this.drop('source', 1);
     this.lastActivity = Date.now();
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
     const last = this.lastHeader;
-    if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.options.policy()) {
+    if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.settings.policy()) {
       return this.forwardToLast(datagram.subarray(last.length));
     }
     const header = parseUdpHeader(datagram);
@@ -207,7 +240,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.sentTo = null;
     this.relayFromClient(header.value.address, header.value.fragment, datagram.subarray(header.size));
     // Remembered only once a literal destination was allowed and sent to (never names: their answers change).
-    if (header.value.fragment === 0 && header.value.address.type !== 'domain' && this.sentTo !== null && this.options.egress === undefined) {
+    if (header.value.fragment === 0 && header.value.address.type !== 'domain' && this.sentTo !== null && this.egress === undefined) {
       this.lastHeader = Buffer.from(datagram.subarray(0, header.size));
       this.lastTarget = this.sentTo;
       this.lastPort = header.value.address.port;
@@ -218,10 +251,10 @@ export class Association implements RelayReceiver, ClientChannel {
 
   /** The memo's destination again: the checks that depend on this datagram, then the send. */
   private forwardToLast(payload: Buffer): void {
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     stats.clientBytes += payload.length;
-    if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
-    if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    if (this.rateMeter !== null && !this.rateMeter(payload.length)) return this.drop('rate-limited', 1);
+    if (payload.length > this.settings.maxPayload) return this.drop('too-large', 1);
     this.sendOn(this.lastTarget, this.lastPort, payload);
   }
 
@@ -232,7 +265,7 @@ export class Association implements RelayReceiver, ClientChannel {
       this.drop('send-error', 1, refused);
       return false;
     }
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     stats.forwardedDatagrams++;
     stats.forwardedBytes += payload.length;
     this.up += payload.length;
@@ -242,22 +275,22 @@ export class Association implements RelayReceiver, ClientChannel {
 
   /** A datagram from a UDP-over-TCP frame: already unwrapped, never fragmented. */
   fromFrame(address: SocksAddress, payload: Buffer): void {
-    this.options.stats.clientDatagrams++;
+    this.settings.stats.clientDatagrams++;
     if (this.closed) return this.drop('source', 1);
     this.lastActivity = Date.now();
     this.relayFromClient(address, 0, payload);
   }
 
   private relayFromClient(destination: SocksAddress, fragment: number, data: Buffer): void {
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     let address = destination;
     let payload = data;
     stats.clientBytes += payload.length;
-    if (this.options.meter !== null && !this.options.meter(payload.length)) return this.drop('rate-limited', 1);
+    if (this.rateMeter !== null && !this.rateMeter(payload.length)) return this.drop('rate-limited', 1);
     if (fragment !== 0) {
       stats.fragments++;
-      if (!this.options.reassemble) return this.drop('fragment-disabled', 1);
-      this.fragments ??= new FragmentQueue(this.options.fragmentTimeoutMs, this.options.reassemblyLimit, this.options.budget, (reason, count) =>
+      if (!this.settings.reassemble) return this.drop('fragment-disabled', 1);
+      this.fragments ??= new FragmentQueue(this.settings.fragmentTimeoutMs, this.settings.reassemblyLimit, this.settings.budget, (reason, count) =>
         this.drop(reason, count),
       );
       const whole = this.fragments.add(fragment, address, Buffer.from(payload));
@@ -266,11 +299,11 @@ export class Association implements RelayReceiver, ClientChannel {
       address = whole.address;
       payload = whole.payload;
     }
-    if (payload.length > this.options.maxPayload) return this.drop('too-large', 1);
+    if (payload.length > this.settings.maxPayload) return this.drop('too-large', 1);
     if (address.port === 0) return this.drop('malformed', 1, 'destination port 0');
-    if (this.options.egress) {
+    if (this.egress) {
       // The egress may hold on to the payload (a TCP write), which a transient relay's view cannot outlive.
-      this.options.egress(address, this.relay?.transient ? Buffer.from(payload) : payload);
+      this.egress(address, this.relay?.transient ? Buffer.from(payload) : payload);
       stats.forwardedDatagrams++;
       stats.forwardedBytes += payload.length;
       this.up += payload.length;
@@ -287,26 +320,33 @@ export class Association implements RelayReceiver, ClientChannel {
    * and logged once with the rule that decided.
    */
   private allowed(host: string, ip: string, port: number): boolean {
-    const policy = this.options.policy();
+    const policy = this.settings.policy();
     if (this.decidedBy !== policy) {
-      this.decisions.clear();
+      this.firstDecided = null;
+      this.decisions = null;
       this.decidedBy = policy;
     }
     const key = `${host}|${ip}|${port}`;
-    let allowed = this.decisions.get(key);
+    let allowed = key === this.firstDecided ? this.firstAllowed : this.decisions?.get(key);
     if (allowed === undefined) {
-      const decision = policy.decide({ client: this.clientIp, user: this.options.user, command: 'udp', host, port, ip: unmapAddress(ip) });
+      const decision = policy.decide({ client: this.clientIp, user: this.user, command: 'udp', host, port, ip: unmapAddress(ip) });
       allowed = decision?.allowed ?? false;
-      if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
-      this.decisions.set(key, allowed);
-      if (!allowed) this.options.log().info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
+      if (this.firstDecided === null) {
+        this.firstDecided = key;
+        this.firstAllowed = allowed;
+      } else {
+        this.decisions ??= new Map();
+        if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
+        this.decisions.set(key, allowed);
+      }
+      if (!allowed) this.owner.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
     }
     if (!allowed) this.drop('denied', 1, host);
     return allowed;
   }
 
   private forwardToName(address: SocksAddress, payload: Buffer): void {
-    const cached = this.options.resolver.cached(address.host);
+    const cached = this.settings.resolver.cached(address.host);
     if (cached) {
       if (this.allowed(address.host, cached[0]!, address.port)) this.forward(cached[0]!, address.port, payload);
       return;
@@ -315,7 +355,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.waitingForDns++;
     // Kept past this call while the name resolves.
     payload = Buffer.from(payload);
-    this.options.resolver.resolve(address.host).then(
+    this.settings.resolver.resolve(address.host).then(
       (addresses) => {
         this.waitingForDns--;
         if (this.closed) return;
@@ -337,9 +377,13 @@ export class Association implements RelayReceiver, ClientChannel {
     const target = addressForSocket(ip, this.relay.dualStack);
     if (target === null) return this.drop('unreachable', 1, ip);
     const key = `${target}|${port}`;
-    if (!this.peers.has(key)) {
-      if (this.peers.size >= this.options.maxDestinations) return this.drop('too-many-destinations', 1, ip);
-      this.peers.set(key, replyHeader(ip, port));
+    if (this.peerHeader(key) === undefined) {
+      if (this.peerCount() >= this.settings.maxDestinations) return this.drop('too-many-destinations', 1, ip);
+      const header = replyHeader(ip, port);
+      if (this.firstPeer === null) {
+        this.firstPeer = key;
+        this.firstPeerHeader = header;
+      } else (this.morePeers ??= new Map()).set(key, header);
     }
     if (this.sendOn(target, port, payload)) this.sentTo = target;
   }
@@ -347,16 +391,10 @@ export class Association implements RelayReceiver, ClientChannel {
   /** A datagram an egress brought back from `source`: wrapped and sent to the client. */
   fromUpstream(source: SocksAddress, payload: Buffer): void {
     if (this.closed || this.channel === null || this.clientPort === null) return this.drop('filtered', 1);
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     stats.replyDatagrams++;
     stats.replyBytes += payload.length;
-    const key = `${source.host}|${source.port}`;
-    let header = this.strangers.get(key);
-    if (header === undefined) {
-      if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
-      header = replyHeader(source.host, source.port);
-      this.strangers.set(key, header);
-    }
+    const header = this.strangerHeader(`${source.host}|${source.port}`, source.host, source.port);
     if (header.length + payload.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     const refused = this.channel.send(header, payload, this.clientPort);
     if (refused !== null) return this.drop('send-error', 1, refused);
@@ -371,12 +409,12 @@ export class Association implements RelayReceiver, ClientChannel {
    * destinations. Fixed-port mode: destinations only (the client uses the shared socket).
    */
   onDatagram(datagram: Buffer, address: string, port: number): void {
-    if (!this.options.shared && address === this.clientOnRelay) {
+    if (!this.shared && address === this.clientOnRelay) {
       if (this.clientPort === null) this.clientPort = port;
       if (port === this.clientPort) return this.fromClient(datagram);
       // Another port of the client's host: a destination only if the client sent to it.
-      if (!this.options.endpointIndependent && !this.peers.has(`${address}|${port}`)) {
-        this.options.stats.clientDatagrams++;
+      if (!this.settings.endpointIndependent && this.peerHeader(`${address}|${port}`) === undefined) {
+        this.settings.stats.clientDatagrams++;
         return this.drop('source', 1);
       }
     }
@@ -389,7 +427,36 @@ export class Association implements RelayReceiver, ClientChannel {
   }
 
   /** Per-association mode's channel to the client: the relay socket itself (it copies what it queues). */
-  readonly keepsPayload = false;
+  get keepsPayload(): boolean {
+    return false;
+  }
+
+  /** The reply header of a destination the client sent to ("ip|port" in socket form), if it did. */
+  private peerHeader(key: string): Buffer | undefined {
+    if (key === this.firstPeer) return this.firstPeerHeader!;
+    return this.morePeers?.get(key);
+  }
+
+  private peerCount(): number {
+    return (this.firstPeer === null ? 0 : 1) + (this.morePeers?.size ?? 0);
+  }
+
+  private *peerKeys(): Iterable<string> {
+    if (this.firstPeer !== null) yield this.firstPeer;
+    if (this.morePeers) yield* this.morePeers.keys();
+  }
+
+  /** The reply header for a sender the client never sent to (remembered, the oldest forgotten first). */
+  private strangerHeader(key: string, ip: string, port: number): Buffer {
+    this.strangers ??= new Map();
+    let header = this.strangers.get(key);
+    if (header === undefined) {
+      if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
+      header = replyHeader(ip, port);
+      this.strangers.set(key, header);
+    }
+    return header;
+  }
 
   send(header: Buffer, payload: Buffer, port: number): string | null {
     return this.relay.send(header, payload, port, this.clientOnRelay);
@@ -399,7 +466,7 @@ export class Association implements RelayReceiver, ClientChannel {
 
   /** A datagram from a destination (or anyone, with endpoint-independent filtering). */
   private fromTarget(datagram: Buffer, address: string, port: number): void {
-    const stats = this.options.stats;
+    const stats = this.settings.stats;
     stats.replyDatagrams++;
     stats.replyBytes += datagram.length;
     this.lastActivity = Date.now();
@@ -407,28 +474,23 @@ export class Association implements RelayReceiver, ClientChannel {
     if (port === this.lastFromPort && address === this.lastFromAddress) header = this.lastFromHeader!;
     else {
       const key = `${address}|${port}`;
-      header = this.peers.get(key);
+      header = this.peerHeader(key);
       if (header !== undefined) {
         // Peers are never forgotten while the association lives, so the memo stays true.
         this.lastFromAddress = address;
         this.lastFromPort = port;
         this.lastFromHeader = header;
       } else {
-        if (!this.options.endpointIndependent) return this.drop('filtered', 1);
-        header = this.strangers.get(key);
-        if (header === undefined) {
-          if (this.strangers.size >= MAX_STRANGERS) this.strangers.delete(this.strangers.keys().next().value as string);
-          header = replyHeader(unmapAddress(address), port);
-          this.strangers.set(key, header);
-        }
+        if (!this.settings.endpointIndependent) return this.drop('filtered', 1);
+        header = this.strangerHeader(key, unmapAddress(address), port);
       }
     }
     if (this.clientPort === null) return this.drop('filtered', 1);
     // Anti-amplification: what comes back stays within a ratio of what the client sent.
-    if (this.options.amplificationRatio > 0 && this.down + datagram.length > this.up * this.options.amplificationRatio + this.options.amplificationBurst) {
+    if (this.settings.amplificationRatio > 0 && this.down + datagram.length > this.up * this.settings.amplificationRatio + this.settings.amplificationBurst) {
       return this.drop('amplification', 1);
     }
-    if (datagram.length > this.options.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
+    if (datagram.length > this.settings.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     if (this.channel === null) return this.drop('filtered', 1);
     const bytes = this.relay.transient && this.channel.keepsPayload ? Buffer.from(datagram) : datagram;
     const refused = this.channel.send(header, bytes, this.clientPort);
@@ -441,18 +503,18 @@ export class Association implements RelayReceiver, ClientChannel {
 
   /** Counts (and at debug level logs) datagrams that were not relayed. */
   drop(reason: DropReason, count: number, detail?: string): void {
-    this.options.stats.drops[reason] += count;
-    const log = this.options.log();
+    this.settings.stats.drops[reason] += count;
+    const log = this.owner.log;
     if (log.isLevelEnabled('debug')) log.debug({ reason, count, detail }, 'udp datagram dropped');
   }
 
   private armIdle(delay: number): void {
     this.idleTimer = setTimeout(() => {
       const quiet = Date.now() - this.lastActivity;
-      if (quiet >= this.options.idleTimeoutMs) {
+      if (quiet >= this.settings.idleTimeoutMs) {
         this.close();
-        this.options.onIdle();
-      } else this.armIdle(this.options.idleTimeoutMs - quiet);
+        this.owner.timedOut('udp-idle');
+      } else this.armIdle(this.settings.idleTimeoutMs - quiet);
     }, delay);
   }
 }

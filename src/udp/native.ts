@@ -30,10 +30,12 @@ interface Addon {
   tcpStart(owner: { ended(reason: string): void }, clientFd: number, targetFd: number, toTarget: Buffer | null, toClient: Buffer | null, clientEnded: boolean): unknown;
   tcpInfo(handle: unknown): [number, number, number];
   tcpClose(handle: unknown): void;
+  watchStart(owner: { ended(reason: string): void }, fd: number): unknown;
+  watchClose(handle: unknown): void;
 }
 
 /** The TCP half of the native helper (native/tcp-relay.c), set up on first use; null without the helper. */
-export type NativeTcp = Pick<Addon, 'tcpStart' | 'tcpInfo' | 'tcpClose'>;
+export type NativeTcp = Pick<Addon, 'tcpStart' | 'tcpInfo' | 'tcpClose' | 'watchStart' | 'watchClose'>;
 let tcp: NativeTcp | null | undefined;
 
 export function nativeTcp(): NativeTcp | null {
@@ -111,7 +113,10 @@ export function udpIo(): { readonly native: boolean; readonly description: strin
  * arena, valid until the handler returns (the socket is `transient`).
  */
 export class NativeRelay {
-  readonly transient = true;
+  get transient(): boolean {
+    return true;
+  }
+
   receiver: RelayReceiver | null = null;
   readonly port: number;
   readonly dualStack: boolean;
