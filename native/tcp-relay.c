@@ -185,24 +185,25 @@ static void step(tunnel_t *t, int client_ready, int events) {
   else update(t);
 }
 
-static void on_client(uv_poll_t *handle, int status, int events) {
+// libuv reports a socket error (an RST, say) as a bare status: a read then tells which error it was.
+static void on_poll(uv_poll_t *handle, int status, int events, int client) {
   tunnel_t *t = (tunnel_t *)handle->data;
   char reason[64];
-  if (status < 0) {
-    if (!t->finished && !t->closing) finish(t, side_error(1, -status, reason, sizeof reason));
+  if (status >= 0) {
+    step(t, client, events);
     return;
   }
-  step(t, 1, events);
+  if (t->finished || t->closing) return;
+  step(t, client, UV_READABLE);
+  if (!t->finished && !t->closing) finish(t, side_error(client, -status, reason, sizeof reason));
+}
+
+static void on_client(uv_poll_t *handle, int status, int events) {
+  on_poll(handle, status, events, 1);
 }
 
 static void on_target(uv_poll_t *handle, int status, int events) {
-  tunnel_t *t = (tunnel_t *)handle->data;
-  char reason[64];
-  if (status < 0) {
-    if (!t->finished && !t->closing) finish(t, side_error(0, -status, reason, sizeof reason));
-    return;
-  }
-  step(t, 0, events);
+  on_poll(handle, status, events, 0);
 }
 
 static void on_closed(uv_handle_t *handle) {
@@ -364,10 +365,7 @@ static void on_control(uv_poll_t *handle, int status, int events) {
   char reason[64];
   (void)events;
   if (c->closing) return;
-  if (status < 0) {
-    control_end(c, side_error(1, -status, reason, sizeof reason));
-    return;
-  }
+  // On an error status the reads below tell which error it was (libuv does not say).
   for (int i = 0; i < READS_PER_EVENT; i++) {
     ssize_t n = read(c->fd, scratch, SCRATCH);
     if (n > 0) continue;
@@ -377,6 +375,7 @@ static void on_control(uv_poll_t *handle, int status, int events) {
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) control_end(c, side_error(1, errno, reason, sizeof reason));
+    else if (status < 0) control_end(c, side_error(1, -status, reason, sizeof reason));
     return;
   }
 }

@@ -97,6 +97,7 @@ const char *relay_errno_code(int e) {
     case ENOMEM: return "ENOMEM";
     case ECONNREFUSED: return "ECONNREFUSED";
     case ECONNRESET: return "ECONNRESET";
+    case EBADF: return "EBADF";
     case EPIPE: return "EPIPE";
     case ETIMEDOUT: return "ETIMEDOUT";
     case ENOTCONN: return "ENOTCONN";

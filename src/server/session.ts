@@ -201,8 +201,8 @@ export class Session {
   /** The command's own fields for a status page (none when it set no details). */
   describe(): Record<string, unknown> {
     const details = this.details;
-    if (details === null) return {};
-    return typeof details === 'function' ? details() : details.describe();
+    const own = details === null ? {} : typeof details === 'function' ? details() : details.describe();
+    return this.control === null ? own : { ...own, control: 'native' };
   }
 
   /** Ends the session on a timeout of the given kind, counted. */
