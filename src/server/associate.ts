@@ -82,6 +82,8 @@ export async function runAssociate(session: Session, destination: SocksAddress):
   // Fixed-port mode: registered only once the association can relay, since clients know the port in advance.
   let port = association.relayPort;
   if (udp.demux) {
+    await udp.demux.whenBound();
+    if (session.isClosed) return;
     const registered = udp.demux.register(association, localHost);
     if (typeof registered === 'string') {
       session.fail(Reply.GENERAL_FAILURE, `udp: ${registered}`);

@@ -300,8 +300,9 @@ export class Session {
   close(result?: string): void {
     if (this.closed) return;
     this.closed = true;
+    // After a failure reply (closeGently), the client's own close or reset says nothing new: the failure stays the result.
+    if (result !== undefined && this.phase !== 'closing') this.result = result;
     this.phase = 'closing';
-    if (result !== undefined) this.result = result;
     if (this.timer) clearTimeout(this.timer);
     this.abort?.abort(new Error(`session closed: ${this.result}`));
     // The session counters first, as when they were the first releases.

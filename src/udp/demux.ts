@@ -40,8 +40,23 @@ export class FixedPortDemux {
     private readonly steer: DemuxSteer | null = null,
   ) {}
 
+  // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
+  // bound (a worker starting up) waits for it instead of failing.
+  private binding: Promise<unknown> = Promise.resolve();
+
   /** Binds the shared socket for one listen host (idempotent per host). */
-  async bind(host: string, port: number): Promise<number> {
+  bind(host: string, port: number): Promise<number> {
+    const bound = this.bindNow(host, port);
+    this.binding = Promise.allSettled([this.binding, bound]);
+    return bound;
+  }
+
+  /** Resolves once the sockets being bound are (register() then finds them). */
+  whenBound(): Promise<unknown> {
+    return this.binding;
+  }
+
+  private async bindNow(host: string, port: number): Promise<number> {
     const existing = this.sockets.get(host);
     if (existing) return existing.port;
     const bound = await bindUdp(port, host, this.steer !== null);
