@@ -151,19 +151,24 @@ static void update(tunnel_t *t) {
   watch(&t->tpoll, &t->tevents, g, on_target);
 }
 
-static void finish(tunnel_t *t, const char *reason) {
-  t->finished = 1;
-  update(t);
+// Tells JS that what `owner` stands for ended: onEnd(owner, reason).
+static void report_end(napi_ref owner, const char *reason) {
   napi_env env = tcp_env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   napi_value argv[2], fn, global, result;
-  napi_get_reference_value(env, t->owner, &argv[0]);
+  napi_get_reference_value(env, owner, &argv[0]);
   napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[1]);
   napi_get_reference_value(env, on_end_ref, &fn);
   napi_get_global(env, &global);
   if (napi_make_callback(env, tcp_context, global, fn, 2, argv, &result) != napi_ok) relay_report_uncaught(env);
   napi_close_handle_scope(env, scope);
+}
+
+static void finish(tunnel_t *t, const char *reason) {
+  t->finished = 1;
+  update(t);
+  report_end(t->owner, reason);
 }
 
 static void step(tunnel_t *t, int client_ready, int events) {
@@ -348,16 +353,7 @@ typedef struct control {
 
 static void control_end(control_t *c, const char *reason) {
   uv_poll_stop(&c->poll);
-  napi_env env = tcp_env;
-  napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
-  napi_value argv[2], fn, global, result;
-  napi_get_reference_value(env, c->owner, &argv[0]);
-  napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[1]);
-  napi_get_reference_value(env, on_end_ref, &fn);
-  napi_get_global(env, &global);
-  if (napi_make_callback(env, tcp_context, global, fn, 2, argv, &result) != napi_ok) relay_report_uncaught(env);
-  napi_close_handle_scope(env, scope);
+  report_end(c->owner, reason);
 }
 
 static void on_control(uv_poll_t *handle, int status, int events) {
