@@ -177,7 +177,8 @@ export class Primary {
         const replies = await this.request('status');
         for (const reply of replies) {
           const part = reply.data as StatusData;
-          merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.totals.sessions ?? part.sessions.length });
+          const claims = typeof part.claims === 'object' ? { claims: part.claims } : {};
+          merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.totals.sessions ?? part.sessions.length, ...claims });
           for (const session of part.sessions) merged.sessions.push({ ...session, worker: reply.worker });
           for (const [key, value] of Object.entries(part.totals)) merged.totals[key] = (merged.totals[key] ?? 0) + value;
           for (const [key, value] of Object.entries(part.drops)) merged.drops[key] = (merged.drops[key] ?? 0) + value;
@@ -185,6 +186,7 @@ export class Primary {
         merged.workers!.sort((a, b) => a.worker - b.worker);
         const upstreams = mergeUpstreams(replies.map((reply) => (reply.data as StatusData).upstreams ?? []));
         if (upstreams.length > 0) merged.upstreams = upstreams;
+        if (this.claims.size > 0 || merged.workers!.some((w) => w.claims)) merged.claims = this.claims.size;
         const io = replies.map((reply) => (reply.data as StatusData).udpIo).find((d) => d !== undefined);
         if (io !== undefined) merged.udpIo = io;
         return merged;

@@ -30,6 +30,11 @@ export class ClaimTable {
     if (owners.size === 0) this.claims.delete(key);
   }
 
+  /** Endpoints (or waiting IPs) claimed: for leak checks and the status page. */
+  get size(): number {
+    return this.claims.size;
+  }
+
   /** Forgets a worker that is gone. */
   dropWorker(worker: number): void {
     for (const [key, owners] of this.claims) {
@@ -144,6 +149,11 @@ export class WorkerSteering implements DemuxSteer {
 
   ownerOf(ip: string, port: number): number {
     return this.table.ownerOf(ip, port);
+  }
+
+  /** Its siblings' claims this worker knows of (its own are in its demultiplexer), and its own still waiting for acknowledgement. */
+  get claims(): { known: number; pending: number } {
+    return { known: this.table.size, pending: this.pending.size };
   }
 
   forward(worker: number, datagram: Buffer, ip: string, port: number): void {

@@ -49,7 +49,7 @@ export function linkWorker(
     switch (message.sg) {
       case 'request': {
         const { seq } = message;
-        if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: localStatus(server) });
+        if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: { ...localStatus(server), ...(steering ? { claims: steering.claims } : {}) } });
         else if (message.what === 'sample') sendToPrimary({ sg: 'reply', seq, ok: true, data: localSample(server) });
         else
           actions.reload().then(

@@ -21,7 +21,9 @@ export interface StatusData {
   totals: Record<string, number>;
   drops: Record<string, number>;
   /** With workers: each one's slot, process ID and sessions. */
-  workers?: Array<{ worker: number; pid: number; sessions: number }>;
+  workers?: Array<{ worker: number; pid: number; sessions: number; claims?: { known: number; pending: number } }>;
+  /** Fixed-port mode with workers: a worker's claim table (in a worker's reply), or the primary's (merged). */
+  claims?: { known: number; pending: number } | number;
   /** Gateway mode: each upstream's state. */
   upstreams?: UpstreamSnapshot[];
   /** The relay sockets' UDP I/O: the native helper's batches, or dgram (and why). */

@@ -10,7 +10,8 @@ interface Status {
   sessions: Array<{ client: string; command: string; worker: number }>;
   totals: Record<string, number>;
   drops: Record<string, number>;
-  workers: Array<{ worker: number; pid: number; sessions: number }>;
+  workers: Array<{ worker: number; pid: number; sessions: number; claims?: { known: number; pending: number } }>;
+  claims?: number;
 }
 
 async function fetchText(url: string): Promise<{ status: number; body: string }> {
@@ -132,6 +133,22 @@ describe('workers (--workers 2)', () => {
       // Both workers read the shared socket: when both hold associations, some datagrams must have been passed on.
       if (perWorker.every((n) => n > 0)) assert.ok(steered > 0, `datagrams were steered between workers (${steered})`);
       t.diagnostic(`associations per worker ${JSON.stringify(perWorker)}, datagrams steered between workers: ${steered}`);
+      // Every worker knows its siblings' claims (8 declared endpoints and 8 learned ones in all; its own are in its demultiplexer).
+      status.workers.forEach((w, i) => assert.deepEqual(w.claims, { known: 16 - perWorker[i]!, pending: 0 }, `worker ${w.worker}'s claim table`));
+      assert.equal(status.claims, 16, "the primary's claim table");
+
+      // Worker-side state returns to nothing once the associations end: no claim left in any table.
+      release(open.splice(0));
+      let after: Status | null = null;
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline) {
+        after = JSON.parse((await fetchText(`${admin}/api/status`)).body) as Status;
+        if (after.sessions.length === 0 && after.claims === 0 && after.workers.every((w) => w.claims?.known === 0)) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      assert.equal(after!.sessions.length, 0, 'every session ended');
+      assert.equal(after!.claims, 0, "the primary's claim table is empty");
+      for (const w of after!.workers) assert.deepEqual(w.claims, { known: 0, pending: 0 }, `worker ${w.worker}'s claim table is empty`);
     } finally {
       release(open);
       echo.close();
