@@ -1,4 +1,11 @@
 import type { Worker } from 'node:cluster';
+import type { ClaimCounts, StatusData } from '../observe/admin.js';
+
+/** A worker's answer to a status request: its server's figures and, in fixed-port mode, its claim table. */
+export interface WorkerStatus {
+  status: StatusData;
+  claims: ClaimCounts | null;
+}
 
 /**
  * What the primary and its workers say to each other over the cluster IPC channel. Every message

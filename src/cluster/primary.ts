@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { mergeUpstreams, type AdminSource, type Sample, type StatusData } from '../observe/admin.js';
-import { isToPrimary, sendTo, type ToPrimary, type ToWorker } from './messages.js';
+import { isToPrimary, sendTo, type ToPrimary, type ToWorker, type WorkerStatus } from './messages.js';
 import { ClaimTable } from './steering.js';
 
 // Each worker's young-generation semi-space cap, in MiB (see the constructor).
@@ -176,18 +176,18 @@ export class Primary {
         const merged: StatusData = { ready: this.ready(), sessions: [], totals: {}, drops: {}, workers: [] };
         const replies = await this.request('status');
         for (const reply of replies) {
-          const part = reply.data as StatusData;
-          const claims = typeof part.claims === 'object' ? { claims: part.claims } : {};
+          const { status: part, claims: table } = reply.data as WorkerStatus;
+          const claims = table ? { claims: table } : {};
           merged.workers!.push({ worker: reply.worker, pid: reply.pid, sessions: part.totals.sessions ?? part.sessions.length, ...claims });
           for (const session of part.sessions) merged.sessions.push({ ...session, worker: reply.worker });
           for (const [key, value] of Object.entries(part.totals)) merged.totals[key] = (merged.totals[key] ?? 0) + value;
           for (const [key, value] of Object.entries(part.drops)) merged.drops[key] = (merged.drops[key] ?? 0) + value;
         }
         merged.workers!.sort((a, b) => a.worker - b.worker);
-        const upstreams = mergeUpstreams(replies.map((reply) => (reply.data as StatusData).upstreams ?? []));
+        const upstreams = mergeUpstreams(replies.map((reply) => (reply.data as WorkerStatus).status.upstreams ?? []));
         if (upstreams.length > 0) merged.upstreams = upstreams;
         if (this.claims.size > 0 || merged.workers!.some((w) => w.claims)) merged.claims = this.claims.size;
-        const io = replies.map((reply) => (reply.data as StatusData).udpIo).find((d) => d !== undefined);
+        const io = replies.map((reply) => (reply.data as WorkerStatus).status.udpIo).find((d) => d !== undefined);
         if (io !== undefined) merged.udpIo = io;
         return merged;
       },

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { DemuxSteer } from '../udp/demux.js';
 import { bindUdp, enlargeReceiveBuffer, type BoundUdp } from '../udp/socket.js';
 import type { UdpStats } from '../udp/stats.js';
+import type { ClaimCounts } from '../observe/admin.js';
 import { sendToPrimary, type ToWorker } from './messages.js';
 
 /**
@@ -152,7 +153,7 @@ export class WorkerSteering implements DemuxSteer {
   }
 
   /** Its siblings' claims this worker knows of (its own are in its demultiplexer), and its own still waiting for acknowledgement. */
-  get claims(): { known: number; pending: number } {
+  get claims(): ClaimCounts {
     return { known: this.table.size, pending: this.pending.size };
   }
 

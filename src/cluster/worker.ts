@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { localSample, localStatus } from '../observe/admin.js';
 import { createMetrics } from '../observe/metrics.js';
 import type { SocksServer } from '../server/server.js';
-import { isToWorker, sendToPrimary } from './messages.js';
+import { isToWorker, sendToPrimary, type WorkerStatus } from './messages.js';
 import type { WorkerSteering } from './steering.js';
 
 /** How many worker processes `workers` asks for (0: one per core); 1 means no workers at all. */
@@ -49,7 +49,7 @@ export function linkWorker(
     switch (message.sg) {
       case 'request': {
         const { seq } = message;
-        if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: { ...localStatus(server), ...(steering ? { claims: steering.claims } : {}) } });
+        if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: { status: localStatus(server), claims: steering?.claims ?? null } satisfies WorkerStatus });
         else if (message.what === 'sample') sendToPrimary({ sg: 'reply', seq, ok: true, data: localSample(server) });
         else
           actions.reload().then(

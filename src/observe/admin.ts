@@ -15,15 +15,21 @@ export interface Sample {
 }
 
 /** The status page's data, less its history. */
+/** A worker's fixed-port claim table: its siblings' claims it knows of, and its own still unacknowledged. */
+export interface ClaimCounts {
+  known: number;
+  pending: number;
+}
+
 export interface StatusData {
   ready: boolean;
   sessions: Array<Record<string, unknown>>;
   totals: Record<string, number>;
   drops: Record<string, number>;
   /** With workers: each one's slot, process ID and sessions. */
-  workers?: Array<{ worker: number; pid: number; sessions: number; claims?: { known: number; pending: number } }>;
-  /** Fixed-port mode with workers: a worker's claim table (in a worker's reply), or the primary's (merged). */
-  claims?: { known: number; pending: number } | number;
+  workers?: Array<{ worker: number; pid: number; sessions: number; claims?: ClaimCounts }>;
+  /** Fixed-port mode with workers: the primary's claim table (each worker's is in `workers`). */
+  claims?: number;
   /** Gateway mode: each upstream's state. */
   upstreams?: UpstreamSnapshot[];
   /** The relay sockets' UDP I/O: the native helper's batches, or dgram (and why). */

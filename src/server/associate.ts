@@ -113,7 +113,6 @@ export async function runAssociate(session: Session, destination: SocksAddress):
  * at all (otherwise 0x02 is sent and null returned). The session owns it from here.
  */
 export function openAssociation(session: Session, clientAddress: string, how: { shared: boolean; declaredPort: number | null }): Association | null {
-  const udp = session.ctx.udp;
   const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
   if (!decision.allowed) {
     session.ctx.stats.denied++;
@@ -121,7 +120,6 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
     session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);
     return null;
   }
-  const limits = session.ctx.live.limits;
   // Closures are made in small helpers so that each holds only what it uses, and an association
   // without egress or rate limits holds none of those.
   const upstream = makeEgress(session);
@@ -142,21 +140,15 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
   return association;
 }
 
-// One settings object per server and limits in force, shared by its associations.
-const settingsOf = new WeakMap<UdpContext, AssociationSettings>();
+// One settings object per server and limits in force (a reload brings a new limits object), shared by its associations.
+const settingsOf = new WeakMap<object, AssociationSettings>();
 
-/** The server-wide part of an association's settings (made again when a reload brings new limits). */
+/** The server-wide part of an association's settings. */
 function associationSettings(session: Session): AssociationSettings {
   const udp = session.ctx.udp;
   const limits = session.ctx.live.limits;
-  let settings = settingsOf.get(udp);
-  if (
-    settings === undefined ||
-    settings.maxDestinations !== limits.destinationsPerAssociation ||
-    settings.amplificationRatio !== limits.amplificationRatio ||
-    settings.amplificationBurst !== limits.amplificationBurst ||
-    settings.resolver !== session.ctx.resolver
-  ) {
+  let settings = settingsOf.get(limits);
+  if (settings === undefined) {
     settings = {
       endpointIndependent: udp.endpointIndependent,
       reassemble: udp.reassemble,
@@ -172,7 +164,7 @@ function associationSettings(session: Session): AssociationSettings {
       amplificationBurst: limits.amplificationBurst,
       stats: udp.stats,
     };
-    settingsOf.set(udp, settings);
+    settingsOf.set(limits, settings);
   }
   return settings;
 }

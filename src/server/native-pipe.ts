@@ -21,16 +21,21 @@ export class NativeTunnel {
   private handle: unknown;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** Bytes the client sent before the tunnel began (the helper writes them first; counted as up). */
+  private readonly earlyBytes: number;
+  /** The counts when the tunnel ended (the helper's are gone then). */
+  private last: readonly [number, number] = [0, 0];
 
   private constructor(
     private readonly tcp: NativeTcp,
     client: number,
     target: number,
-    private readonly early: Buffer | undefined,
+    early: Buffer | undefined,
     clientEnded: boolean,
     private readonly idleMs: number,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.earlyBytes = early?.length ?? 0;
     this.handle = tcp.tcpStart(this, client, target, early && early.length > 0 ? early : null, null, clientEnded);
     if (idleMs > 0) this.armIdle(idleMs);
   }
@@ -71,10 +76,8 @@ export class NativeTunnel {
   traffic(): readonly [number, number] {
     if (this.closed) return this.last;
     const [up, down] = this.tcp.tcpInfo(this.handle);
-    return [up + (this.early?.length ?? 0), down];
+    return [up + this.earlyBytes, down];
   }
-
-  private last: readonly [number, number] = [0, 0];
 
   // The session reads these as its meter and its status-page details.
   get up(): number {

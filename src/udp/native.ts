@@ -101,11 +101,17 @@ let native: { loaded: Loaded | null; reason: string } | null = null;
  * first call (a client of the library never loads it).
  */
 export function udpIo(): { readonly native: boolean; readonly description: string } {
-  native ??= load();
+  const loaded = nativeLoaded();
   return {
-    native: native.loaded !== null,
-    description: native.loaded !== null ? 'native (recvmmsg/sendmmsg batches; TCP tunnels by read/write)' : `dgram (native helper ${native.reason})`,
+    native: loaded,
+    description: loaded ? 'native (recvmmsg/sendmmsg batches; TCP tunnels by read/write)' : `dgram (native helper ${native!.reason})`,
   };
+}
+
+/** Whether the helper is loaded (it is loaded, or found missing, on the first call). */
+export function nativeLoaded(): boolean {
+  native ??= load();
+  return native.loaded !== null;
 }
 
 /**

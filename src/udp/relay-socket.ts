@@ -1,5 +1,5 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
-import { NativeRelay, udpIo, type RelayReceiver } from './native.js';
+import { NativeRelay, nativeLoaded, type RelayReceiver } from './native.js';
 import { bindUdp } from './socket.js';
 
 export type { RelayReceiver } from './native.js';
@@ -60,7 +60,7 @@ const FALLBACK_CODES = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EINVAL']);
 
 /** A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. */
 export async function openRelay(): Promise<RelaySocket> {
-  if (udpIo().native) {
+  if (nativeLoaded()) {
     try {
       return new NativeRelay(true);
     } catch (error) {

@@ -6,7 +6,7 @@ import { createGateway, type GatewayOptions } from '../../src/gateway/gateway.js
 import { createMetrics } from '../../src/observe/metrics.js';
 import { SocksServer, type UpstreamSnapshot } from '../../src/server/server.js';
 import { Peer, waitFor } from '../helpers/peer.js';
-import { freeTcpUdpPort, startDante, startEcho, startSocks } from '../helpers/servers.js';
+import { freeTcpUdpPort, startDante, startEcho } from '../helpers/servers.js';
 import { greeting, handshake, readReply, request } from '../helpers/socks-bytes.js';
 import { hashPassword, UserStore } from '../../src/server/users.js';
 import { UdpPeer, startUdpEcho, unwrap, wrap } from '../helpers/udp.js';
@@ -88,6 +88,17 @@ async function udpEchoes(association: Awaited<ReturnType<typeof associateFrom>>,
   assert.equal(back.host, '127.0.0.1');
   assert.equal(back.port, echoPort);
   assert.deepEqual(back.data, payload);
+}
+
+/** A CONNECT and a UDP ASSOCIATE from `client` through the gateway, each checked with a byte-exact echo. */
+async function connectAndAssociate(gatewayPort: number, client: string, echoPort: number, udpEchoPort: number) {
+  const tcp = await connectFrom(gatewayPort, client, echoPort);
+  assert.equal(tcp.code, 0);
+  await echoes(tcp.peer);
+  const udp = await associateFrom(gatewayPort, client);
+  assert.equal(udp.code, 0);
+  await udpEchoes(udp, udpEchoPort);
+  return { tcp, udp };
 }
 
 describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
@@ -307,12 +318,7 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     try {
       for (const name of [ours, theirs]) {
         const client = CLIENTS.find((c) => placed.get(c) === name)!;
-        const tcp = await connectFrom(gateway.port, client, echo.port);
-        assert.equal(tcp.code, 0);
-        await echoes(tcp.peer);
-        const udp = await associateFrom(gateway.port, client);
-        assert.equal(udp.code, 0);
-        await udpEchoes(udp, udpEcho.port);
+        await connectAndAssociate(gateway.port, client, echo.port, udpEcho.port);
       }
       assert.notEqual(count(), baseline);
     } finally {
@@ -388,12 +394,7 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     try {
       await waitFor(() => upstreamOf(gateway, ours).healthCheckSeconds !== null, 3000, 'a first health check');
       assert.equal(await metric('socksgate_upstream_up', ours), 1);
-      const tcp = await connectFrom(gateway.port, client, echo.port);
-      assert.equal(tcp.code, 0);
-      await echoes(tcp.peer);
-      const udp = await associateFrom(gateway.port, client);
-      assert.equal(udp.code, 0);
-      await udpEchoes(udp, udpEcho.port);
+      const { tcp, udp } = await connectAndAssociate(gateway.port, client, echo.port, udpEcho.port);
       assert.equal(await metric('socksgate_upstream_sessions_active', ours), 2);
 
       // The upstream stops accepting but keeps its live sessions: only the gateway's health checks can tell.
@@ -437,12 +438,7 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
     const gateway = await startGateway(urls());
     const client = CLIENTS.find((c) => placed.get(c) === theirs)!;
     try {
-      const tcp = await connectFrom(gateway.port, client, echo.port);
-      assert.equal(tcp.code, 0);
-      await echoes(tcp.peer);
-      const udp = await associateFrom(gateway.port, client);
-      assert.equal(udp.code, 0);
-      await udpEchoes(udp, udpEcho.port);
+      const { tcp, udp } = await connectAndAssociate(gateway.port, client, echo.port, udpEcho.port);
       await dante.close();
       await tcp.peer.closed(5000);
       await udp.control.closed(5000);
