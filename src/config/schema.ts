@@ -270,6 +270,16 @@ export const configSchema = z
           .meta({ arg: 'BYTES' }),
         idleTimeout: duration('An association with no datagrams either way for this long is closed; 0 never closes (it still ends with its TCP connection).', 0),
         keepalive: duration('TCP keepalive delay on the control connection of an association, so dead clients are noticed; 0 disables.', 30),
+        busyPoll: z
+          .number()
+          .int()
+          .min(0)
+          .max(1000)
+          .default(20)
+          .describe(
+            'Adaptive busy polling, in microseconds (native helper only): after relaying a batch, a relay socket that was the only one ready is read again for up to this long before the process sleeps; anything else becoming ready ends it at once. Saves a wake-up per datagram at a few busy associations for at most this much CPU per batch; 0 turns it off.',
+          )
+          .meta({ arg: 'MICROSECONDS' }),
       })
       .strict()
       .prefault({}),

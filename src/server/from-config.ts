@@ -70,6 +70,7 @@ export async function serverOptionsFromConfig(config: Config, logger: Logger, wo
       maxPayload: config.udp.maxPayload,
       idleTimeoutMs: config.udp.idleTimeout * 1000,
       keepaliveMs: config.udp.keepalive * 1000,
+      busyPollUs: config.udp.busyPoll,
     },
   };
 }

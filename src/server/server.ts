@@ -18,6 +18,7 @@ import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
+import { setBusyPoll } from '../udp/native.js';
 
 export interface UdpOptions {
   /**
@@ -39,6 +40,11 @@ export interface UdpOptions {
   readonly idleTimeoutMs?: number;
   /** TCP keepalive delay on control connections; 0 disables. */
   readonly keepaliveMs?: number;
+  /**
+   * Adaptive busy polling of the native relay sockets in microseconds (process-wide: the last
+   * server made sets it); 0 turns it off. Default: the helper's own, 20.
+   */
+  readonly busyPollUs?: number;
 }
 
 export interface Endpoint {
@@ -188,6 +194,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.maxClients = options.maxClients ?? SERVER_DEFAULTS.maxClients;
     const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [], onLookup: (seconds, ok) => this.emit('dns-lookup', seconds, ok) });
     const udp = options.udp ?? {};
+    if (udp.busyPollUs !== undefined) setBusyPoll(udp.busyPollUs);
     this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log, options.steer ?? null);
     const udpContext: UdpContext = {
       stats: this.udpStats,

@@ -26,6 +26,7 @@ interface Addon {
   send(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string): number;
   ntop(index: number): string;
   close(handle: unknown): void;
+  busyPoll(microseconds: number): void;
   tcpSetup(onEnd: (owner: { ended(reason: string): void }, reason: string) => void): void;
   tcpStart(owner: { ended(reason: string): void }, clientFd: number, targetFd: number, toTarget: Buffer | null, toClient: Buffer | null, clientEnded: boolean): unknown;
   tcpInfo(handle: unknown): [number, number, number];
@@ -106,6 +107,15 @@ export function udpIo(): { readonly native: boolean; readonly description: strin
     native: loaded,
     description: loaded ? 'native (recvmmsg/sendmmsg batches; TCP tunnels by read/write)' : `dgram (native helper ${native!.reason})`,
   };
+}
+
+/**
+ * Adaptive busy polling of the native relay sockets, process-wide: after a batch, a socket that was
+ * the only one ready is read again for up to this many microseconds of quiet before the process
+ * sleeps (anything else becoming ready ends it at once). 0 turns it off. No effect on dgram.
+ */
+export function setBusyPoll(microseconds: number): void {
+  if (nativeLoaded()) native!.loaded!.addon.busyPoll(microseconds);
 }
 
 /** Whether the helper is loaded (it is loaded, or found missing, on the first call). */

@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { waitFor } from '../helpers/peer.js';
 import { UdpPeer } from '../helpers/udp.js';
-import { udpIo } from '../../src/udp/native.js';
+import { setBusyPoll, udpIo } from '../../src/udp/native.js';
 import { openRelay, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
@@ -113,6 +113,39 @@ test('relay socket: bursts are delivered whole and in order, and replies made du
       peer.close();
     }
   });
+});
+
+test('relay socket: busy polling gives way at once to another ready socket and to timers', async (t) => {
+  if (!udpIo().native) return t.skip('busy polling is the native helper\'s');
+  // 1 ms of polling after each batch. The peer is a dgram socket in this same process, so its
+  // answer cannot arrive while the relay polls: only giving way when the peer's socket is ready
+  // keeps each round trip short. Without that, 300 round trips would take at least 300 ms.
+  setBusyPoll(1000);
+  const peer = await UdpPeer.bind('127.0.0.1');
+  try {
+    await withRelay(async (relay, collector) => {
+      collector.onEach = (datagram, address, port) => {
+        assert.equal(relay.send(null, datagram, port, address), null);
+      };
+      const rounds = 300;
+      let timerFired = false;
+      const timer = setTimeout(() => (timerFired = true), 5);
+      const started = process.hrtime.bigint();
+      for (let i = 0; i < rounds; i++) {
+        await peer.send(payload(i, 64), relay.port, '127.0.0.1');
+        const echo = await peer.receive(3000);
+        assert.ok(echo.data.equals(payload(i, 64)), `round ${i} byte-exact`);
+      }
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      clearTimeout(timer);
+      assert.equal(collector.datagrams.length, rounds);
+      assert.ok(ms < rounds * 0.5, `${rounds} round trips took ${ms.toFixed(1)} ms: the polling did not give way`);
+      assert.ok(timerFired || ms < 5, 'a timer due during the round trips fired');
+    });
+  } finally {
+    peer.close();
+    setBusyPoll(20);
+  }
 });
 
 test('relay socket: what the OS refuses is reported, at once or after the batch', async () => {
