@@ -17,11 +17,13 @@
 //   send(handle, header|null, payload, port, address) -> 0, or a negative errno when refused at once
 //   ntop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
 //   close(handle)
+//   counters() -> [gsoMessages, gsoDatagrams]   datagrams sent grouped by UDP GSO, since setup
 //   busyPoll(us)   the adaptive busy polling of on_readable(); process-wide, 20 µs until set
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <node_api.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +41,11 @@
 #define SEND_MAX 64
 #define SEND_ARENA (1024 * 1024)
 #define ROUNDS 4
+// UDP GSO groups: at most this many datagrams, each at most GSO_SEGMENT_MAX bytes (so the segment
+// fits a 1500-byte MTU with IPv6 and UDP headers), GSO_BYTES_MAX in all.
+#define GSO_SEGMENTS_MAX 64
+#define GSO_SEGMENT_MAX 1452
+#define GSO_BYTES_MAX 60000
 #define SPIN_ROUNDS 16
 
 typedef struct state state_t;
@@ -53,6 +60,7 @@ typedef struct relay {
   int send_errors;
   int last_errno;
   int error_listed;
+  int gso;
 } relay_t;
 
 struct state {
@@ -78,6 +86,13 @@ struct state {
   struct iovec siov[SEND_MAX];
   struct sockaddr_in6 saddr[SEND_MAX];
   relay_t *errored[SEND_MAX];
+  // What flush() hands sendmmsg: entries grouped for UDP GSO (see group()).
+  struct mmsghdr out[SEND_MAX];
+  struct iovec out_iov[SEND_MAX];
+  int out_count[SEND_MAX];
+  uint16_t out_segment[SEND_MAX];
+  char out_control[SEND_MAX][CMSG_SPACE(sizeof(uint16_t))];
+  uint64_t gso_messages, gso_datagrams;
   int nerrored;
   // The last address text parsed for a send, and what it parsed to.
   char last_text[64];
@@ -144,28 +159,109 @@ static void call_js(state_t *st, napi_ref fn_ref, int argc, napi_value *argv) {
   if (napi_make_callback(env, st->context, global, fn, argc, argv, &result) != napi_ok) relay_report_uncaught(env);
 }
 
-// Sends what the batch queued: one sendmmsg per run of entries on the same socket. Refusals are
-// noted on their socket and reported by report_errors() once JS is no longer running.
+// A refusal of entry k of the queue: counted on its socket, reported by report_errors() once JS is no
+// longer running.
+static void note_refusal(state_t *st, relay_t *r, int code) {
+  r->send_errors++;
+  r->last_errno = code;
+  if (!r->error_listed && st->nerrored < SEND_MAX) {
+    r->error_listed = 1;
+    st->errored[st->nerrored++] = r;
+  }
+}
+
+static int same_destination(const struct mmsghdr *x, const struct mmsghdr *y) {
+  return x->msg_hdr.msg_namelen == y->msg_hdr.msg_namelen && memcmp(x->msg_hdr.msg_name, y->msg_hdr.msg_name, x->msg_hdr.msg_namelen) == 0;
+}
+
+// Groups one socket's queued entries [from, to) into st->out: entries to the same destination with
+// the same size (the group's last may be shorter) become one message with UDP_SEGMENT (UDP GSO), so
+// the kernel takes them through the IP stack once. Order is kept per destination; UDP has none
+// across destinations. Returns the number of messages.
+static int group(state_t *st, relay_t *r, int from, int to) {
+  int nout = 0, niov = 0;
+  char used[SEND_MAX] = { 0 };
+  for (int a = from; a < to; a++) {
+    if (used[a - from]) continue;
+    used[a - from] = 1;
+    size_t seg = st->siov[a].iov_len, total = seg;
+    int first_iov = niov;
+    st->out_iov[niov++] = st->siov[a];
+    if (r->gso && seg <= GSO_SEGMENT_MAX) {
+      for (int b = a + 1; b < to && niov - first_iov < GSO_SEGMENTS_MAX; b++) {
+        if (used[b - from] || !same_destination(&st->smsgs[a], &st->smsgs[b])) continue;
+        size_t len = st->siov[b].iov_len;
+        if (len > seg || total + len > GSO_BYTES_MAX) break;
+        used[b - from] = 1;
+        st->out_iov[niov++] = st->siov[b];
+        total += len;
+        if (len < seg) break;
+      }
+    }
+    struct mmsghdr *m = &st->out[nout];
+    m->msg_hdr = st->smsgs[a].msg_hdr;
+    m->msg_hdr.msg_iov = &st->out_iov[first_iov];
+    m->msg_hdr.msg_iovlen = (size_t)(niov - first_iov);
+    st->out_count[nout] = niov - first_iov;
+    st->out_segment[nout] = (uint16_t)seg;
+    if (niov - first_iov > 1) {
+      struct cmsghdr *c = (struct cmsghdr *)st->out_control[nout];
+      m->msg_hdr.msg_control = c;
+      m->msg_hdr.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      memcpy(CMSG_DATA(c), &st->out_segment[nout], sizeof(uint16_t));
+    } else {
+      m->msg_hdr.msg_control = NULL;
+      m->msg_hdr.msg_controllen = 0;
+    }
+    nout++;
+  }
+  return nout;
+}
+
+// Sends what the batch queued: per socket, one sendmmsg of its entries grouped by group(). A
+// group the kernel refuses (no GSO on the route: no checksum offload, a segment over the MTU) is
+// sent again datagram by datagram, and that socket groups no more. Other refusals are counted.
 static void flush(state_t *st) {
   int i = 0;
   while (i < st->nsend) {
     relay_t *r = st->send_owner[i];
     int end = i + 1;
     while (end < st->nsend && st->send_owner[end] == r) end++;
-    int at = i;
-    while (at < end) {
-      int sent = sendmmsg(r->fd, &st->smsgs[at], (unsigned)(end - at), MSG_DONTWAIT);
+    int nout = group(st, r, i, end);
+    int at = 0;
+    while (at < nout) {
+      int sent = sendmmsg(r->fd, &st->out[at], (unsigned)(nout - at), MSG_DONTWAIT);
       if (sent > 0) {
+        for (int k = at; k < at + sent; k++) {
+          if (st->out_count[k] < 2) continue;
+          st->gso_messages++;
+          st->gso_datagrams += (uint64_t)st->out_count[k];
+        }
         at += sent;
         continue;
       }
       if (sent < 0 && errno == EINTR) continue;
-      // The entry at `at` was refused: counted, and the rest still go.
-      r->send_errors++;
-      r->last_errno = sent < 0 ? errno : EIO;
-      if (!r->error_listed && st->nerrored < SEND_MAX) {
-        r->error_listed = 1;
-        st->errored[st->nerrored++] = r;
+      int code = sent < 0 ? errno : EIO;
+      struct mmsghdr *m = &st->out[at];
+      if (st->out_count[at] > 1 && code != EAGAIN && code != ENOBUFS) {
+        // One at a time, each from its own iovec, without the segment option.
+        r->gso = 0;
+        for (int k = 0; k < st->out_count[at]; k++) {
+          struct msghdr one = m->msg_hdr;
+          one.msg_iov = &m->msg_hdr.msg_iov[k];
+          one.msg_iovlen = 1;
+          one.msg_control = NULL;
+          one.msg_controllen = 0;
+          ssize_t rc;
+          do rc = sendmsg(r->fd, &one, MSG_DONTWAIT);
+          while (rc < 0 && errno == EINTR);
+          if (rc < 0) note_refusal(st, r, errno);
+        }
+      } else {
+        for (int k = 0; k < st->out_count[at]; k++) note_refusal(st, r, code);
       }
       at++;
     }
@@ -197,6 +293,8 @@ static void report_errors(state_t *st) {
 // few associations the reply to what was just sent is usually back within that time, and the
 // wake-up it saves costs more than the polling. Anything else ready in the loop ends the spin.
 static int64_t spin_us = 20;
+// Whether new relay sockets group datagrams for UDP GSO (SOCKSGATE_GSO=0 turns it off, to compare).
+static int gso_enabled = 1;
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
   relay_t *r = (relay_t *)handle->data;
@@ -425,6 +523,7 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   r->st = st;
   r->fd = fd;
   r->ipv6 = ipv6;
+  r->gso = gso_enabled;
   if (uv_poll_init(st->loop, &r->poll, fd) != 0) {
     free(r);
     close(fd);
@@ -493,6 +592,19 @@ static napi_value js_busy_poll(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// counters() -> [GSO messages sent, datagrams they carried]
+static napi_value js_counters(napi_env env, napi_callback_info info) {
+  (void)info;
+  state_t *st = state_of(env);
+  napi_value result, value;
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_create_double(env, st ? (double)st->gso_messages : 0, &value));
+  CHECK(napi_set_element(env, result, 0, value));
+  CHECK(napi_create_double(env, st ? (double)st->gso_datagrams : 0, &value));
+  CHECK(napi_set_element(env, result, 1, value));
+  return result;
+}
+
 static void free_state(napi_env env, void *data, void *hint) {
   (void)hint;
   state_t *st = (state_t *)data;
@@ -516,6 +628,8 @@ static napi_value js_setup(napi_env env, napi_callback_info info) {
   }
   state_t *st = calloc(1, sizeof *st);
   if (st == NULL) return throw_errno(env, ENOMEM, "setup");
+  const char *gso = getenv("SOCKSGATE_GSO");
+  if (gso != NULL && strcmp(gso, "0") == 0) gso_enabled = 0;
   st->env = env;
   st->arena = malloc((size_t)BATCH * SLOT);
   st->meta = calloc(BATCH * META_WORDS, sizeof(int32_t));
@@ -562,6 +676,7 @@ NAPI_MODULE_INIT() {
     { "bind", NULL, js_bind, NULL, NULL, NULL, napi_default, NULL },
     { "send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL },
     { "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
+    { "counters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL },
     { "busyPoll", NULL, js_busy_poll, NULL, NULL, NULL, napi_default, NULL },
     { "ntop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
     { "tcpSetup", NULL, tcp_setup, NULL, NULL, NULL, napi_default, NULL },

@@ -27,6 +27,7 @@ interface Addon {
   ntop(index: number): string;
   close(handle: unknown): void;
   busyPoll(microseconds: number): void;
+  counters(): [number, number];
   tcpSetup(onEnd: (owner: { ended(reason: string): void }, reason: string) => void): void;
   tcpStart(owner: { ended(reason: string): void }, clientFd: number, targetFd: number, toTarget: Buffer | null, toClient: Buffer | null, clientEnded: boolean): unknown;
   tcpInfo(handle: unknown): [number, number, number];
@@ -105,7 +106,7 @@ export function udpIo(): { readonly native: boolean; readonly description: strin
   const loaded = nativeLoaded();
   return {
     native: loaded,
-    description: loaded ? 'native (recvmmsg/sendmmsg batches; TCP tunnels by read/write)' : `dgram (native helper ${native!.reason})`,
+    description: loaded ? 'native (recvmmsg/sendmmsg batches, UDP GSO; TCP tunnels by read/write)' : `dgram (native helper ${native!.reason})`,
   };
 }
 
@@ -116,6 +117,16 @@ export function udpIo(): { readonly native: boolean; readonly description: strin
  */
 export function setBusyPoll(microseconds: number): void {
   if (nativeLoaded()) native!.loaded!.addon.busyPoll(microseconds);
+}
+
+/**
+ * Datagrams the native relay sockets of this process sent grouped by UDP GSO (several datagrams to
+ * one destination through the IP stack at once), and the messages that carried them; zeros on dgram.
+ */
+export function gsoCounters(): { messages: number; datagrams: number } {
+  if (!nativeLoaded()) return { messages: 0, datagrams: 0 };
+  const [messages, datagrams] = native!.loaded!.addon.counters();
+  return { messages, datagrams };
 }
 
 /** Whether the helper is loaded (it is loaded, or found missing, on the first call). */

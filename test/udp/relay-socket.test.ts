@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { waitFor } from '../helpers/peer.js';
 import { UdpPeer } from '../helpers/udp.js';
-import { setBusyPoll, udpIo } from '../../src/udp/native.js';
+import { gsoCounters, setBusyPoll, udpIo } from '../../src/udp/native.js';
 import { openRelay, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
@@ -111,6 +111,44 @@ test('relay socket: bursts are delivered whole and in order, and replies made du
       assert.deepEqual(collector.errors, []);
     } finally {
       peer.close();
+    }
+  });
+});
+
+test('relay socket: equal-size replies to two peers from one batch arrive one datagram each, in order per peer', async () => {
+  // The native helper sends runs of equal-size datagrams to one destination as one UDP GSO message;
+  // the receivers must still see separate datagrams with the right bytes, in each one's order.
+  await withRelay(async (relay, collector) => {
+    const peers = [await UdpPeer.bind('127.0.0.1'), await UdpPeer.bind('127.0.0.1')];
+    collector.onEach = (datagram, address, port) => {
+      assert.equal(relay.send(Buffer.from('re:'), datagram, port, address), null);
+    };
+    const before = gsoCounters();
+    try {
+      const perPeer = 30;
+      const sizeOf = (i: number): number => (i === perPeer - 1 ? 100 : 509); // the last one shorter
+      const sends: Array<Promise<void>> = [];
+      // Interleaved and all in one go, so that the relay reads them in one or two batches.
+      for (let i = 0; i < perPeer; i++) {
+        for (const [p, peer] of peers.entries()) sends.push(peer.send(payload(p * 1000 + i, sizeOf(i)), relay.port, '127.0.0.1'));
+      }
+      await Promise.all(sends);
+      await waitFor(() => peers.every((peer) => peer.pending >= perPeer), 5000, 'every reply back');
+      for (const [p, peer] of peers.entries()) {
+        for (let i = 0; i < perPeer; i++) {
+          const got = await peer.receive(1000);
+          assert.equal(got.data.length, 3 + sizeOf(i), `peer ${p} reply ${i}: one datagram, not a merged one`);
+          assert.ok(got.data.equals(Buffer.concat([Buffer.from('re:'), payload(p * 1000 + i, sizeOf(i))])), `peer ${p} reply ${i} byte-exact and in order`);
+        }
+        await peer.nothingFor(50);
+      }
+      assert.deepEqual(collector.errors, []);
+      if (udpIo().native) {
+        const after = gsoCounters();
+        assert.ok(after.datagrams - before.datagrams >= 4, `replies went out grouped (${after.datagrams - before.datagrams} datagrams in ${after.messages - before.messages} GSO messages)`);
+      }
+    } finally {
+      for (const peer of peers) peer.close();
     }
   });
 });
