@@ -14,4 +14,13 @@ napi_value tcp_info(napi_env env, napi_callback_info info);
 napi_value tcp_close(napi_env env, napi_callback_info info);
 napi_value watch_start(napi_env env, napi_callback_info info);
 napi_value watch_close(napi_env env, napi_callback_info info);
+napi_value front_setup(napi_env env, napi_callback_info info);
+napi_value front_create(napi_env env, napi_callback_info info);
+napi_value front_adopt(napi_env env, napi_callback_info info);
+napi_value front_set_open(napi_env env, napi_callback_info info);
+napi_value front_close(napi_env env, napi_callback_info info);
+napi_value front_connect(napi_env env, napi_callback_info info);
+napi_value front_reply(napi_env env, napi_callback_info info);
+napi_value front_abort(napi_env env, napi_callback_info info);
+napi_value front_take(napi_env env, napi_callback_info info);
 #endif

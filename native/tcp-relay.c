@@ -9,7 +9,8 @@
 // error. Main thread only: tcpSetup() may be called once per process.
 //
 //   tcpSetup(onEnd)                       onEnd(owner, reason): 'closed', or 'client ECONNRESET', 'target EPIPE'…
-//   tcpStart(owner, clientFd, targetFd, toTarget|null, toClient|null, clientEnded) -> handle
+//   tcpStart(owner, clientFd, targetFd, toTarget|null, toClient|null, clientEnded, adopt?) -> handle
+//                                         adopt: use (and finally close) the descriptors themselves, not duplicates
 //   tcpInfo(handle) -> [bytes client→target, bytes target→client, ms since the last byte]
 //   tcpClose(handle)                      stops it (no onEnd); idempotent
 #define _GNU_SOURCE
@@ -252,20 +253,22 @@ static int copy_initial(napi_env env, napi_value value, dir_t *d) {
 }
 
 napi_value tcp_start(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
+  size_t argc = 7;
+  napi_value argv[7];
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return throw_message(env, "tcpStart: 6 arguments");
   if (scratch == NULL) return throw_message(env, "tcpSetup() was not called");
   int32_t cfd, tfd;
-  bool ended;
+  bool ended, adopt = false;
   if (napi_get_value_int32(env, argv[1], &cfd) != napi_ok || napi_get_value_int32(env, argv[2], &tfd) != napi_ok ||
-      napi_get_value_bool(env, argv[5], &ended) != napi_ok)
+      napi_get_value_bool(env, argv[5], &ended) != napi_ok || (argc > 6 && napi_get_value_bool(env, argv[6], &adopt) != napi_ok))
     return throw_message(env, "tcpStart: bad arguments");
   tunnel_t *t = calloc(1, sizeof *t);
   if (t == NULL) return throw_message(env, "tcpStart: out of memory");
-  t->cfd = fcntl(cfd, F_DUPFD_CLOEXEC, 0);
-  t->tfd = t->cfd < 0 ? -1 : fcntl(tfd, F_DUPFD_CLOEXEC, 0);
+  // adopt: descriptors nothing else owns (the front door's), used as they are; otherwise duplicates.
+  t->cfd = adopt ? cfd : fcntl(cfd, F_DUPFD_CLOEXEC, 0);
+  t->tfd = t->cfd < 0 ? -1 : adopt ? tfd : fcntl(tfd, F_DUPFD_CLOEXEC, 0);
   if (t->cfd < 0 || t->tfd < 0 || copy_initial(env, argv[3], &t->up) < 0 || copy_initial(env, argv[4], &t->down) < 0) {
+    if (adopt) t->cfd = t->tfd = -1; // still the caller's
     if (t->cfd >= 0) close(t->cfd);
     if (t->tfd >= 0) close(t->tfd);
     free(t->up.pending);

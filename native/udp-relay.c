@@ -685,6 +685,15 @@ NAPI_MODULE_INIT() {
     { "tcpClose", NULL, tcp_close, NULL, NULL, NULL, napi_default, NULL },
     { "watchStart", NULL, watch_start, NULL, NULL, NULL, napi_default, NULL },
     { "watchClose", NULL, watch_close, NULL, NULL, NULL, napi_default, NULL },
+    { "frontSetup", NULL, front_setup, NULL, NULL, NULL, napi_default, NULL },
+    { "frontCreate", NULL, front_create, NULL, NULL, NULL, napi_default, NULL },
+    { "frontAdopt", NULL, front_adopt, NULL, NULL, NULL, napi_default, NULL },
+    { "frontSetOpen", NULL, front_set_open, NULL, NULL, NULL, napi_default, NULL },
+    { "frontClose", NULL, front_close, NULL, NULL, NULL, napi_default, NULL },
+    { "frontConnect", NULL, front_connect, NULL, NULL, NULL, napi_default, NULL },
+    { "frontReply", NULL, front_reply, NULL, NULL, NULL, napi_default, NULL },
+    { "frontAbort", NULL, front_abort, NULL, NULL, NULL, napi_default, NULL },
+    { "frontTake", NULL, front_take, NULL, NULL, NULL, napi_default, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

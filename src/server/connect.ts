@@ -16,6 +16,11 @@ import { unmapAddress } from '../udp/socket.js';
 export async function runConnect(session: Session, destination: SocksAddress): Promise<void> {
   const admission = await admit(session, 'connect', destination);
   if (!admission || session.isClosed) return;
+  if (session.front !== null) {
+    // A throttled tunnel needs the stream relay, so the session takes its socket back first.
+    if (!session.rates.some((r) => r.tcpBytes.rate > 0)) return frontConnect(session, destination);
+    if (!session.takeFromFront()) return;
+  }
   let target: Socket;
   try {
     target = await session.ctx.dialer.dial(destination, session.signal, admission.addresses, { client: unmapAddress(session.client.host), user: session.user });
@@ -57,3 +62,53 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
   if (end === 'idle') session.ctx.stats.timeouts.idle++;
   session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
 }
+
+/**
+ * CONNECT on the native front door: the helper connects and sends the success reply itself, and the
+ * tunnel goes to the native relay straight from its descriptors. Same replies, results and counts as
+ * the dialer path above.
+ */
+async function frontConnect(session: Session, destination: SocksAddress): Promise<void> {
+  const front = session.front!;
+  const idleMs = session.ctx.idleTimeoutMs;
+  const outcome = await new Promise<NativeTunnel | string>((resolve) => {
+    // A session closed meanwhile (server shutdown) aborts the connection: the helper then reports nothing.
+    session.own(() => resolve('closed'));
+    const immediate = front.connect(
+      {
+        // Synchronously: the tunnel takes the descriptors over (or the helper closes them).
+        connected: (clientFd, targetFd) => {
+          session.front = null;
+          const tunnel = session.isClosed ? null : NativeTunnel.fromDescriptors(clientFd, targetFd, idleMs);
+          resolve(tunnel ?? 'closed');
+          return tunnel !== null;
+        },
+        connectFailed: (code) => resolve(code),
+      },
+      destination.host,
+      destination.port,
+      session.ctx.connectTimeoutMs,
+    );
+    if (immediate !== null) resolve(immediate);
+  });
+  if (typeof outcome === 'string') {
+    if (session.isClosed) return;
+    const code = replyForError({ code: outcome });
+    session.fail(code, `${describeReply(code)}: cannot reach ${destination.host}:${destination.port}: ${outcome}`);
+    return;
+  }
+  const tunnel = outcome;
+  if (session.isClosed) {
+    tunnel.close();
+    return;
+  }
+  session.meter = tunnel;
+  session.details = FRONT_DETAILS;
+  session.own(tunnel);
+  const end = await tunnel.done;
+  if (end === 'idle') session.ctx.stats.timeouts.idle++;
+  session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
+}
+
+// What the status page shows of a front-door CONNECT (one object for all of them).
+const FRONT_DETAILS = { describe: (): Record<string, unknown> => ({ relay: 'native', front: 'native' }) };

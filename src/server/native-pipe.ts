@@ -33,10 +33,11 @@ export class NativeTunnel {
     early: Buffer | undefined,
     clientEnded: boolean,
     private readonly idleMs: number,
+    adopt = false,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.earlyBytes = early?.length ?? 0;
-    this.handle = tcp.tcpStart(this, client, target, early && early.length > 0 ? early : null, null, clientEnded);
+    this.handle = tcp.tcpStart(this, client, target, early && early.length > 0 ? early : null, null, clientEnded, adopt);
     if (idleMs > 0) this.armIdle(idleMs);
   }
 
@@ -70,6 +71,20 @@ export class NativeTunnel {
       socket.once('close', () => tunnel.finish(error ?? `${side} closed`));
     }
     return tunnel;
+  }
+
+  /**
+   * A tunnel on two descriptors no Node socket owns (the native front door's): the helper takes them
+   * over, and closing the tunnel closes the connections. Null (the descriptors untouched) when it cannot.
+   */
+  static fromDescriptors(client: number, target: number, idleMs: number): NativeTunnel | null {
+    const tcp = nativeTcp();
+    if (tcp === null) return null;
+    try {
+      return new NativeTunnel(tcp, client, target, undefined, false, idleMs, true);
+    } catch {
+      return null;
+    }
   }
 
   /** Bytes client → target (with the early ones) and target → client so far. */

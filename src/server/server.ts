@@ -7,7 +7,7 @@ import { ServerStats, Session, type CommandRunner, type LiveSettings, type Sessi
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
-import { Reply } from '../protocol/constants.js';
+import { Command, Reply } from '../protocol/constants.js';
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
@@ -19,6 +19,7 @@ import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
 import { setBusyPoll } from '../udp/native.js';
+import { NativeFront, type FrontHooks } from './native-front.js';
 
 export interface UdpOptions {
   /**
@@ -67,6 +68,11 @@ export interface ServerOptions {
   readonly dnsServers?: readonly string[];
   readonly resolver?: Resolver;
   readonly dialer?: Dialer;
+  /**
+   * The native front door (native/tcp-front.c) on the listeners: no-authentication CONNECTs to IP
+   * addresses are accepted and set up without a net.Socket. Default: on where the helper is loaded.
+   */
+  readonly nativeFront?: boolean;
   readonly logger?: Logger;
   readonly udp?: UdpOptions;
   /** Access rules, first match wins (see the README). */
@@ -176,6 +182,8 @@ export interface SessionSnapshot {
 export class SocksServer extends EventEmitter<SocksServerEvents> {
   private readonly tcpListeners: Server[] = [];
   private readonly sessions = new Set<Session>();
+  /** The native front doors on the listeners (none without the helper or where they do not apply). */
+  private readonly fronts: NativeFront[] = [];
   private readonly ctx: SessionContext;
   private readonly maxClients: number;
   private readonly log: Logger;
@@ -222,6 +230,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
       log: this.log,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
+      connectTimeoutMs: options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
       runBind: options.bind ?? runBind,
@@ -235,6 +244,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
    */
   reload(options: ReloadableOptions): void {
     this.ctx.live = this.liveSettings(options);
+    for (const front of this.fronts) front.setOpen(this.ctx.live.users === null);
     // The counters carry over (live sessions are in them); only their caps change.
     this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? 1000;
     this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? 0;
@@ -312,6 +322,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
           });
         });
         server.on('error', (error) => this.log.error({ err: error }, 'listener error'));
+        this.attachFront(server);
         if (this.demux) {
           // The address the TCP listener really got ("localhost" may have become ::1 or 127.0.0.1).
           const host = (server.address() as { address: string }).address;
@@ -337,6 +348,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
    */
   async drain(deadlineMs: number): Promise<number> {
     this.draining = true;
+    for (const front of this.fronts.splice(0)) front.close();
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     const deadline = Date.now() + deadlineMs;
     while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -383,27 +395,61 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   /** Stops listening and closes every session. */
   async close(): Promise<void> {
     this.draining = true;
+    for (const front of this.fronts.splice(0)) front.close();
     this.options.upstreams?.close();
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
     await Promise.all([...closing, this.demux?.close()]);
   }
 
+  /**
+   * The native front door on a listener, where it applies: the helper is loaded, CONNECTs go out
+   * directly (no upstreams, no custom dialer) and debug logging (which shows every handshake) is off.
+   */
+  private attachFront(server: Server): void {
+    if (this.options.upstreams || this.options.dialer || this.options.nativeFront === false || this.log.isLevelEnabled('debug')) return;
+    const front = NativeFront.attach(server, this.frontHooks, { open: this.ctx.live.users === null, handoffMs: Math.min(1000, this.ctx.handshakeTimeoutMs) });
+    if (front) this.fronts.push(front);
+  }
+
+  private readonly frontHooks: FrontHooks = {
+    accepted: () => this.stats.connectionsAccepted++,
+    adopt: (socket, early, greeted, elapsedMs) => this.admitSocket(socket)?.resumeFromFront(early, greeted, elapsedMs),
+    request: (conn, clientHost, clientPort, host, port) => {
+      const client = addressFromHost(clientHost, clientPort);
+      if (this.sessions.size >= this.maxClients) {
+        this.refusedOverLimit++;
+        this.log.warn({ client: formatAddress(client), maxClients: this.maxClients }, 'too many clients: connection closed');
+        conn.abort();
+        return;
+      }
+      const session = new Session(null, this.ctx, this.sessionClosed, { conn, client });
+      this.sessions.add(session);
+      session.startFront({ command: Command.CONNECT, destination: addressFromHost(host, port) });
+    },
+  };
+
   private accept(socket: Socket): void {
     this.stats.connectionsAccepted++;
+    this.admitSocket(socket);
+  }
+
+  /** A new client socket becomes a session, unless its address is blocked or the server is full. */
+  private admitSocket(socket: Socket): Session | null {
     if (this.ctx.live.users && this.ctx.lockout?.isBlocked(addressFromHost(socket.remoteAddress ?? '', 0).host)) {
       this.stats.authBlocked++;
       socket.destroy();
-      return;
+      return null;
     }
     if (this.sessions.size >= this.maxClients) {
       this.refusedOverLimit++;
       this.log.warn({ client: formatAddress(addressFromHost(socket.remoteAddress ?? '', socket.remotePort ?? 0)), maxClients: this.maxClients }, 'too many clients: connection closed');
       socket.destroy();
-      return;
+      return null;
     }
     const session = new Session(socket, this.ctx, this.sessionClosed);
     this.sessions.add(session);
+    return session;
   }
 
   // One function for every session (not a closure each).

@@ -18,6 +18,7 @@ import { encodeReply, parseRequest, type Request } from '../protocol/request.js'
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
+import type { FrontConn } from './native-front.js';
 
 /** Limits a reload may change. */
 export interface LiveLimits {
@@ -83,6 +84,8 @@ export interface SessionContext {
   readonly resolver: Resolver;
   readonly log: Logger;
   readonly handshakeTimeoutMs: number;
+  /** The time a CONNECT has to reach its destination (the native front door's connects use it). */
+  readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly bindTimeoutMs: number;
   /** Runs BIND: a local listener (bind.ts), or another way to get one (gateway mode: the upstream's BIND). */
@@ -145,14 +148,36 @@ export class Session {
   /** That watch (native/tcp-relay.c), while there is one. */
   private control: unknown = null;
 
+  /**
+   * The connection while the native front door holds it (src/server/native-front.ts): a CONNECT whose
+   * greeting and request the helper read; null for every other session.
+   */
+  front: FrontConn | null = null;
+
+  /**
+   * A session on a client socket, from its greeting on; or, with `front`, a CONNECT whose greeting
+   * and request the native front door already read (`socket` is then null).
+   */
   constructor(
-    socket: Socket,
+    socket: Socket | null,
     readonly ctx: SessionContext,
     private readonly onClosed: (session: Session) => void,
+    front?: { conn: FrontConn; client: SocksAddress },
   ) {
     this.sock = socket;
+    if (socket === null) {
+      this.client = front!.client;
+      this.front = front!.conn;
+      this.phase = 'command';
+      this.timer = null;
+      return;
+    }
     this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
+    this.listen(socket);
+  }
+
+  private listen(socket: Socket): void {
     // The listeners are shared by every session and find theirs on the socket: no four closures per session.
     (socket as SessionSocket)[SESSION] = this;
     socket.on('data', Session.onData);
@@ -160,6 +185,40 @@ export class Session {
     socket.on('error', Session.onError);
     // 'on', not 'once': a socket emits 'close' once, and once() costs a wrapper object and a bound function per session.
     socket.on('close', Session.onSocketClose);
+  }
+
+  /**
+   * A front-door session its command must run on a net.Socket after all (a throttled tunnel): takes
+   * the connection back from the helper. False when the helper no longer held it (the session closes).
+   */
+  takeFromFront(): boolean {
+    const socket = this.front?.take() ?? null;
+    this.front = null;
+    if (socket === null) {
+      this.close('client connection lost');
+      return false;
+    }
+    this.sock = socket;
+    this.listen(socket);
+    return true;
+  }
+
+  /**
+   * A connection the native front door handed over: goes on from the bytes it read (`greeted`: the
+   * no-authentication method reply was sent), with what is left of the handshake time.
+   */
+  resumeFromFront(early: Buffer, greeted: boolean, elapsedMs: number): void {
+    if (greeted) this.phase = 'request';
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.timedOut('handshake'), Math.max(0, this.ctx.handshakeTimeoutMs - elapsedMs));
+    if (early.length > 0) this.data(early);
+  }
+
+  /** Runs a request the native front door read (a CONNECT to an IP address). */
+  startFront(request: Request): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.dispatch(request);
   }
 
   /** The client socket (a command's setup reads it; never after handOverControl()). */
@@ -239,6 +298,12 @@ export class Session {
 
   /** Sends a failure reply, then closes once the client has had a moment to read it. */
   fail(code: ReplyCode, result: string): void {
+    if (this.front !== null) {
+      // The helper sends it and closes the connection gently itself.
+      this.front.reply(code);
+      this.front = null;
+      return this.close(result);
+    }
     this.reply(code);
     this.closeGently(result);
   }
@@ -322,6 +387,8 @@ export class Session {
       nativeTcp()!.watchClose(this.control);
       this.control = null;
     } else this.sock?.destroy();
+    this.front?.abort();
+    this.front = null;
     if (this.meter) [this.up, this.down] = this.traffic();
     this.ctx.stats.sessionsEnded[this.command] = (this.ctx.stats.sessionsEnded[this.command] ?? 0) + 1;
     this.log.info(

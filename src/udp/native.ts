@@ -29,11 +29,63 @@ interface Addon {
   busyPoll(microseconds: number): void;
   counters(): [number, number];
   tcpSetup(onEnd: (owner: { ended(reason: string): void }, reason: string) => void): void;
-  tcpStart(owner: { ended(reason: string): void }, clientFd: number, targetFd: number, toTarget: Buffer | null, toClient: Buffer | null, clientEnded: boolean): unknown;
+  tcpStart(
+    owner: { ended(reason: string): void },
+    clientFd: number,
+    targetFd: number,
+    toTarget: Buffer | null,
+    toClient: Buffer | null,
+    clientEnded: boolean,
+    adopt?: boolean,
+  ): unknown;
   tcpInfo(handle: unknown): [number, number, number];
   tcpClose(handle: unknown): void;
   watchStart(owner: { ended(reason: string): void }, fd: number): unknown;
   watchClose(handle: unknown): void;
+  frontSetup(
+    onHandoff: (owner: FrontOwner, fd: number, bytes: Buffer, greeted: boolean, elapsedMs: number) => void,
+    onRequest: (owner: FrontOwner, conn: unknown, clientHost: string, clientPort: number, host: string, port: number) => void,
+    onConnected: (session: FrontSessionOwner, clientFd: number, targetFd: number, boundHost: string, boundPort: number) => boolean,
+    onFailed: (session: FrontSessionOwner, code: string) => void,
+  ): void;
+  frontCreate(owner: FrontOwner, open: boolean, handoffMs: number): unknown;
+  frontAdopt(front: unknown, fd: number): boolean;
+  frontSetOpen(front: unknown, open: boolean): void;
+  frontClose(front: unknown): void;
+  frontConnect(conn: unknown, session: FrontSessionOwner, host: string, port: number, timeoutMs: number): string | null;
+  frontReply(conn: unknown, code: number): void;
+  frontAbort(conn: unknown): void;
+  frontTake(conn: unknown): number;
+}
+
+/** What the native front door (native/tcp-front.c) reports a listener's connections to. */
+export interface FrontOwner {
+  handoff(fd: number, bytes: Buffer, greeted: boolean, elapsedMs: number): void;
+  request(conn: unknown, clientHost: string, clientPort: number, host: string, port: number): void;
+}
+
+/** What it reports a session's connect to. */
+export interface FrontSessionOwner {
+  /** True when it took both descriptors (the helper then leaves them open). */
+  connected(clientFd: number, targetFd: number, boundHost: string, boundPort: number): boolean;
+  connectFailed(code: string): void;
+}
+
+/** The front-door half of the native helper, set up on first use; null without the helper. */
+export type NativeFrontApi = Pick<Addon, 'frontCreate' | 'frontAdopt' | 'frontSetOpen' | 'frontClose' | 'frontConnect' | 'frontReply' | 'frontAbort' | 'frontTake'>;
+let front: NativeFrontApi | null | undefined;
+
+export function nativeFrontApi(): NativeFrontApi | null {
+  if (front !== undefined) return front;
+  const addon = nativeTcp() === null ? null : native!.loaded!.addon;
+  addon?.frontSetup(
+    (owner, fd, bytes, greeted, elapsedMs) => owner.handoff(fd, bytes, greeted, elapsedMs),
+    (owner, conn, clientHost, clientPort, host, port) => owner.request(conn, clientHost, clientPort, host, port),
+    (session, clientFd, targetFd, boundHost, boundPort) => session.connected(clientFd, targetFd, boundHost, boundPort),
+    (session, code) => session.connectFailed(code),
+  );
+  front = addon;
+  return front;
 }
 
 /** The TCP half of the native helper (native/tcp-relay.c), set up on first use; null without the helper. */
