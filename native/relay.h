@@ -8,6 +8,17 @@ const char *relay_errno_code(int e);
 /** Passes an exception a JS callback threw on to the process's uncaught-exception handling. */
 void relay_report_uncaught(napi_env env);
 
+#include <uv.h>
+struct tunnel;
+/** A tunnel's storage, for the front door to keep a connection's poll handles in (free() it if unused). */
+struct tunnel *tunnel_new(void);
+/** Its client (target 0) or target (1) poll handle. */
+uv_poll_t *tunnel_poll(struct tunnel *t, int target);
+/** Offers it to the next tcpStart(…, adopt) for exactly these descriptors. */
+void tunnel_offer(struct tunnel *t, int cfd, int tfd);
+/** Whether that tcpStart took it (the tunnel then owns handles and descriptors); withdraws the offer. */
+int tunnel_taken(struct tunnel *t);
+
 napi_value tcp_setup(napi_env env, napi_callback_info info);
 napi_value tcp_start(napi_env env, napi_callback_info info);
 napi_value tcp_info(napi_env env, napi_callback_info info);

@@ -15,9 +15,9 @@
 //                                                       no-auth method reply was sent)
 //     onRequest(owner, conn, clientHost, clientPort, host, port)   a complete CONNECT to an IP; JS answers
 //                                                       with frontConnect, frontReply or frontAbort
-//     onConnected(session, clientFd, targetFd, bndHost, bndPort)   the success reply is sent; JS takes
-//                                                       both descriptors during the call and returns true
-//                                                       (otherwise they are closed)
+//     onConnected(session, clientFd, targetFd, bndHost, bndPort)   the success reply is sent; JS's
+//                                                       tcpStart(…, adopt) for them during the call takes the
+//                                                       connection over (otherwise it is closed)
 //     onFailed(session, code)                           the connect failed ('ECONNREFUSED', 'ETIMEDOUT'…);
 //                                                       JS answers with frontReply or frontAbort
 //   frontCreate(owner, open, handoffMs) -> front        open: no-authentication allowed (no users)
@@ -63,7 +63,10 @@ struct conn {
   int handles;
   int closing;
   int tpoll_open;
-  uv_poll_t cpoll, tpoll;
+  // The poll handles live in a tunnel of tcp-relay.c's from the start (see tunnel_offer()): a CONNECT
+  // that succeeds becomes that tunnel without new handles. NULL once the tunnel took them.
+  struct tunnel *pair;
+  uv_poll_t *cpoll, *tpoll;
   uv_timer_t timer;
   napi_ref session;
   uint64_t started;
@@ -117,6 +120,7 @@ static void on_conn_closed(uv_handle_t *handle) {
   if (--c->handles > 0) return;
   if (c->cfd >= 0) close(c->cfd);
   if (c->tfd >= 0) close(c->tfd);
+  free(c->pair);
   free(c);
 }
 
@@ -129,9 +133,10 @@ static void release(conn_t *c) {
     napi_delete_reference(front_env, c->session);
     c->session = NULL;
   }
-  uv_close((uv_handle_t *)&c->cpoll, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
-  if (c->tpoll_open) uv_close((uv_handle_t *)&c->tpoll, on_conn_closed);
+  if (c->pair == NULL) return;
+  uv_close((uv_handle_t *)c->cpoll, on_conn_closed);
+  if (c->tpoll_open) uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
 }
 
 static void format_address(const struct sockaddr_storage *a, char *host, size_t size, int *port) {
@@ -161,7 +166,7 @@ static void handoff(conn_t *c) {
   napi_create_buffer_copy(front_env, c->len, c->head, &data, &argv[2]);
   napi_get_boolean(front_env, c->state == C_REQUEST, &argv[3]);
   napi_create_double(front_env, (double)(uv_now(front_loop) - c->started), &argv[4]);
-  uv_poll_stop(&c->cpoll);
+  uv_poll_stop(c->cpoll);
   release(c);
   call(on_handoff_ref, 5, argv);
   napi_close_handle_scope(front_env, scope);
@@ -176,7 +181,7 @@ static void to_js(conn_t *c, int family) {
     handoff(c);
     return;
   }
-  uv_poll_stop(&c->cpoll);
+  uv_poll_stop(c->cpoll);
   uv_timer_stop(&c->timer);
   c->state = C_JS;
   char client[INET6_ADDRSTRLEN], target[INET6_ADDRSTRLEN];
@@ -310,13 +315,18 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   if (f == NULL) return NULL;
   if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return throw_message(env, "frontAdopt: bad descriptor");
   conn_t *c = f->closing ? NULL : calloc(1, sizeof *c);
-  int own = c == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0 || uv_poll_init_socket(front_loop, &c->cpoll, own) != 0) {
+  struct tunnel *pair = c == NULL ? NULL : tunnel_new();
+  int own = pair == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0 || uv_poll_init_socket(front_loop, tunnel_poll(pair, 0), own) != 0) {
     if (own >= 0) close(own);
+    free(pair);
     free(c);
     napi_get_boolean(env, false, &result);
     return result;
   }
+  c->pair = pair;
+  c->cpoll = tunnel_poll(pair, 0);
+  c->tpoll = tunnel_poll(pair, 1);
   c->cfd = own;
   c->tfd = -1;
   c->state = C_GREETING;
@@ -326,10 +336,10 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   if (f->conns) f->conns->prev = c;
   f->conns = c;
   uv_timer_init(front_loop, &c->timer);
-  c->cpoll.data = c->timer.data = c;
+  c->cpoll->data = c->timer.data = c;
   c->handles = 2;
   uv_timer_start(&c->timer, on_head_timer, (uint64_t)f->handoff_ms, 0);
-  uv_poll_start(&c->cpoll, UV_READABLE, on_head);
+  uv_poll_start(c->cpoll, UV_READABLE, on_head);
   napi_get_boolean(env, true, &result);
   return result;
 }
@@ -360,7 +370,7 @@ napi_value front_close(napi_env env, napi_callback_info info) {
 }
 
 static void connect_failed(conn_t *c, int code) {
-  if (c->tpoll_open) uv_poll_stop(&c->tpoll);
+  if (c->tpoll_open) uv_poll_stop(c->tpoll);
   uv_timer_stop(&c->timer);
   c->state = C_JS;
   napi_handle_scope scope;
@@ -386,7 +396,6 @@ static void on_target_writable(uv_poll_t *handle, int status, int events) {
   if (getsockopt(c->tfd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
   if (error == 0 && status < 0) error = -status;
   if (error != 0) return connect_failed(c, error);
-  uv_poll_stop(&c->tpoll);
   uv_timer_stop(&c->timer);
   struct sockaddr_storage bound;
   socklen_t bound_len = sizeof bound;
@@ -420,11 +429,16 @@ static void on_target_writable(uv_poll_t *handle, int status, int events) {
   napi_create_int32(front_env, c->tfd, &argv[2]);
   napi_create_string_latin1(front_env, host, NAPI_AUTO_LENGTH, &argv[3]);
   napi_create_int32(front_env, port, &argv[4]);
-  // The handles go first (uv_close takes the descriptors out of epoll now), so that the tunnel can
-  // watch the same descriptors; they are closed later, in the handles' close callbacks, unless JS
-  // took them (it returns true).
+  // JS's tcpStart(…, adopt) takes the prepared tunnel: handles and descriptors are then its own.
+  tunnel_offer(c->pair, c->cfd, c->tfd);
+  call(on_connected_ref, 5, argv);
+  if (tunnel_taken(c->pair)) {
+    c->pair = NULL;
+    c->cfd = c->tfd = -1;
+    c->tpoll_open = 0;
+    c->handles = 1; // the timer's alone
+  }
   release(c);
-  if (call(on_connected_ref, 5, argv)) c->cfd = c->tfd = -1;
   napi_close_handle_scope(front_env, scope);
 }
 
@@ -478,11 +492,11 @@ napi_value front_connect(napi_env env, napi_callback_info info) {
   c->tfd = fd;
   c->state = C_CONNECTING;
   napi_create_reference(env, argv[1], 1, &c->session);
-  uv_poll_init_socket(front_loop, &c->tpoll, fd);
-  c->tpoll.data = c;
+  uv_poll_init_socket(front_loop, c->tpoll, fd);
+  c->tpoll->data = c;
   c->tpoll_open = 1;
   c->handles++;
-  uv_poll_start(&c->tpoll, UV_WRITABLE, on_target_writable);
+  uv_poll_start(c->tpoll, UV_WRITABLE, on_target_writable);
   uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
   napi_get_null(env, &result);
   return result;
@@ -516,12 +530,12 @@ napi_value front_reply(napi_env env, napi_callback_info info) {
   if (c == NULL || c->closing) return NULL;
   if (argc < 2 || napi_get_value_int32(env, argv[1], &code) != napi_ok) return throw_message(env, "frontReply: bad arguments");
   if (c->tpoll_open) {
-    uv_poll_stop(&c->tpoll);
+    uv_poll_stop(c->tpoll);
   }
   if (c->tfd >= 0) {
     // The handle is closed with the connection; its descriptor can go now.
     if (c->tpoll_open) {
-      uv_close((uv_handle_t *)&c->tpoll, on_conn_closed);
+      uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
       c->tpoll_open = 0;
     }
     close(c->tfd);
@@ -537,7 +551,7 @@ napi_value front_reply(napi_env env, napi_callback_info info) {
   shutdown(c->cfd, SHUT_WR);
   c->state = C_LINGER;
   uv_timer_start(&c->timer, on_linger_over, LINGER_MS, 0);
-  uv_poll_start(&c->cpoll, UV_READABLE, on_linger);
+  uv_poll_start(c->cpoll, UV_READABLE, on_linger);
   return NULL;
 }
 

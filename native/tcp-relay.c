@@ -222,6 +222,32 @@ static void on_closed(uv_handle_t *handle) {
   free(t);
 }
 
+// The front door (tcp-front.c) keeps a connection's poll handles in a tunnel it allocates here, so
+// that a CONNECT it completes becomes a tunnel without new handles: libuv's poll set-up and tear-down
+// cost four epoll_ctl calls and an ioctl per descriptor. It offers the tunnel (tunnel_offer) while
+// JS's tcpStart(…, adopt) for those descriptors runs, which then takes it.
+static struct tunnel *tcp_prepared;
+
+struct tunnel *tunnel_new(void) {
+  return calloc(1, sizeof(tunnel_t));
+}
+
+uv_poll_t *tunnel_poll(struct tunnel *t, int target) {
+  return target ? &t->tpoll : &t->cpoll;
+}
+
+void tunnel_offer(struct tunnel *t, int cfd, int tfd) {
+  t->cfd = cfd;
+  t->tfd = tfd;
+  tcp_prepared = t;
+}
+
+int tunnel_taken(struct tunnel *t) {
+  int taken = tcp_prepared != t;
+  tcp_prepared = NULL;
+  return taken;
+}
+
 static napi_value throw_message(napi_env env, const char *message) {
   napi_throw_error(env, NULL, message);
   return NULL;
@@ -262,7 +288,16 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
   if (napi_get_value_int32(env, argv[1], &cfd) != napi_ok || napi_get_value_int32(env, argv[2], &tfd) != napi_ok ||
       napi_get_value_bool(env, argv[5], &ended) != napi_ok || (argc > 6 && napi_get_value_bool(env, argv[6], &adopt) != napi_ok))
     return throw_message(env, "tcpStart: bad arguments");
-  tunnel_t *t = calloc(1, sizeof *t);
+  // The front door's tunnel for exactly these descriptors, its poll handles already watching them.
+  tunnel_t *t = NULL;
+  int prepared = 0;
+  if (adopt && tcp_prepared != NULL && tcp_prepared->cfd == cfd && tcp_prepared->tfd == tfd) {
+    t = tcp_prepared;
+    tcp_prepared = NULL;
+    prepared = 1;
+  } else {
+    t = calloc(1, sizeof *t);
+  }
   if (t == NULL) return throw_message(env, "tcpStart: out of memory");
   // adopt: descriptors nothing else owns (the front door's), used as they are; otherwise duplicates.
   t->cfd = adopt ? cfd : fcntl(cfd, F_DUPFD_CLOEXEC, 0);
@@ -273,7 +308,13 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
     if (t->tfd >= 0) close(t->tfd);
     free(t->up.pending);
     free(t->down.pending);
-    free(t);
+    t->up.pending = t->down.pending = NULL;
+    if (prepared) {
+      // Still the front door's, to close with its handles.
+      t->cfd = cfd;
+      t->tfd = tfd;
+      tcp_prepared = t;
+    } else free(t);
     return throw_message(env, "tcpStart: cannot take the sockets over");
   }
   t->up.src = t->cfd;
@@ -282,8 +323,10 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
   t->down.dst = t->cfd;
   t->up.eof = ended;
   t->last_activity = uv_now(tcp_loop);
-  uv_poll_init_socket(tcp_loop, &t->cpoll, t->cfd);
-  uv_poll_init_socket(tcp_loop, &t->tpoll, t->tfd);
+  if (!prepared) {
+    uv_poll_init_socket(tcp_loop, &t->cpoll, t->cfd);
+    uv_poll_init_socket(tcp_loop, &t->tpoll, t->tfd);
+  }
   t->cpoll.data = t->tpoll.data = t;
   t->open_handles = 2;
   napi_create_reference(env, argv[0], 1, &t->owner);

@@ -12,6 +12,25 @@ function parseCidr(text: string): Range {
   return [address, prefix];
 }
 
+// The last address parsed: one decision asks several sets about the same address (loopback,
+// link-local, unspecified, the proxy's own), and parsing it is the costly part.
+let lastText = '';
+let lastAddress: ipaddr.IPv4 | ipaddr.IPv6 | null = null;
+
+/** The address, unmapped and without a zone; null when it is not one. */
+function parsed(ip: string): ipaddr.IPv4 | ipaddr.IPv6 | null {
+  if (ip === lastText) return lastAddress;
+  let address: ipaddr.IPv4 | ipaddr.IPv6 | null;
+  try {
+    address = ipaddr.process(ip.includes('%') ? ip.slice(0, ip.indexOf('%')) : ip);
+  } catch {
+    address = null;
+  }
+  lastText = ip;
+  lastAddress = address;
+  return address;
+}
+
 /** A set of address ranges, IPv4 and IPv6; IPv4-mapped IPv6 addresses match their IPv4 ranges. */
 export class CidrSet {
   private readonly ranges: Range[];
@@ -21,12 +40,8 @@ export class CidrSet {
   }
 
   contains(ip: string): boolean {
-    let address: ipaddr.IPv4 | ipaddr.IPv6;
-    try {
-      address = ipaddr.process(ip.includes('%') ? ip.slice(0, ip.indexOf('%')) : ip);
-    } catch {
-      return false;
-    }
+    const address = parsed(ip);
+    if (address === null) return false;
     for (const range of this.ranges) {
       if (range[0].kind() === address.kind() && address.match(range)) return true;
     }
