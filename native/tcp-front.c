@@ -340,6 +340,10 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   c->handles = 2;
   uv_timer_start(&c->timer, on_head_timer, (uint64_t)f->handoff_ms, 0);
   uv_poll_start(c->cpoll, UV_READABLE, on_head);
+  // The greeting is often here already (the client sent it right after connecting): read it now
+  // instead of one loop iteration later. What it leads to (a hand-over, a request) may call JS from
+  // within this call, which is fine: frontAdopt is called from the listener's connection callback.
+  on_head(c->cpoll, 0, UV_READABLE);
   napi_get_boolean(env, true, &result);
   return result;
 }

@@ -128,11 +128,12 @@ export interface TestAssociation {
  */
 export async function openAssociation(
   socksPort: number,
-  options: { proxyHost?: string; clientHost?: string; declare?: 'port' | 'zero'; credentials?: { user: string; pass: string } } = {},
+  options: { proxyHost?: string; clientHost?: string; from?: string; declare?: 'port' | 'zero'; credentials?: { user: string; pass: string } } = {},
 ): Promise<TestAssociation> {
   const proxyHost = options.proxyHost ?? '127.0.0.1';
-  const udp = await UdpPeer.bind(options.clientHost ?? proxyHost);
-  const control = await Peer.connect(socksPort, proxyHost);
+  // `from`: both the control connection and the UDP socket come from this address.
+  const udp = await UdpPeer.bind(options.from ?? options.clientHost ?? proxyHost);
+  const control = await Peer.connect(socksPort, proxyHost, options.from);
   await handshake(control, options.credentials);
   const unspecified = isIPv6(proxyHost) ? '::' : '0.0.0.0';
   control.write(request(3, unspecified, options.declare === 'zero' ? 0 : udp.port));

@@ -19,10 +19,12 @@ function heapUsed(): number {
 
 async function cycles(socksPort: number, echoPort: number, count: number, concurrency: number): Promise<void> {
   let next = 0;
-  const worker = async (): Promise<void> => {
+  // Each concurrent client has its own address: in fixed-port mode, two associations from one IP that
+  // both declared port 0 and wait for their first datagram make it ambiguous, and it is dropped (by design).
+  const worker = async (_: unknown, w: number): Promise<void> => {
     while (next < count) {
       const id = next++;
-      const a = await openAssociation(socksPort, { declare: id % 2 === 0 ? 'port' : 'zero' });
+      const a = await openAssociation(socksPort, { declare: id % 2 === 0 ? 'port' : 'zero', from: `127.0.0.${20 + w}` });
       try {
         await a.sendTo('127.0.0.1', echoPort, Buffer.from(`cycle ${id}`));
         assert.equal(unwrap((await a.udp.receive(3000)).data).data.toString(), `cycle ${id}`);
