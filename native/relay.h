@@ -5,6 +5,8 @@
 
 /** "ECONNRESET", "EPIPE"… for an errno value (EIO for ones it does not name). */
 const char *relay_errno_code(int e);
+/** Throws an Error with `message`; returns NULL for the N-API function to return. */
+napi_value relay_throw_message(napi_env env, const char *message);
 /** Passes an exception a JS callback threw on to the process's uncaught-exception handling. */
 void relay_report_uncaught(napi_env env);
 

@@ -77,7 +77,6 @@ struct conn {
 struct front {
   int open;
   int handoff_ms;
-  int closing;
   napi_ref owner;
   conn_t *conns;
 };
@@ -88,11 +87,6 @@ static napi_async_context front_context;
 static uv_loop_t *front_loop;
 
 static void on_head(uv_poll_t *handle, int status, int events);
-
-static napi_value throw_message(napi_env env, const char *message) {
-  napi_throw_error(env, NULL, message);
-  return NULL;
-}
 
 // Calls a JS callback; returns whether it returned true.
 static bool call(napi_ref fn_ref, int argc, napi_value *argv) {
@@ -274,9 +268,9 @@ napi_value front_setup(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4], name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (front_loop != NULL) return throw_message(env, "frontSetup() was already called in this process");
-  if (argc < 4) return throw_message(env, "frontSetup: 4 callbacks");
-  if (napi_get_uv_event_loop(env, &front_loop) != napi_ok) return throw_message(env, "frontSetup: no event loop");
+  if (front_loop != NULL) return relay_throw_message(env, "frontSetup() was already called in this process");
+  if (argc < 4) return relay_throw_message(env, "frontSetup: 4 callbacks");
+  if (napi_get_uv_event_loop(env, &front_loop) != napi_ok) return relay_throw_message(env, "frontSetup: no event loop");
   front_env = env;
   napi_create_reference(env, argv[0], 1, &on_handoff_ref);
   napi_create_reference(env, argv[1], 1, &on_request_ref);
@@ -292,12 +286,12 @@ napi_value front_create(napi_env env, napi_callback_info info) {
   napi_value argv[3], handle;
   int32_t handoff_ms;
   bool open;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) return throw_message(env, "frontCreate: 3 arguments");
-  if (front_loop == NULL) return throw_message(env, "frontSetup() was not called");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3) return relay_throw_message(env, "frontCreate: 3 arguments");
+  if (front_loop == NULL) return relay_throw_message(env, "frontSetup() was not called");
   if (napi_get_value_bool(env, argv[1], &open) != napi_ok || napi_get_value_int32(env, argv[2], &handoff_ms) != napi_ok)
-    return throw_message(env, "frontCreate: bad arguments");
+    return relay_throw_message(env, "frontCreate: bad arguments");
   front_t *f = calloc(1, sizeof *f);
-  if (f == NULL) return throw_message(env, "frontCreate: out of memory");
+  if (f == NULL) return relay_throw_message(env, "frontCreate: out of memory");
   f->open = open;
   f->handoff_ms = handoff_ms > 0 ? handoff_ms : 1;
   napi_create_reference(env, argv[0], 1, &f->owner);
@@ -313,8 +307,8 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   front_t *f = external(env, argv[0], "not a front handle");
   if (f == NULL) return NULL;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return throw_message(env, "frontAdopt: bad descriptor");
-  conn_t *c = f->closing ? NULL : calloc(1, sizeof *c);
+  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontAdopt: bad descriptor");
+  conn_t *c = calloc(1, sizeof *c);
   struct tunnel *pair = c == NULL ? NULL : tunnel_new();
   int own = pair == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0 || uv_poll_init_socket(front_loop, tunnel_poll(pair, 0), own) != 0) {
@@ -368,7 +362,6 @@ napi_value front_close(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   front_t *f = external(env, argv[0], "not a front handle");
   if (f == NULL) return NULL;
-  f->closing = 1;
   while (f->conns) release(f->conns);
   napi_delete_reference(env, f->owner);
   // JS drops its handle with this call (src/server/native-front.ts never uses it again).
@@ -460,8 +453,8 @@ napi_value front_connect(napi_env env, napi_callback_info info) {
   if (c == NULL) return NULL;
   if (argc < 5 || napi_get_value_string_latin1(env, argv[2], host, sizeof host, &host_len) != napi_ok ||
       napi_get_value_int32(env, argv[3], &port) != napi_ok || napi_get_value_int32(env, argv[4], &timeout_ms) != napi_ok)
-    return throw_message(env, "frontConnect: bad arguments");
-  if (c->closing || c->state != C_JS || c->tfd >= 0) return throw_message(env, "frontConnect: the connection is not waiting for a decision");
+    return relay_throw_message(env, "frontConnect: bad arguments");
+  if (c->closing || c->state != C_JS || c->tfd >= 0) return relay_throw_message(env, "frontConnect: the connection is not waiting for a decision");
   struct sockaddr_storage to;
   socklen_t to_len;
   memset(&to, 0, sizeof to);
@@ -476,7 +469,7 @@ napi_value front_connect(napi_env env, napi_callback_info info) {
     a6->sin6_port = htons((uint16_t)port);
     to_len = sizeof *a6;
   } else {
-    return throw_message(env, "frontConnect: not an IP address");
+    return relay_throw_message(env, "frontConnect: not an IP address");
   }
   int error = 0;
   int fd = socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -535,16 +528,13 @@ napi_value front_reply(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   conn_t *c = external(env, argv[0], "not a front connection");
   if (c == NULL || c->closing) return NULL;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &code) != napi_ok) return throw_message(env, "frontReply: bad arguments");
+  if (argc < 2 || napi_get_value_int32(env, argv[1], &code) != napi_ok) return relay_throw_message(env, "frontReply: bad arguments");
+  // The target side (a failed connect) goes now: its handle first (uv_close takes it out of epoll).
   if (c->tpoll_open) {
-    uv_poll_stop(c->tpoll);
+    uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
+    c->tpoll_open = 0;
   }
   if (c->tfd >= 0) {
-    // The handle is closed with the connection; its descriptor can go now.
-    if (c->tpoll_open) {
-      uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
-      c->tpoll_open = 0;
-    }
     close(c->tfd);
     c->tfd = -1;
   }

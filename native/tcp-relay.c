@@ -250,7 +250,7 @@ int tunnel_taken(struct tunnel *t) {
   return taken;
 }
 
-static napi_value throw_message(napi_env env, const char *message) {
+napi_value relay_throw_message(napi_env env, const char *message) {
   napi_throw_error(env, NULL, message);
   return NULL;
 }
@@ -283,13 +283,13 @@ static int copy_initial(napi_env env, napi_value value, dir_t *d) {
 napi_value tcp_start(napi_env env, napi_callback_info info) {
   size_t argc = 7;
   napi_value argv[7];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return throw_message(env, "tcpStart: 6 arguments");
-  if (scratch == NULL) return throw_message(env, "tcpSetup() was not called");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return relay_throw_message(env, "tcpStart: 6 arguments");
+  if (scratch == NULL) return relay_throw_message(env, "tcpSetup() was not called");
   int32_t cfd, tfd;
   bool ended, adopt = false;
   if (napi_get_value_int32(env, argv[1], &cfd) != napi_ok || napi_get_value_int32(env, argv[2], &tfd) != napi_ok ||
       napi_get_value_bool(env, argv[5], &ended) != napi_ok || (argc > 6 && napi_get_value_bool(env, argv[6], &adopt) != napi_ok))
-    return throw_message(env, "tcpStart: bad arguments");
+    return relay_throw_message(env, "tcpStart: bad arguments");
   // The front door's tunnel for exactly these descriptors, its poll handles already watching them.
   tunnel_t *t = NULL;
   int prepared = 0;
@@ -300,7 +300,7 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
   } else {
     t = calloc(1, sizeof *t);
   }
-  if (t == NULL) return throw_message(env, "tcpStart: out of memory");
+  if (t == NULL) return relay_throw_message(env, "tcpStart: out of memory");
   // adopt: descriptors nothing else owns (the front door's), used as they are; otherwise duplicates.
   t->cfd = adopt ? cfd : fcntl(cfd, F_DUPFD_CLOEXEC, 0);
   t->tfd = t->cfd < 0 ? -1 : adopt ? tfd : fcntl(tfd, F_DUPFD_CLOEXEC, 0);
@@ -317,7 +317,7 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
       t->tfd = tfd;
       tcp_prepared = t;
     } else free(t);
-    return throw_message(env, "tcpStart: cannot take the sockets over");
+    return relay_throw_message(env, "tcpStart: cannot take the sockets over");
   }
   t->up.src = t->cfd;
   t->up.dst = t->tfd;
@@ -374,10 +374,10 @@ napi_value tcp_setup(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (scratch != NULL) return throw_message(env, "tcpSetup() was already called in this process");
-  if (napi_get_uv_event_loop(env, &tcp_loop) != napi_ok) return throw_message(env, "tcpSetup: no event loop");
+  if (scratch != NULL) return relay_throw_message(env, "tcpSetup() was already called in this process");
+  if (napi_get_uv_event_loop(env, &tcp_loop) != napi_ok) return relay_throw_message(env, "tcpSetup: no event loop");
   scratch = malloc(SCRATCH);
-  if (scratch == NULL) return throw_message(env, "tcpSetup: out of memory");
+  if (scratch == NULL) return relay_throw_message(env, "tcpSetup: out of memory");
   tcp_env = env;
   napi_create_reference(env, argv[0], 1, &on_end_ref);
   napi_create_string_utf8(env, "socksgate:tcp-relay", NAPI_AUTO_LENGTH, &name);
@@ -433,17 +433,17 @@ static void on_control_closed(uv_handle_t *handle) {
 napi_value watch_start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], handle;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_message(env, "watchStart: 2 arguments");
-  if (scratch == NULL) return throw_message(env, "tcpSetup() was not called");
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return relay_throw_message(env, "watchStart: 2 arguments");
+  if (scratch == NULL) return relay_throw_message(env, "tcpSetup() was not called");
   int32_t fd;
-  if (napi_get_value_int32(env, argv[1], &fd) != napi_ok) return throw_message(env, "watchStart: bad descriptor");
+  if (napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "watchStart: bad descriptor");
   control_t *c = calloc(1, sizeof *c);
-  if (c == NULL) return throw_message(env, "watchStart: out of memory");
+  if (c == NULL) return relay_throw_message(env, "watchStart: out of memory");
   c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (c->fd < 0 || uv_poll_init_socket(tcp_loop, &c->poll, c->fd) != 0) {
     if (c->fd >= 0) close(c->fd);
     free(c);
-    return throw_message(env, "watchStart: cannot take the socket over");
+    return relay_throw_message(env, "watchStart: cannot take the socket over");
   }
   c->poll.data = c;
   napi_create_reference(env, argv[0], 1, &c->owner);

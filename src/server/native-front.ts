@@ -95,16 +95,12 @@ export class NativeFront implements FrontOwner {
   }
 }
 
-/** What a session sees of its connection while the front door still holds it. */
-export interface FrontConnOwner {
-  /**
-   * The success reply is sent: take both descriptors now and return true, or return false and the
-   * helper closes them.
-   */
-  connected(clientFd: number, targetFd: number, boundHost: string, boundPort: number): boolean;
-  /** The connect failed: answer with reply() or abort(). */
-  connectFailed(code: string): void;
-}
+/**
+ * What a session sees of its connection while the front door still holds it: `connected` (the
+ * success reply is sent: take both descriptors now and return true, or the helper closes them) and
+ * `connectFailed` (answer with reply() or abort()).
+ */
+export type FrontConnOwner = FrontSessionOwner;
 
 /** A connection the front door holds for a session, until it connects, replies or aborts. */
 export class FrontConn implements FrontSessionOwner {
