@@ -413,7 +413,8 @@ export class Association implements RelayReceiver, ClientChannel {
       if (this.clientPort === null) this.clientPort = port;
       if (port === this.clientPort) return this.fromClient(datagram);
       // Another port of the client's host: a destination only if the client sent to it.
-      if (!this.settings.endpointIndependent && this.peerHeader(`${address}|${port}`) === undefined) {
+      // (The memo of the last destination heard from spares a key string per reply from it.)
+      if (!this.settings.endpointIndependent && !(port === this.lastFromPort && address === this.lastFromAddress) && this.peerHeader(`${address}|${port}`) === undefined) {
         this.settings.stats.clientDatagrams++;
         return this.drop('source', 1);
       }
