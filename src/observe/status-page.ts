@@ -22,6 +22,7 @@ export const STATUS_PAGE = `<!doctype html>
 <body>
 <h1>socksgate</h1>
 <div class="muted" id="updated">loading…</div>
+<div class="muted" id="io"></div>
 <h2>Totals</h2>
 <div class="cards" id="totals"></div>
 <h2>Rates, last 5 minutes</h2>
@@ -34,6 +35,17 @@ export const STATUS_PAGE = `<!doctype html>
   <thead><tr><th>client</th><th>user</th><th>command</th><th>target / destinations</th><th>datagrams ↑</th><th>datagrams ↓</th><th>bytes ↑</th><th>bytes ↓</th><th>age</th></tr></thead>
   <tbody></tbody>
 </table>
+<section id="upstreams-section" hidden>
+<h2>Upstreams</h2>
+<table id="upstreams">
+  <thead><tr><th>upstream</th><th>state</th><th>sessions now</th><th>sessions</th><th>failed health checks</th><th>failed dials</th><th>last health check</th></tr></thead>
+  <tbody></tbody>
+</table>
+</section>
+<section id="workers-section" hidden>
+<h2>Workers</h2>
+<table id="workers"><thead><tr><th>worker</th><th>process</th><th>sessions</th></tr></thead><tbody></tbody></table>
+</section>
 <h2>Drops by reason</h2>
 <table id="drops"><thead><tr><th>reason</th><th>datagrams</th></tr></thead><tbody></tbody></table>
 <script>
@@ -69,6 +81,18 @@ async function refresh() {
       '<tr data-client="' + esc(s.client) + '" data-command="' + esc(s.command) + '"><td>' + esc(s.client) + '</td><td>' + esc(s.user ?? '') + '</td><td>' + esc(s.command) +
       '</td><td>' + esc(s.destinations ? s.destinations.join(', ') || '(none yet)' : s.target) + '</td><td class="num">' + fmt(s.datagramsUp ?? 0) + '</td><td class="num">' + fmt(s.datagramsDown ?? 0) +
       '</td><td class="num">' + fmt(s.up) + '</td><td class="num">' + fmt(s.down) + '</td><td class="num">' + s.ageSeconds + ' s</td></tr>').join('');
+    document.getElementById('io').textContent = status.udpIo ? 'UDP I/O: ' + status.udpIo : '';
+    // Gateway mode: each upstream, in selection (up) or out of it until its health checks pass again.
+    const upstreams = status.upstreams ?? [];
+    document.getElementById('upstreams-section').hidden = upstreams.length === 0;
+    document.querySelector('#upstreams tbody').innerHTML = upstreams.map((u) =>
+      '<tr data-upstream="' + esc(u.upstream) + '"><td>' + esc(u.upstream) + '</td><td>' + (u.up ? 'up' : 'out') + '</td><td class="num">' + u.sessionsActive +
+      '</td><td class="num">' + fmt(u.sessionsTotal) + '</td><td class="num">' + u.failures['health-check'] + '</td><td class="num">' + u.failures.dial +
+      '</td><td class="num">' + (u.healthCheckSeconds === null ? '—' : (u.healthCheckSeconds * 1000).toFixed(1) + ' ms') + '</td></tr>').join('');
+    const workers = status.workers ?? [];
+    document.getElementById('workers-section').hidden = workers.length === 0;
+    document.querySelector('#workers tbody').innerHTML = workers.map((w) =>
+      '<tr><td class="num">' + w.worker + '</td><td class="num">' + w.pid + '</td><td class="num">' + w.sessions + '</td></tr>').join('');
     document.querySelector('#drops tbody').innerHTML = Object.entries(status.drops).filter(([, n]) => n > 0)
       .map(([reason, n]) => '<tr><td>' + esc(reason) + '</td><td class="num">' + fmt(n) + '</td></tr>').join('') || '<tr><td class="muted" colspan="2">none</td></tr>';
   } catch (error) {
