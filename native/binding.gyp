@@ -4,7 +4,7 @@
       "target_name": "socksgate_udp",
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["udp-relay.c", "tcp-relay.c", "tcp-front.c"],
+          "sources": ["udp-relay.c", "tcp-relay.c", "tcp-front.c", "reactor.c"],
           "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
         }, {
           "type": "none"

@@ -11,11 +11,38 @@ napi_value relay_throw_message(napi_env env, const char *message);
 void relay_report_uncaught(napi_env env);
 
 #include <uv.h>
+
+/** Readiness watching on the helper's own epoll (reactor.c): uv_poll's use, fewer system calls. */
+typedef struct rpoll rpoll_t;
+typedef void (*rpoll_cb)(rpoll_t *p, int status, int events);
+typedef void (*rpoll_close_cb)(rpoll_t *p);
+struct rpoll {
+  void *data;
+  int fd;
+  int events;    // UV_READABLE | UV_WRITABLE | UV_DISCONNECT asked for; 0 when stopped
+  unsigned armed; // the epoll events registered for it
+  int in_epoll;
+  // The descriptor is the helper's alone and its owner closes it right after the close callback: the
+  // close then takes it out of the epoll set, and rpoll_close() need not.
+  int owned;
+  int closing;
+  rpoll_cb cb;
+  rpoll_close_cb close_cb;
+  rpoll_t *next_closed;
+};
+/** Binds the handle to a (non-blocking) descriptor; no system call. 0, or -errno. */
+int rpoll_init(uv_loop_t *loop, rpoll_t *p, int fd);
+/** Watches for `events` (level-triggered), replacing what it watched for. 0, or -errno. */
+int rpoll_start(rpoll_t *p, int events, rpoll_cb cb);
+int rpoll_stop(rpoll_t *p);
+/** No callbacks after this; `cb` runs from the loop later, when the owner may close and free. */
+void rpoll_close(rpoll_t *p, rpoll_close_cb cb);
+
 struct tunnel;
 /** A tunnel's storage, for the front door to keep a connection's poll handles in (free() it if unused). */
 struct tunnel *tunnel_new(void);
 /** Its client (target 0) or target (1) poll handle. */
-uv_poll_t *tunnel_poll(struct tunnel *t, int target);
+rpoll_t *tunnel_poll(struct tunnel *t, int target);
 /** Offers it to the next tcpStart(…, adopt) for exactly these descriptors. */
 void tunnel_offer(struct tunnel *t, int cfd, int tfd);
 /** Whether that tcpStart took it (the tunnel then owns handles and descriptors); withdraws the offer. */

@@ -63,10 +63,11 @@ struct conn {
   int handles;
   int closing;
   int tpoll_open;
+  int connect_error; // set when the connect could not be watched
   // The poll handles live in a tunnel of tcp-relay.c's from the start (see tunnel_offer()): a CONNECT
   // that succeeds becomes that tunnel without new handles. NULL once the tunnel took them.
   struct tunnel *pair;
-  uv_poll_t *cpoll, *tpoll;
+  rpoll_t *cpoll, *tpoll;
   uv_timer_t timer;
   napi_ref session;
   uint64_t started;
@@ -86,7 +87,7 @@ static napi_ref on_handoff_ref, on_request_ref, on_connected_ref, on_failed_ref;
 static napi_async_context front_context;
 static uv_loop_t *front_loop;
 
-static void on_head(uv_poll_t *handle, int status, int events);
+static void on_head(rpoll_t *handle, int status, int events);
 
 // Calls a JS callback; returns whether it returned true.
 static bool call(napi_ref fn_ref, int argc, napi_value *argv) {
@@ -109,13 +110,20 @@ static void unlink_conn(conn_t *c) {
   c->front = NULL;
 }
 
-static void on_conn_closed(uv_handle_t *handle) {
-  conn_t *c = (conn_t *)handle->data;
+static void conn_handle_closed(conn_t *c) {
   if (--c->handles > 0) return;
   if (c->cfd >= 0) close(c->cfd);
   if (c->tfd >= 0) close(c->tfd);
   free(c->pair);
   free(c);
+}
+
+static void on_conn_closed(uv_handle_t *handle) {
+  conn_handle_closed((conn_t *)handle->data);
+}
+
+static void on_conn_poll_closed(rpoll_t *handle) {
+  conn_handle_closed((conn_t *)handle->data);
 }
 
 // Closes the connection's handles, then its descriptors (those still its own), then frees it.
@@ -129,8 +137,8 @@ static void release(conn_t *c) {
   }
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
   if (c->pair == NULL) return;
-  uv_close((uv_handle_t *)c->cpoll, on_conn_closed);
-  if (c->tpoll_open) uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
+  rpoll_close(c->cpoll, on_conn_poll_closed);
+  if (c->tpoll_open) rpoll_close(c->tpoll, on_conn_poll_closed);
 }
 
 static void format_address(const struct sockaddr_storage *a, char *host, size_t size, int *port) {
@@ -155,12 +163,12 @@ static void handoff(conn_t *c) {
   argv[0] = owner;
   int fd = c->cfd;
   c->cfd = -1;
+  c->cpoll->owned = 0; // JS's from now on: out of the helper's epoll set at release()
   void *data = NULL;
   napi_create_int32(front_env, fd, &argv[1]);
   napi_create_buffer_copy(front_env, c->len, c->head, &data, &argv[2]);
   napi_get_boolean(front_env, c->state == C_REQUEST, &argv[3]);
   napi_create_double(front_env, (double)(uv_now(front_loop) - c->started), &argv[4]);
-  uv_poll_stop(c->cpoll);
   release(c);
   call(on_handoff_ref, 5, argv);
   napi_close_handle_scope(front_env, scope);
@@ -175,7 +183,7 @@ static void to_js(conn_t *c, int family) {
     handoff(c);
     return;
   }
-  uv_poll_stop(c->cpoll);
+  rpoll_stop(c->cpoll);
   uv_timer_stop(&c->timer);
   c->state = C_JS;
   char client[INET6_ADDRSTRLEN], target[INET6_ADDRSTRLEN];
@@ -229,7 +237,7 @@ static void advance(conn_t *c) {
   }
 }
 
-static void on_head(uv_poll_t *handle, int status, int events) {
+static void on_head(rpoll_t *handle, int status, int events) {
   conn_t *c = (conn_t *)handle->data;
   (void)events;
   if (c->closing) return;
@@ -311,7 +319,7 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   conn_t *c = calloc(1, sizeof *c);
   struct tunnel *pair = c == NULL ? NULL : tunnel_new();
   int own = pair == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0 || uv_poll_init_socket(front_loop, tunnel_poll(pair, 0), own) != 0) {
+  if (own < 0 || rpoll_init(front_loop, tunnel_poll(pair, 0), own) != 0) {
     if (own >= 0) close(own);
     free(pair);
     free(c);
@@ -324,6 +332,8 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   c->pair = pair;
   c->cpoll = tunnel_poll(pair, 0);
   c->tpoll = tunnel_poll(pair, 1);
+  // The duplicate is the helper's alone once Node closes its handle, right after this call.
+  c->cpoll->owned = 1;
   c->cfd = own;
   c->tfd = -1;
   c->state = C_GREETING;
@@ -336,7 +346,12 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   c->cpoll->data = c->timer.data = c;
   c->handles = 2;
   uv_timer_start(&c->timer, on_head_timer, (uint64_t)f->handoff_ms, 0);
-  uv_poll_start(c->cpoll, UV_READABLE, on_head);
+  if (rpoll_start(c->cpoll, UV_READABLE, on_head) != 0) {
+    // Not watched: JS serves it (the descriptor handed back is the dup, the original stays Node's).
+    handoff(c);
+    napi_get_boolean(env, true, &result);
+    return result;
+  }
   // The greeting is often here already (the client sent it right after connecting): read it now
   // instead of one loop iteration later. What it leads to (a hand-over, a request) may call JS from
   // within this call, which is fine: frontAdopt is called from the listener's connection callback.
@@ -370,7 +385,7 @@ napi_value front_close(napi_env env, napi_callback_info info) {
 }
 
 static void connect_failed(conn_t *c, int code) {
-  if (c->tpoll_open) uv_poll_stop(c->tpoll);
+  if (c->tpoll_open) rpoll_stop(c->tpoll);
   uv_timer_stop(&c->timer);
   c->state = C_JS;
   napi_handle_scope scope;
@@ -384,10 +399,10 @@ static void connect_failed(conn_t *c, int code) {
 
 static void on_connect_timeout(uv_timer_t *timer) {
   conn_t *c = (conn_t *)timer->data;
-  if (!c->closing && c->state == C_CONNECTING) connect_failed(c, ETIMEDOUT);
+  if (!c->closing && c->state == C_CONNECTING) connect_failed(c, c->connect_error ? c->connect_error : ETIMEDOUT);
 }
 
-static void on_target_writable(uv_poll_t *handle, int status, int events) {
+static void on_target_writable(rpoll_t *handle, int status, int events) {
   conn_t *c = (conn_t *)handle->data;
   (void)events;
   if (c->closing || c->state != C_CONNECTING) return;
@@ -492,17 +507,22 @@ napi_value front_connect(napi_env env, napi_callback_info info) {
   c->tfd = fd;
   c->state = C_CONNECTING;
   napi_create_reference(env, argv[1], 1, &c->session);
-  uv_poll_init_socket(front_loop, c->tpoll, fd);
+  // Cannot fail: the helper's epoll was made for the client's handle.
+  rpoll_init(front_loop, c->tpoll, fd);
+  c->tpoll->owned = 1;
   c->tpoll->data = c;
   c->tpoll_open = 1;
   c->handles++;
-  uv_poll_start(c->tpoll, UV_WRITABLE, on_target_writable);
-  uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
+  int watching = rpoll_start(c->tpoll, UV_WRITABLE, on_target_writable);
+  // Not watched (the kernel refused, out of memory): the connect fails with that error once this call
+  // has returned, as a connect does.
+  c->connect_error = watching < 0 ? -watching : 0;
+  uv_timer_start(&c->timer, on_connect_timeout, watching < 0 ? 0 : (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
   napi_get_null(env, &result);
   return result;
 }
 
-static void on_linger(uv_poll_t *handle, int status, int events) {
+static void on_linger(rpoll_t *handle, int status, int events) {
   conn_t *c = (conn_t *)handle->data;
   unsigned char sink[4096];
   (void)events;
@@ -529,9 +549,9 @@ napi_value front_reply(napi_env env, napi_callback_info info) {
   conn_t *c = external(env, argv[0], "not a front connection");
   if (c == NULL || c->closing) return NULL;
   if (argc < 2 || napi_get_value_int32(env, argv[1], &code) != napi_ok) return relay_throw_message(env, "frontReply: bad arguments");
-  // The target side (a failed connect) goes now: its handle first (uv_close takes it out of epoll).
+  // The target side (a failed connect) goes now: its handle first (rpoll_close takes it out of epoll).
   if (c->tpoll_open) {
-    uv_close((uv_handle_t *)c->tpoll, on_conn_closed);
+    rpoll_close(c->tpoll, on_conn_poll_closed);
     c->tpoll_open = 0;
   }
   if (c->tfd >= 0) {
@@ -548,7 +568,7 @@ napi_value front_reply(napi_env env, napi_callback_info info) {
   shutdown(c->cfd, SHUT_WR);
   c->state = C_LINGER;
   uv_timer_start(&c->timer, on_linger_over, LINGER_MS, 0);
-  uv_poll_start(c->cpoll, UV_READABLE, on_linger);
+  if (rpoll_start(c->cpoll, UV_READABLE, on_linger) != 0) release(c);
   return NULL;
 }
 
@@ -571,6 +591,7 @@ napi_value front_take(napi_env env, napi_callback_info info) {
   if (!c->closing && c->state == C_JS && c->tfd < 0) {
     fd = c->cfd;
     c->cfd = -1;
+    c->cpoll->owned = 0; // JS's from now on
     release(c);
   }
   napi_create_int32(env, fd, &result);

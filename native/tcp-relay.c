@@ -39,7 +39,7 @@ typedef struct {
 } dir_t;
 
 typedef struct tunnel {
-  uv_poll_t cpoll, tpoll;
+  rpoll_t cpoll, tpoll;
   int cfd, tfd;
   int cevents, tevents;
   dir_t up, down;
@@ -54,8 +54,8 @@ static napi_async_context tcp_context;
 static uv_loop_t *tcp_loop;
 static char *scratch;
 
-static void on_client(uv_poll_t *handle, int status, int events);
-static void on_target(uv_poll_t *handle, int status, int events);
+static void on_client(rpoll_t *handle, int status, int events);
+static void on_target(rpoll_t *handle, int status, int events);
 
 static const char *side_error(int client_side, int e, char *out, size_t size) {
   snprintf(out, size, "%s %s", client_side ? "client" : "target", relay_errno_code(e));
@@ -133,11 +133,11 @@ static int pump(tunnel_t *t, dir_t *d, int src_is_client, int *failed_client_sid
   return 0;
 }
 
-static void watch(uv_poll_t *poll, int *current, int wanted, uv_poll_cb cb) {
+static void watch(rpoll_t *poll, int *current, int wanted, rpoll_cb cb) {
   if (wanted == *current) return;
   *current = wanted;
-  if (wanted == 0) uv_poll_stop(poll);
-  else uv_poll_start(poll, wanted, cb);
+  if (wanted == 0) rpoll_stop(poll);
+  else rpoll_start(poll, wanted, cb);
 }
 
 static void update(tunnel_t *t) {
@@ -168,8 +168,8 @@ static void report_end(napi_ref owner, const char *reason) {
 
 static void finish(tunnel_t *t, const char *reason) {
   t->finished = 1;
-  // JS closes the tunnel from the report (tcpClose: uv_close takes the polls out of epoll), so they are
-  // not stopped first (two epoll_ctl calls per tunnel saved); if it did not close it, they stop now.
+  // JS closes the tunnel from the report (tcpClose: rpoll_close takes the descriptors out of epoll), so
+  // they are not stopped first (two epoll_ctl calls per tunnel saved); if it did not close it, they stop now.
   report_end(t->owner, reason);
   if (!t->closing) update(t);
 }
@@ -193,8 +193,8 @@ static void step(tunnel_t *t, int client_ready, int events) {
   else update(t);
 }
 
-// libuv reports a socket error (an RST, say) as a bare status: a read then tells which error it was.
-static void on_poll(uv_poll_t *handle, int status, int events, int client) {
+// A bare error status (as libuv's poll reports an RST): a read then tells which error it was.
+static void on_poll(rpoll_t *handle, int status, int events, int client) {
   tunnel_t *t = (tunnel_t *)handle->data;
   char reason[64];
   if (status >= 0) {
@@ -206,15 +206,15 @@ static void on_poll(uv_poll_t *handle, int status, int events, int client) {
   if (!t->finished && !t->closing) finish(t, side_error(client, -status, reason, sizeof reason));
 }
 
-static void on_client(uv_poll_t *handle, int status, int events) {
+static void on_client(rpoll_t *handle, int status, int events) {
   on_poll(handle, status, events, 1);
 }
 
-static void on_target(uv_poll_t *handle, int status, int events) {
+static void on_target(rpoll_t *handle, int status, int events) {
   on_poll(handle, status, events, 0);
 }
 
-static void on_closed(uv_handle_t *handle) {
+static void on_closed(rpoll_t *handle) {
   tunnel_t *t = (tunnel_t *)handle->data;
   if (--t->open_handles > 0) return;
   close(t->cfd);
@@ -225,8 +225,7 @@ static void on_closed(uv_handle_t *handle) {
 }
 
 // The front door (tcp-front.c) keeps a connection's poll handles in a tunnel it allocates here, so
-// that a CONNECT it completes becomes a tunnel without new handles: libuv's poll set-up and tear-down
-// cost four epoll_ctl calls and an ioctl per descriptor. It offers the tunnel (tunnel_offer) while
+// that a CONNECT it completes becomes a tunnel with its descriptors already in the epoll set. It offers the tunnel (tunnel_offer) while
 // JS's tcpStart(…, adopt) for those descriptors runs, which then takes it.
 static struct tunnel *tcp_prepared;
 
@@ -234,7 +233,7 @@ struct tunnel *tunnel_new(void) {
   return calloc(1, sizeof(tunnel_t));
 }
 
-uv_poll_t *tunnel_poll(struct tunnel *t, int target) {
+rpoll_t *tunnel_poll(struct tunnel *t, int target) {
   return target ? &t->tpoll : &t->cpoll;
 }
 
@@ -325,11 +324,19 @@ napi_value tcp_start(napi_env env, napi_callback_info info) {
   t->down.dst = t->cfd;
   t->up.eof = ended;
   t->last_activity = uv_now(tcp_loop);
-  if (!prepared) {
-    uv_poll_init_socket(tcp_loop, &t->cpoll, t->cfd);
-    uv_poll_init_socket(tcp_loop, &t->tpoll, t->tfd);
+  if (!prepared && (rpoll_init(tcp_loop, &t->cpoll, t->cfd) < 0 || rpoll_init(tcp_loop, &t->tpoll, t->tfd) < 0)) {
+    if (!adopt) {
+      close(t->cfd);
+      close(t->tfd);
+    }
+    free(t->up.pending);
+    free(t->down.pending);
+    free(t);
+    return relay_throw_message(env, "tcpStart: cannot watch the sockets");
   }
   t->cpoll.data = t->tpoll.data = t;
+  // Adopted descriptors are the tunnel's alone (on_closed closes them); duplicates share Node's sockets.
+  t->cpoll.owned = t->tpoll.owned = adopt;
   t->open_handles = 2;
   napi_create_reference(env, argv[0], 1, &t->owner);
   pass_fin(&t->up);
@@ -365,8 +372,8 @@ napi_value tcp_close(napi_env env, napi_callback_info info) {
   t->finished = 1;
   napi_delete_reference(env, t->owner);
   t->owner = NULL;
-  uv_close((uv_handle_t *)&t->cpoll, on_closed);
-  uv_close((uv_handle_t *)&t->tpoll, on_closed);
+  rpoll_close(&t->cpoll, on_closed);
+  rpoll_close(&t->tpoll, on_closed);
   return NULL;
 }
 
