@@ -48,8 +48,9 @@ export function commandLine(prefix: readonly string[], program: string, args: re
   return [command, rest];
 }
 
-export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0): Promise<{ process: Started; port: number }> {
-  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2']), { stdin: 'pipe' });
+/** spinUs: a UDP echo that polls that long before it sleeps (the direct path's; see bench/gen/socksload.c). */
+export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0, spinUs = 0): Promise<{ process: Started; port: number }> {
+  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2', ...(spinUs > 0 ? [`spin=${spinUs}`] : [])]), { stdin: 'pipe' });
   const ready = await line(p, 'READY', 10_000);
   return { process: p, port: Number(ready.port) };
 }

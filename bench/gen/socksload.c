@@ -1,9 +1,9 @@
 // socksload: the load generator and echo targets of `npm run bench`.
 // Build: gcc -O2 -pthread -o socksload socksload.c
 //
-//   socksload echo-udp port=P [threads=N]     UDP echo on 127.0.0.1:P (SO_REUSEPORT, one socket per thread)
+//   socksload echo-udp port=P [threads=N] [spin=US]   UDP echo on 127.0.0.1:P (SO_REUSEPORT, one socket per thread)
 //   socksload echo-tcp port=P                 TCP echo on 127.0.0.1:P (epoll)
-//   socksload udp     proxy=P|0 target=T assoc=N size=S window=W seconds=D [threads=K]
+//   socksload udp     proxy=P|0 target=T assoc=N size=S window=W seconds=D [threads=K] [spin=US]
 //   socksload latency proxy=P|0 target=T rate=R size=S seconds=D
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
 //   socksload rate    proxy=P|0 target=T seconds=D [threads=K]
@@ -11,6 +11,11 @@
 //   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [first=F] [uport=B] [threads=K]
 //
 // proxy=0 means the direct path (no proxy): the ceiling of this generator and echo on this machine.
+// spin=US: the UDP echo and the closed-loop UDP generator poll for up to US microseconds of quiet
+// before they sleep (default 0: they sleep at once). Two threads that sleep between datagrams are bound
+// by how fast the machine wakes a thread (on virtual machines, slowly), not by CPU; the bench measures
+// the direct path with polling to show what generator and echo can do at most, and the servers without,
+// so that no polling takes CPU from the server under test.
 // Every address is 127.0.0.0/8. Every loop ends by its `seconds`/`hold` deadline or by a bounded count.
 // Each measuring mode prints one line `RESULT {json}` on stdout; `idle` prints `READY {json}` first.
 #define _GNU_SOURCE
@@ -33,6 +38,8 @@
 
 #define MAX_SIZE 65507
 #define WARMUP 0.5
+
+static long g_spin_us = 0;
 
 static double mono(void) {
   struct timespec t;
@@ -155,7 +162,13 @@ static void *udp_echo_thread(void *arg) {
       iov[i] = (struct iovec){bufs + (size_t)i * 65536, 65536};
       msgs[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i], .msg_iov = &iov[i], .msg_iovlen = 1};
     }
-    int n = recvmmsg(fd, msgs, BATCH, MSG_WAITFORONE, NULL);
+    // Polls for up to g_spin_us of quiet, then sleeps until a datagram comes.
+    int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0 && g_spin_us > 0) {
+      double until = mono() + (double)g_spin_us / 1e6;
+      while (n <= 0 && mono() < until) n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    }
+    if (n <= 0) n = recvmmsg(fd, msgs, BATCH, MSG_WAITFORONE, NULL);
     if (n <= 0) continue;
     for (int i = 0; i < n; i++) iov[i].iov_len = msgs[i].msg_len;
     sendmmsg(fd, msgs, (unsigned)n, 0);
@@ -165,6 +178,7 @@ static void *udp_echo_thread(void *arg) {
 
 static int echo_udp(void) {
   int port = (int)arg("port", 0), threads = (int)arg("threads", 2);
+  g_spin_us = (long)arg("spin", 0);
   pthread_t t;
   for (int i = 0; i < threads; i++) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0), one = 1, size = 4 << 20;
@@ -261,9 +275,12 @@ static void *udp_job(void *arg) {
   struct epoll_event evs[256];
   double now = mono(), next_scan = now + 0.05;
   for (int i = 0; i < j->count; i++) refill(j, &j->flows[i], now);
+  double quiet_until = 0;
   while ((now = mono()) < j->end) {
-    int n = epoll_wait(ep, evs, 256, 10);
+    // Polls while quiet for less than g_spin_us, then sleeps (10 ms at most: the deadline and the scan).
+    int n = epoll_wait(ep, evs, 256, now < quiet_until ? 0 : 10);
     now = mono();
+    if (n > 0) quiet_until = now + (double)g_spin_us / 1e6;
     int counting = now >= j->start;
     for (int e = 0; e < n; e++) {
       flow_t *f = &j->flows[evs[e].data.u32];
@@ -333,6 +350,7 @@ static int udp_loop(void) {
   int size = (int)arg("size", 512), window = (int)arg("window", 8), threads = (int)arg("threads", 1);
   double seconds = (double)arg("seconds", 3);
   g_srcn = (uint32_t)arg("srcn", 0);
+  g_spin_us = (long)arg("spin", 0);
   if (threads > assoc) threads = assoc;
   flow_t *flows = calloc((size_t)assoc, sizeof *flows);
   for (int i = 0; i < assoc; i++) {
