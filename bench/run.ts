@@ -183,24 +183,28 @@ async function main(): Promise<void> {
           });
         }
       }
-      if (memory) {
-        // A fresh instance of each server, so memory left over from the throughput figures (heaps that grew and
-        // were not given back) counts in neither the idle nor the loaded figure.
-        for (const name of rotate(SERVERS.filter((s) => byName(s).udp), round)) {
-          await attempt(`memory ${name}`, async () => {
-            const fresh = await startServer(name, cli, nofile);
-            try {
-              const m = await measureMemory(fresh, generator, udpEcho.port, memoryCount);
-              memorySamples.push(m);
-              if (m.hold.errors === 0) push(memory, name, m.perAssociationKiB);
-              else generatorErrors.push(`memory ${name}: ${m.hold.errors} of ${m.count} associations failed (${m.hold.lastError})`);
-              log(`  memory ${name.padEnd(10)} ${m.perAssociationKiB.toFixed(2)} KiB/assoc (Pss ${m.idlePssKiB} → ${m.loadedPssKiB} KiB over ${m.processes} process(es); `
-                + `${m.hold.open} open, ${m.hold.echoed} echoed, ${m.hold.errors} errors${m.hold.lastError ? `: ${m.hold.lastError}` : ''})`);
-            } finally {
-              await stop(fresh.process);
-            }
-          });
-        }
+    }
+    // Memory after every throughput round, not within each: in three full runs the throughput round that
+    // followed a memory phase (Dante alone forks over 300 processes and takes over 4 GB there) had minutes in
+    // which every server ran at a third of its speed, which fell on some servers of a figure and not others.
+    for (let round = 0; memory && round < o.runs; round++) {
+      log(`memory round ${round + 1}/${o.runs}`);
+      // A fresh instance of each server, so memory left over from the throughput figures (heaps that grew and
+      // were not given back) counts in neither the idle nor the loaded figure.
+      for (const name of rotate(SERVERS.filter((s) => byName(s).udp), round)) {
+        await attempt(`memory ${name}`, async () => {
+          const fresh = await startServer(name, cli, nofile);
+          try {
+            const m = await measureMemory(fresh, generator, udpEcho.port, memoryCount);
+            memorySamples.push(m);
+            if (m.hold.errors === 0) push(memory, name, m.perAssociationKiB);
+            else generatorErrors.push(`memory ${name}: ${m.hold.errors} of ${m.count} associations failed (${m.hold.lastError})`);
+            log(`  memory ${name.padEnd(10)} ${m.perAssociationKiB.toFixed(2)} KiB/assoc (Pss ${m.idlePssKiB} → ${m.loadedPssKiB} KiB over ${m.processes} process(es); `
+              + `${m.hold.open} open, ${m.hold.echoed} echoed, ${m.hold.errors} errors${m.hold.lastError ? `: ${m.hold.lastError}` : ''})`);
+          } finally {
+            await stop(fresh.process);
+          }
+        });
       }
     }
     // Added latency: each server's median round trip minus the direct one (same generator, same echo, no proxy).

@@ -29,7 +29,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -336,8 +335,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
         if (k < 0 && errno == EINTR) continue;
         for (int j = 0; j < k; j++) if (ev[j].data.fd != r->fd) others = 1;
         if (k != 0 || now - idle_since >= spin_us) break;
-        // Politely: a thread woken on this CPU (the peer that is to answer) runs first.
-        sched_yield();
         clock_gettime(CLOCK_MONOTONIC, &ts);
         now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
       }
