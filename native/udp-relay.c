@@ -18,7 +18,7 @@
 //   ntop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
 //   close(handle)
 //   counters() -> [gsoMessages, gsoDatagrams]   datagrams sent grouped by UDP GSO, since setup
-//   busyPoll(us)   the adaptive busy polling of on_readable(); process-wide, 50 µs until set
+//   busyPoll(us)   the adaptive busy polling of on_readable(); process-wide, 20 µs until set
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -292,7 +292,7 @@ static void report_errors(state_t *st) {
 // iteration, keep reading it for up to spin_us of quiet before going back to sleep in epoll. At a
 // few associations the reply to what was just sent is usually back within that time, and the
 // wake-up it saves costs more than the polling. Anything else ready in the loop ends the spin.
-static int64_t spin_us = 50;
+static int64_t spin_us = 20;
 // Whether new relay sockets group datagrams for UDP GSO (SOCKSGATE_GSO=0 turns it off, to compare).
 static int gso_enabled = 1;
 

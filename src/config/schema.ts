@@ -275,7 +275,7 @@ export const configSchema = z
           .int()
           .min(0)
           .max(1000)
-          .default(50)
+          .default(20)
           .describe(
             'Adaptive busy polling, in microseconds (native helper only): after relaying a batch, a relay socket that was the only one ready is read again for up to this long before the process sleeps; anything else becoming ready ends it at once. Saves a wake-up per datagram at a few busy associations for at most this much CPU per batch; 0 turns it off.',
           )
