@@ -6,7 +6,8 @@
 // epoll_ctl calls and 2 ioctl per CONNECT session through the front door. Here a change of interest is
 // one EPOLL_CTL_MOD, a stop disarms the descriptor (EPOLLONESHOT with no events, so a peer's hang-up is
 // reported once at most while nobody listens), and closing a descriptor only the helper holds takes it
-// out of the set by itself: 5 calls per session.
+// out of the set by itself: 7 epoll_ctl calls per session in all (one of them Node's, for its accepted handle).
+// Errors come as readiness, never as a status: the read or write that follows meets them.
 //
 // Semantics as uv_poll's where tcp-front.c and tcp-relay.c rely on them: level-triggered; callbacks
 // get UV_READABLE / UV_WRITABLE / UV_DISCONNECT (an error or hang-up is reported as every event the
@@ -24,7 +25,6 @@
 
 #define EVENTS_PER_WAKE 64
 
-static uv_loop_t *reactor_loop;
 static int reactor_fd = -1;
 static uv_poll_t reactor_poll;
 static uv_idle_t reactor_closer;
@@ -52,7 +52,7 @@ static void on_ready(uv_poll_t *handle, int status, int events) {
     if (e & EPOLLRDHUP) got |= UV_DISCONNECT;
     if (e & (EPOLLERR | EPOLLHUP)) got |= UV_READABLE | UV_WRITABLE | UV_DISCONNECT;
     got &= p->events;
-    if (got != 0) p->cb(p, 0, got);
+    if (got != 0) p->cb(p, got);
   }
 }
 
@@ -80,7 +80,6 @@ static int reactor_start(uv_loop_t *loop) {
   // Unreferenced until a handle starts (see account()).
   uv_unref((uv_handle_t *)&reactor_poll);
   uv_poll_start(&reactor_poll, UV_READABLE, on_ready);
-  reactor_loop = loop;
   reactor_fd = fd;
   return 0;
 }

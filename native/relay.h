@@ -14,7 +14,7 @@ void relay_report_uncaught(napi_env env);
 
 /** Readiness watching on the helper's own epoll (reactor.c): uv_poll's use, fewer system calls. */
 typedef struct rpoll rpoll_t;
-typedef void (*rpoll_cb)(rpoll_t *p, int status, int events);
+typedef void (*rpoll_cb)(rpoll_t *p, int events);
 typedef void (*rpoll_close_cb)(rpoll_t *p);
 struct rpoll {
   void *data;

@@ -87,7 +87,7 @@ static napi_ref on_handoff_ref, on_request_ref, on_connected_ref, on_failed_ref;
 static napi_async_context front_context;
 static uv_loop_t *front_loop;
 
-static void on_head(rpoll_t *handle, int status, int events);
+static void on_head(rpoll_t *handle, int events);
 
 // Calls a JS callback; returns whether it returned true.
 static bool call(napi_ref fn_ref, int argc, napi_value *argv) {
@@ -237,11 +237,10 @@ static void advance(conn_t *c) {
   }
 }
 
-static void on_head(rpoll_t *handle, int status, int events) {
+static void on_head(rpoll_t *handle, int events) {
   conn_t *c = (conn_t *)handle->data;
   (void)events;
   if (c->closing) return;
-  if (status < 0) return handoff(c);
   for (;;) {
     ssize_t n = recv(c->cfd, c->head + c->len, HEAD_MAX - c->len, MSG_DONTWAIT);
     if (n > 0) {
@@ -355,7 +354,7 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   // The greeting is often here already (the client sent it right after connecting): read it now
   // instead of one loop iteration later. What it leads to (a hand-over, a request) may call JS from
   // within this call, which is fine: frontAdopt is called from the listener's connection callback.
-  on_head(c->cpoll, 0, UV_READABLE);
+  on_head(c->cpoll, UV_READABLE);
   napi_get_boolean(env, true, &result);
   return result;
 }
@@ -402,14 +401,13 @@ static void on_connect_timeout(uv_timer_t *timer) {
   if (!c->closing && c->state == C_CONNECTING) connect_failed(c, c->connect_error ? c->connect_error : ETIMEDOUT);
 }
 
-static void on_target_writable(rpoll_t *handle, int status, int events) {
+static void on_target_writable(rpoll_t *handle, int events) {
   conn_t *c = (conn_t *)handle->data;
   (void)events;
   if (c->closing || c->state != C_CONNECTING) return;
   int error = 0;
   socklen_t len = sizeof error;
   if (getsockopt(c->tfd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
-  if (error == 0 && status < 0) error = -status;
   if (error != 0) return connect_failed(c, error);
   uv_timer_stop(&c->timer);
   struct sockaddr_storage bound;
@@ -522,7 +520,7 @@ napi_value front_connect(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static void on_linger(rpoll_t *handle, int status, int events) {
+static void on_linger(rpoll_t *handle, int events) {
   conn_t *c = (conn_t *)handle->data;
   unsigned char sink[4096];
   (void)events;
@@ -531,7 +529,7 @@ static void on_linger(rpoll_t *handle, int status, int events) {
     ssize_t n = recv(c->cfd, sink, sizeof sink, MSG_DONTWAIT);
     if (n > 0) continue;
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && status >= 0) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     break;
   }
   release(c);

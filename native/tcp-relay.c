@@ -54,8 +54,8 @@ static napi_async_context tcp_context;
 static uv_loop_t *tcp_loop;
 static char *scratch;
 
-static void on_client(rpoll_t *handle, int status, int events);
-static void on_target(rpoll_t *handle, int status, int events);
+static void on_client(rpoll_t *handle, int events);
+static void on_target(rpoll_t *handle, int events);
 
 static const char *side_error(int client_side, int e, char *out, size_t size) {
   snprintf(out, size, "%s %s", client_side ? "client" : "target", relay_errno_code(e));
@@ -193,25 +193,13 @@ static void step(tunnel_t *t, int client_ready, int events) {
   else update(t);
 }
 
-// A bare error status (as libuv's poll reports an RST): a read then tells which error it was.
-static void on_poll(rpoll_t *handle, int status, int events, int client) {
-  tunnel_t *t = (tunnel_t *)handle->data;
-  char reason[64];
-  if (status >= 0) {
-    step(t, client, events);
-    return;
-  }
-  if (t->finished || t->closing) return;
-  step(t, client, UV_READABLE);
-  if (!t->finished && !t->closing) finish(t, side_error(client, -status, reason, sizeof reason));
+// A socket error (an RST, say) comes as readiness: the read or write in step() meets it.
+static void on_client(rpoll_t *handle, int events) {
+  step((tunnel_t *)handle->data, 1, events);
 }
 
-static void on_client(rpoll_t *handle, int status, int events) {
-  on_poll(handle, status, events, 1);
-}
-
-static void on_target(rpoll_t *handle, int status, int events) {
-  on_poll(handle, status, events, 0);
+static void on_target(rpoll_t *handle, int events) {
+  step((tunnel_t *)handle->data, 0, events);
 }
 
 static void on_closed(rpoll_t *handle) {
