@@ -48,9 +48,13 @@ export function commandLine(prefix: readonly string[], program: string, args: re
   return [command, rest];
 }
 
-/** spinUs: a UDP echo that polls that long before it sleeps (the direct path's; see bench/gen/socksload.c). */
-export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0, spinUs = 0): Promise<{ process: Started; port: number }> {
-  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2', ...(spinUs > 0 ? [`spin=${spinUs}`] : [])]), { stdin: 'pipe' });
+/**
+ * spinUs: a UDP echo that polls that long before it sleeps (the direct path's; see bench/gen/socksload.c).
+ * addrs: a TCP echo listening on that many loopback addresses (127.0.0.1, then 127.0.1.1 ..), same port.
+ */
+export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0, spinUs = 0, addrs = 1): Promise<{ process: Started; port: number }> {
+  const extra = [...(spinUs > 0 ? [`spin=${spinUs}`] : []), ...(addrs > 1 ? [`addrs=${addrs}`] : [])];
+  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2', ...extra]), { stdin: 'pipe' });
   const ready = await line(p, 'READY', 10_000);
   return { process: p, port: Number(ready.port) };
 }

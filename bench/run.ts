@@ -15,6 +15,7 @@ const root = fileURLToPath(new URL('../../', import.meta.url));
 const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'scale'] as const;
 // How long the direct UDP path's generator and echo poll before they sleep (µs).
 const DIRECT_SPIN_US = 50;
+const RATE_DESTINATIONS = 16;
 
 interface Options {
   quick: boolean;
@@ -124,7 +125,12 @@ async function main(): Promise<void> {
     // The direct UDP figures' echo and generator poll instead of sleeping between datagrams: what they can
     // do at most. Against the servers they sleep, so that no polling takes CPU from the server under test.
     const directUdpEcho = await startEcho(generator, 'echo-udp', [], 0, DIRECT_SPIN_US);
-    const tcpEcho = await startEcho(generator, 'echo-tcp');
+    // The new-sessions figure spreads its sessions over RATE_DESTINATIONS echo addresses. To one address, the
+    // servers' upstream connections (all from 127.0.0.1) share one space of about 28,000 ports, each held 60 s
+    // in TIME_WAIT after a session; at these rates it fills up, the kernel's port search in connect()
+    // (__inet_hash_connect) then took 40% of the CPU, and every server measured after one that had filled it
+    // (Dante, which binds its source explicitly, fills both halves of the range) ran at a third of its speed.
+    const tcpEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, RATE_DESTINATIONS);
     const servers: RunningServer[] = [];
     for (const name of SERVERS) servers.push(await startServer(name, cli, nofile));
     const byName = (n: ServerName): RunningServer => servers.find((s) => s.name === n)!;
@@ -156,14 +162,21 @@ async function main(): Promise<void> {
         }
       }
       if (p50 && p99) {
-        for (const peer of rotate(udpPeers, round)) {
-          await attempt(`latency ${peer}`, async () => {
-            const r = await generate(generator, ['latency', `proxy=${proxyOf(peer)}`, `target=${udpEcho.port}`, 'rate=2000', 'size=64', `seconds=${secs}`], o.seconds);
-            push(p50, peer, Number(r.p50us));
-            push(p99, peer, Number(r.p99us));
-            log(`  latency at 2000/s        ${peer.padEnd(10)} p50 ${String(r.p50us)} µs p99 ${String(r.p99us)} µs (${String(r.received)}/${String(r.sent)} back)`);
+        // One generator run for all peers: they take turns in 100 ms slices until each has had its seconds, so
+        // a slow spell of the shared machine falls on all of them alike (see socksload.c).
+        const order = rotate(udpPeers, round);
+        await attempt('latency', async () => {
+          const r = await generate(generator, ['latency', `proxies=${order.map(proxyOf).join(',')}`, `target=${udpEcho.port}`, 'rate=2000', 'size=64',
+            `seconds=${secs}`, 'slice=100'], o.seconds * order.length);
+          const results = r.peers as { proxy: number; sent: number; received: number; p50us: number; p99us: number }[];
+          order.forEach((peer, i) => {
+            const m = results[i];
+            if (!m || m.proxy !== proxyOf(peer)) throw new Error(`latency: no result for ${peer}`);
+            push(p50, peer, m.p50us);
+            push(p99, peer, m.p99us);
+            log(`  latency at 2000/s        ${peer.padEnd(10)} p50 ${String(m.p50us)} µs p99 ${String(m.p99us)} µs (${String(m.received)}/${String(m.sent)} back)`);
           });
-        }
+        });
       }
       for (const [conns, f] of tcpFigures) {
         for (const peer of rotate(tcpPeers, round)) {
@@ -177,7 +190,8 @@ async function main(): Promise<void> {
       if (rate) {
         for (const peer of rotate(tcpPeers, round)) {
           await attempt(`rate ${peer}`, async () => {
-            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${tcpEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16'], o.seconds);
+            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${tcpEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16',
+              `dsts=${RATE_DESTINATIONS}`], o.seconds);
             push(rate, peer, Number(r.perSecond));
             log(`  new sessions             ${peer.padEnd(10)} ${Number(r.perSecond).toFixed(0).padStart(8)} sessions/s (errors ${String(r.errors)})`);
           });

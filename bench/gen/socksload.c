@@ -2,11 +2,11 @@
 // Build: gcc -O2 -pthread -o socksload socksload.c
 //
 //   socksload echo-udp port=P [threads=N] [spin=US]   UDP echo on 127.0.0.1:P (SO_REUSEPORT, one socket per thread)
-//   socksload echo-tcp port=P                 TCP echo on 127.0.0.1:P (epoll)
+//   socksload echo-tcp port=P [addrs=N]       TCP echo on 127.0.0.1:P (epoll), and with addrs on 127.0.1.1 .. 127.0.1.(N-1):P
 //   socksload udp     proxy=P|0 target=T assoc=N size=S window=W seconds=D [threads=K] [spin=US]
-//   socksload latency proxy=P|0 target=T rate=R size=S seconds=D
+//   socksload latency proxies=P1,P2,..|proxy=P target=T rate=R size=S seconds=D [slice=MS]  (0: direct)
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
-//   socksload rate    proxy=P|0 target=T seconds=D [threads=K]
+//   socksload rate    proxy=P|0 target=T seconds=D [threads=K] [srcn=M] [dsts=N]  (dsts: spread over N echo addresses)
 //   socksload probe   port=P [seconds=D]     waits until 127.0.0.1:P accepts TCP (for servers inside a namespace)
 //   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [first=F] [uport=B] [threads=K]
 //
@@ -78,6 +78,12 @@ static struct sockaddr_in loopback(int port) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   return a;
 }
+// Echo address number i of a TCP echo started with addrs=N: 127.0.0.1, then 127.0.1.1 .. 127.0.1.(N-1).
+static struct sockaddr_in echo_addr(int port, uint32_t i) {
+  struct sockaddr_in a = loopback(port);
+  if (i) a.sin_addr.s_addr = htonl(0x7f000100u + i);
+  return a;
+}
 
 static void raise_nofile(void) {
   struct rlimit r;
@@ -97,8 +103,8 @@ static int read_full(int fd, void *buf, int n) {
   return got;
 }
 
-// A blocking TCP connection from source address number `src` to 127.0.0.1:port, with 5 s timeouts.
-static int tcp_connect(int port, uint32_t src) {
+// A blocking TCP connection from source address number `src` to dst, with 5 s timeouts.
+static int tcp_connect_to(const struct sockaddr_in *dst, uint32_t src) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return -1;
   int one = 1;
@@ -112,9 +118,12 @@ static int tcp_connect(int port, uint32_t src) {
     struct sockaddr_in s = source_addr(src);
     if (bind(fd, (struct sockaddr *)&s, sizeof s) < 0) { close(fd); return -1; }
   }
-  struct sockaddr_in a = loopback(port);
-  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) { close(fd); return -1; }
+  if (connect(fd, (const struct sockaddr *)dst, sizeof *dst) < 0) { close(fd); return -1; }
   return fd;
+}
+static int tcp_connect(int port, uint32_t src) {
+  struct sockaddr_in a = loopback(port);
+  return tcp_connect_to(&a, src);
 }
 
 // SOCKS5 greeting (no auth) and request `cmd` (1 CONNECT, 3 UDP ASSOCIATE) for dst. Returns the control socket
@@ -204,33 +213,42 @@ static int echo_udp(void) {
 
 static int echo_tcp(void) {
   raise_nofile();
-  int port = (int)arg("port", 0);
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in a = loopback(port);
-  if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 4096) < 0) die("listen tcp");
-  socklen_t l = sizeof a;
-  getsockname(lfd, (struct sockaddr *)&a, &l);
+  int port = (int)arg("port", 0), addrs = (int)arg("addrs", 1), one = 1;
+  if (addrs < 1 || addrs > 255) addrs = 1;
+  // addrs=N: the same port on N addresses (echo_addr), for clients that spread their connections over them.
+  int lfds[256];
   int ep = epoll_create1(0);
-  struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
-  epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-  ev = (struct epoll_event){.events = EPOLLIN, .data.fd = 0};
+  struct epoll_event ev;
+  for (int i = 0; i < addrs; i++) {
+    lfds[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    setsockopt(lfds[i], SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = echo_addr(port, (uint32_t)i);
+    if (bind(lfds[i], (struct sockaddr *)&a, sizeof a) < 0 || listen(lfds[i], 4096) < 0) die("listen tcp");
+    if (i == 0) {
+      socklen_t l = sizeof a;
+      getsockname(lfds[0], (struct sockaddr *)&a, &l);
+      port = ntohs(a.sin_port);
+    }
+    ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = (uint64_t)lfds[i] | (1ull << 32)};
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfds[i], &ev);
+  }
+  ev = (struct epoll_event){.events = EPOLLIN, .data.u64 = 0};
   epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
-  printf("READY {\"port\":%d}\n", ntohs(a.sin_port));
+  printf("READY {\"port\":%d,\"addrs\":%d}\n", port, addrs);
   fflush(stdout);
   static unsigned char buf[1 << 16];
   struct epoll_event evs[256];
   for (;;) {
     int n = epoll_wait(ep, evs, 256, -1);
     for (int i = 0; i < n; i++) {
-      int fd = evs[i].data.fd;
+      int fd = (int)(evs[i].data.u64 & 0xffffffffu);
       if (fd == 0) {
         if (read(0, buf, sizeof buf) <= 0) return 0;
-      } else if (fd == lfd) {
+      } else if (evs[i].data.u64 >> 32) {
         int c;
-        while ((c = accept4(lfd, NULL, NULL, 0)) >= 0) {
+        while ((c = accept4(fd, NULL, NULL, 0)) >= 0) {
           setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-          struct epoll_event ce = {.events = EPOLLIN, .data.fd = c};
+          struct epoll_event ce = {.events = EPOLLIN, .data.u64 = (uint64_t)c};
           epoll_ctl(ep, EPOLL_CTL_ADD, c, &ce);
         }
       } else {
@@ -393,51 +411,115 @@ static int cmp_double(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static int latency(void) {
-  int proxy = (int)arg("proxy", 0), target = (int)arg("target", 0), rate = (int)arg("rate", 2000);
-  int size = (int)arg("size", 64);
-  double seconds = (double)arg("seconds", 3);
-  if (size < 16) size = 16;
+// The peers of one latency run take turns in slices of `slice` ms (the order given, again and again) until each
+// has had `seconds` of measuring: a slow spell of the machine (this one is shared and virtual) falls on all of
+// them alike instead of on whichever one was being measured. Only one peer has datagrams in flight at a time.
+// The first SLICE_SKIP datagrams of a slice, the first after the peer sat idle through the others' turns, do
+// not count.
+#define MAX_PEERS 8
+#define SLICE_SKIP 2
+typedef struct {
+  int proxy, hdr;
   flow_t f;
-  const char *why = "";
-  if (open_flow(proxy, target, 0, &f, 1, &why) < 0) {
-    printf("RESULT {\"mode\":\"latency\",\"error\":\"%s (%s)\"}\n", why, strerror(errno));
-    return 1;
+  double *rtt;
+  size_t n, cap;
+  uint64_t sent;
+} lat_peer_t;
+
+static int latency(void) {
+  int target = (int)arg("target", 0), rate = (int)arg("rate", 2000), size = (int)arg("size", 64);
+  double seconds = (double)arg("seconds", 3), slice = (double)arg("slice", 100) / 1000;
+  if (size < 16) size = 16;
+  if (rate < 1) rate = 1;
+  if (slice <= 0) slice = 0.1;
+  // proxies=P1,P2,... (0: the direct path); proxy=P for one.
+  lat_peer_t peers[MAX_PEERS];
+  int np = 0;
+  const char *list = NULL;
+  for (int i = 2; i < g_argc; i++) {
+    if (!strncmp(g_argv[i], "proxies=", 8)) list = g_argv[i] + 8;
+    else if (!strncmp(g_argv[i], "proxy=", 6) && !list) list = g_argv[i] + 6;
+  }
+  for (const char *c = list ? list : "0"; *c && np < MAX_PEERS; c++) {
+    char *after;
+    long v = strtol(c, &after, 10);
+    if (after == c) break;
+    peers[np++] = (lat_peer_t){.proxy = (int)v};
+    c = after;
+    if (*c != ',') break;
+  }
+  size_t cap = (size_t)(rate * (seconds + 1)) + 16;
+  for (int i = 0; i < np; i++) {
+    lat_peer_t *p = &peers[i];
+    const char *why = "";
+    if (open_flow(p->proxy, target, (uint32_t)i, &p->f, 1, &why) < 0) {
+      printf("RESULT {\"mode\":\"latency\",\"error\":\"peer %d: %s (%s)\"}\n", p->proxy, why, strerror(errno));
+      return 1;
+    }
+    p->hdr = p->proxy ? 10 : 0;
+    p->rtt = malloc(cap * sizeof *p->rtt);
+    p->cap = cap;
   }
   unsigned char packet[MAX_SIZE + 16], buf[MAX_SIZE + 64];
-  int hdr = udp_header(packet, proxy, target);
-  memset(packet + hdr, 'x', (size_t)size);
-  size_t cap = (size_t)(rate * (seconds + 1)) + 16, n = 0;
-  double *rtt = malloc(cap * sizeof *rtt);
-  uint64_t sent = 0;
-  double t0 = mono(), start = t0 + WARMUP, end = start + seconds, interval = 1.0 / rate, next = t0;
+  memset(packet, 'x', sizeof packet);
+  struct pollfd pf[MAX_PEERS];
+  for (int i = 0; i < np; i++) pf[i] = (struct pollfd){.fd = peers[i].f.fd, .events = POLLIN};
+  // Warm-up: every peer in turn, a datagram each. Then the slices.
+  double t0 = mono(), start = t0 + WARMUP, end = start + seconds * np, interval = 1.0 / rate, next = t0;
+  long slice_at = -1, in_slice = 0;
+  uint64_t k = 0;
   for (;;) {
     double now = mono();
     if (now >= end + 0.2) break;
     if (now >= next && now < end) {
-      memcpy(packet + hdr, &now, sizeof now);
-      if (send(f.fd, packet, (size_t)(hdr + size), 0) > 0 && now >= start) sent++;
+      int who, counted = 0;
+      if (now < start) {
+        who = (int)(k++ % (uint64_t)np);
+      } else {
+        long s = (long)((now - start) / slice);
+        if (s != slice_at) { slice_at = s; in_slice = 0; }
+        who = (int)(s % np);
+        counted = in_slice++ >= SLICE_SKIP;
+      }
+      lat_peer_t *p = &peers[who];
+      // [RFC 1928 header through a proxy] send time, whether it counts, filler.
+      udp_header(packet, p->proxy, target);
+      memcpy(packet + p->hdr, &now, sizeof now);
+      packet[p->hdr + sizeof now] = (unsigned char)counted;
+      if (send(p->f.fd, packet, (size_t)(p->hdr + size), 0) > 0 && counted) p->sent++;
       next += interval;
       continue;
     }
     double wait = (now < end ? next : end + 0.2) - now;
     // ppoll sleeps with nanosecond precision: no busy waiting that would take a CPU from the servers.
-    struct pollfd p = {.fd = f.fd, .events = POLLIN};
     struct timespec ts_wait = {.tv_sec = (time_t)wait, .tv_nsec = (long)((wait - (double)(time_t)wait) * 1e9)};
     if (wait < 0) ts_wait = (struct timespec){0, 0};
-    if (ppoll(&p, 1, &ts_wait, NULL) <= 0) continue;
-    ssize_t r;
-    while ((r = recv(f.fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
-      double at = mono(), ts;
-      if (r != hdr + size) continue;
-      memcpy(&ts, buf + hdr, sizeof ts);
-      if (ts >= start && n < cap) rtt[n++] = (at - ts) * 1e6;
+    if (ppoll(pf, (nfds_t)np, &ts_wait, NULL) <= 0) continue;
+    for (int i = 0; i < np; i++) {
+      if (!(pf[i].revents & POLLIN)) continue;
+      lat_peer_t *p = &peers[i];
+      ssize_t r;
+      while ((r = recv(p->f.fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+        double at = mono(), ts;
+        if (r != p->hdr + size) continue;
+        memcpy(&ts, buf + p->hdr, sizeof ts);
+        if (buf[p->hdr + sizeof ts] == 1 && p->n < p->cap) p->rtt[p->n++] = (at - ts) * 1e6;
+      }
     }
   }
-  qsort(rtt, n, sizeof *rtt, cmp_double);
-  double p50 = n ? rtt[n / 2] : -1, p99 = n ? rtt[(size_t)((double)(n - 1) * 0.99)] : -1, max = n ? rtt[n - 1] : -1;
-  printf("RESULT {\"mode\":\"latency\",\"rate\":%d,\"size\":%d,\"sent\":%llu,\"received\":%zu,\"p50us\":%.1f,\"p99us\":%.1f,\"maxus\":%.1f}\n",
-         rate, size, (unsigned long long)sent, n, p50, p99, max);
+  printf("RESULT {\"mode\":\"latency\",\"rate\":%d,\"size\":%d,\"slice\":%.3f,\"peers\":[", rate, size, slice);
+  for (int i = 0; i < np; i++) {
+    lat_peer_t *p = &peers[i];
+    qsort(p->rtt, p->n, sizeof *p->rtt, cmp_double);
+    size_t n = p->n;
+    double p50 = n ? p->rtt[n / 2] : -1, p99 = n ? p->rtt[(size_t)((double)(n - 1) * 0.99)] : -1, max = n ? p->rtt[n - 1] : -1;
+    printf("%s{\"proxy\":%d,\"sent\":%llu,\"received\":%zu,\"p50us\":%.1f,\"p99us\":%.1f,\"maxus\":%.1f}", i ? "," : "", p->proxy,
+           (unsigned long long)p->sent, n, p50, p99, max);
+    free(p->rtt);
+    close(p->f.fd);
+    if (p->f.control >= 0) close(p->f.control);
+  }
+  printf("]}\n");
   return 0;
 }
 
@@ -517,7 +599,7 @@ static int tcp_bulk(void) {
 
 // ---- new sessions per second ----
 typedef struct {
-  int proxy, target, index, threads;
+  int proxy, target, index, threads, dsts;
   double start, end;
   uint64_t done, errors;
   const char *why;
@@ -525,14 +607,14 @@ typedef struct {
 
 static void *rate_job(void *arg) {
   rate_t *r = arg;
-  struct sockaddr_in dst = loopback(r->target);
   unsigned char msg[32], back[32];
   memset(msg, 'z', sizeof msg);
-  uint32_t src = (uint32_t)r->index;
+  uint32_t src = (uint32_t)r->index, n = (uint32_t)r->index;
   while (mono() < r->end) {
     const char *why = "connect";
     src += (uint32_t)r->threads;
-    int fd = r->proxy ? socks_request(r->proxy, src, 1, &dst, NULL, &why) : tcp_connect(r->target, src);
+    struct sockaddr_in dst = echo_addr(r->target, n++ % (uint32_t)r->dsts);
+    int fd = r->proxy ? socks_request(r->proxy, src, 1, &dst, NULL, &why) : tcp_connect_to(&dst, src);
     int ok = fd >= 0;
     if (ok && (write(fd, msg, sizeof msg) != sizeof msg || read_full(fd, back, sizeof back) < 0 || memcmp(msg, back, sizeof msg) != 0)) {
       ok = 0;
@@ -553,13 +635,15 @@ static void *rate_job(void *arg) {
 static int session_rate(void) {
   raise_nofile();
   int proxy = (int)arg("proxy", 0), target = (int)arg("target", 0), threads = (int)arg("threads", 8);
+  int dsts = (int)arg("dsts", 1);
   double seconds = (double)arg("seconds", 3);
   g_srcn = (uint32_t)arg("srcn", 16);
+  if (dsts < 1) dsts = 1;
   rate_t *rs = calloc((size_t)threads, sizeof *rs);
   pthread_t *tids = calloc((size_t)threads, sizeof *tids);
   double start = mono() + WARMUP, end = start + seconds;
   for (int i = 0; i < threads; i++) {
-    rs[i] = (rate_t){.proxy = proxy, .target = target, .index = i, .threads = threads, .start = start, .end = end, .why = ""};
+    rs[i] = (rate_t){.proxy = proxy, .target = target, .index = i, .threads = threads, .dsts = dsts, .start = start, .end = end, .why = ""};
     pthread_create(&tids[i], NULL, rate_job, &rs[i]);
   }
   uint64_t done = 0, errors = 0;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { connect } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,12 +116,50 @@ describe('socksload, the bench generator', () => {
     assert.ok(Number(r.received) > 0, JSON.stringify(r));
   });
 
+  test('new sessions spread over the TCP echo addresses, direct and through socksgate', async () => {
+    const tcpEcho = spawn(generator, ['echo-tcp', 'port=0', 'addrs=4'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const socks = await startSocks();
+    try {
+      const ready = await resultLine(tcpEcho, 'READY', 10_000);
+      assert.equal(ready.addrs, 4);
+      for (const proxy of [0, socks.port]) {
+        const r = await run(['rate', `proxy=${proxy}`, `target=${String(ready.port)}`, 'seconds=1', 'threads=4', 'srcn=4', 'dsts=4']);
+        assert.equal(r.errors, 0, JSON.stringify(r));
+        assert.ok(Number(r.sessions) > 20, JSON.stringify(r));
+      }
+      // Every one of the four echo addresses answers.
+      for (const last of ['127.0.0.1', '127.0.1.1', '127.0.1.2', '127.0.1.3']) {
+        const echoed = await new Promise<string>((resolve, reject) => {
+          const c = connect({ host: last, port: Number(ready.port) }, () => c.end('ping'));
+          let got = '';
+          c.on('data', (d: Buffer) => (got += d.toString()));
+          c.on('close', () => resolve(got));
+          c.on('error', reject);
+        });
+        assert.equal(echoed, 'ping', last);
+      }
+    } finally {
+      await socks.close();
+      tcpEcho.kill('SIGKILL');
+    }
+  });
+
   test('relays datagrams through socksgate and holds idle associations that each got their echo', async () => {
     const socks = await startSocks();
     try {
       const r = await run(['udp', `proxy=${socks.port}`, `target=${echoPort}`, 'assoc=2', 'size=100', 'window=4', 'seconds=1']);
       assert.equal(r.bad, 0);
       assert.ok(Number(r.received) > 0, JSON.stringify(r));
+      // Latency peers take turns in slices: each gets its share of the datagrams and every one comes back.
+      const lat = await run(['latency', `proxies=0,${socks.port}`, `target=${echoPort}`, 'rate=1000', 'size=64', 'seconds=1', 'slice=50']);
+      const peers = lat.peers as { proxy: number; sent: number; received: number; p50us: number }[];
+      assert.deepEqual(peers.map((p) => p.proxy), [0, socks.port]);
+      for (const p of peers) {
+        // 1 s of turns at 1000/s, minus the first 2 datagrams of each of about 20 slices.
+        assert.ok(p.sent >= 850 && p.sent <= 1000, JSON.stringify(lat));
+        assert.equal(p.received, p.sent, JSON.stringify(lat));
+        assert.ok(p.p50us > 0, JSON.stringify(lat));
+      }
       const holder = spawn(generator, ['idle', `proxy=${socks.port}`, `target=${echoPort}`, 'count=40', 'share=4', 'srcn=2', 'hold=20'], { stdio: ['pipe', 'pipe', 'inherit'] });
       try {
         const ready = await resultLine(holder, 'READY', 15_000);
