@@ -187,11 +187,12 @@ static int group(state_t *st, relay_t *r, int from, int to) {
     size_t seg = st->siov[a].iov_len, total = seg;
     int first_iov = niov;
     st->out_iov[niov++] = st->siov[a];
-    if (r->gso && seg <= GSO_SEGMENT_MAX) {
+    // An empty datagram is never a segment: the kernel cuts a group by bytes, so it would vanish.
+    if (r->gso && seg > 0 && seg <= GSO_SEGMENT_MAX) {
       for (int b = a + 1; b < to && niov - first_iov < GSO_SEGMENTS_MAX; b++) {
         if (used[b - from] || !same_destination(&st->smsgs[a], &st->smsgs[b])) continue;
         size_t len = st->siov[b].iov_len;
-        if (len > seg || total + len > GSO_BYTES_MAX) break;
+        if (len == 0 || len > seg || total + len > GSO_BYTES_MAX) break;
         used[b - from] = 1;
         st->out_iov[niov++] = st->siov[b];
         total += len;
@@ -413,9 +414,10 @@ static napi_value get_relay(napi_env env, napi_value value, relay_t **out) {
 }
 
 // send(handle, header|null, payload, port, address) -> 0 | -errno
+// send(handle, header|null, payload, port, address, offset): header + payload from byte offset on.
 static napi_value js_send(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5], result;
+  size_t argc = 6;
+  napi_value argv[6], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   relay_t *r;
   if (!get_relay(env, argv[0], &r)) return NULL;
@@ -426,6 +428,8 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   CHECK(napi_typeof(env, argv[1], &type));
   if (type != napi_null && type != napi_undefined) CHECK(napi_get_buffer_info(env, argv[1], &head, &head_len));
   CHECK(napi_get_buffer_info(env, argv[2], &body, &body_len));
+  uint32_t offset = 0;
+  if (argc >= 6) CHECK(napi_get_value_uint32(env, argv[5], &offset));
   int32_t port;
   CHECK(napi_get_value_int32(env, argv[3], &port));
   char text[64];
@@ -434,9 +438,11 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   int rc = 0;
   struct sockaddr_in6 addr;
   if (r->closing) rc = -EBADF;
-  else if (port <= 0 || port > 65535) rc = -EINVAL;
+  else if (port <= 0 || port > 65535 || offset > body_len) rc = -EINVAL;
   else rc = parse_address(st, text, r->ipv6, &addr);
   if (rc == 0) {
+    body = (char *)body + offset;
+    body_len -= offset;
     if (r->ipv6) addr.sin6_port = htons((uint16_t)port);
     else ((struct sockaddr_in *)&addr)->sin_port = htons((uint16_t)port);
     socklen_t addr_len = r->ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);

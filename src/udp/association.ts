@@ -233,7 +233,7 @@ export class Association implements RelayReceiver, ClientChannel {
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
     const last = this.lastHeader;
     if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.settings.policy()) {
-      return this.forwardToLast(datagram.subarray(last.length));
+      return this.forwardToLast(datagram, last.length);
     }
     const header = parseUdpHeader(datagram);
     if (header.status !== 'ok') return this.drop('malformed', 1);
@@ -249,26 +249,34 @@ export class Association implements RelayReceiver, ClientChannel {
     }
   }
 
-  /** The memo's destination again: the checks that depend on this datagram, then the send. */
-  private forwardToLast(payload: Buffer): void {
+  /**
+   * The memo's destination again: the checks that depend on this datagram, then the send of its
+   * payload (from byte `offset`, after the header: no view of it is made).
+   */
+  private forwardToLast(datagram: Buffer, offset: number): void {
     const stats = this.settings.stats;
-    stats.clientBytes += payload.length;
-    if (this.rateMeter !== null && !this.rateMeter(payload.length)) return this.drop('rate-limited', 1);
-    if (payload.length > this.settings.maxPayload) return this.drop('too-large', 1);
-    this.sendOn(this.lastTarget, this.lastPort, payload);
+    const length = datagram.length - offset;
+    stats.clientBytes += length;
+    if (this.rateMeter !== null && !this.rateMeter(length)) return this.drop('rate-limited', 1);
+    if (length > this.settings.maxPayload) return this.drop('too-large', 1);
+    this.sendOn(this.lastTarget, this.lastPort, datagram, offset);
   }
 
-  /** Sends from the relay socket and counts it; false when the OS refused at once (counted as a drop). */
-  private sendOn(target: string, port: number, payload: Buffer): boolean {
-    const refused = this.relay.send(null, payload, port, target);
+  /**
+   * Sends payload[offset..] from the relay socket and counts it; false when the OS refused at once
+   * (counted as a drop).
+   */
+  private sendOn(target: string, port: number, payload: Buffer, offset = 0): boolean {
+    const refused = this.relay.send(null, payload, port, target, offset);
     if (refused !== null) {
       this.drop('send-error', 1, refused);
       return false;
     }
+    const length = payload.length - offset;
     const stats = this.settings.stats;
     stats.forwardedDatagrams++;
-    stats.forwardedBytes += payload.length;
-    this.up += payload.length;
+    stats.forwardedBytes += length;
+    this.up += length;
     this.datagramsUp++;
     return true;
   }

@@ -23,7 +23,8 @@ interface Addon {
     slot: number;
   };
   bind(owner: NativeRelay, ipv6: boolean): [unknown, number];
-  send(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string): number;
+  /** Sends header + payload[offset..]; 0 or -errno. */
+  send(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string, offset: number): number;
   ntop(index: number): string;
   close(handle: unknown): void;
   busyPoll(microseconds: number): void;
@@ -104,6 +105,9 @@ export function nativeTcp(): NativeTcp | null {
 const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_udp.node');
 // Words per datagram in the metadata array: length, port, family, unused, then 4 address words.
 const META_WORDS = 8;
+/** Per arena slot, the last two views handed out, the most recent first (see NativeRelay.deliver). */
+const recent: (Buffer | undefined)[] = [];
+const earlier: (Buffer | undefined)[] = [];
 
 /** The package root's copy of the built addon: dist/udp/ in a package, build/src/udp/ in tests. */
 function findAddon(): string | null {
@@ -221,10 +225,13 @@ export class NativeRelay {
     this.receiver = receiver;
   }
 
-  /** Null when sent (or queued for the batch's sendmmsg), else the code of the OS's refusal. */
-  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null {
+  /**
+   * Sends header + payload from its byte `offset` on. Null when sent (or queued for the batch's
+   * sendmmsg), else the code of the OS's refusal.
+   */
+  send(header: Buffer | null, payload: Buffer, port: number, address: string, offset = 0): string | null {
     if (this.closed) return 'EBADF';
-    const rc = native!.loaded!.addon.send(this.handle, header, payload, port, address);
+    const rc = native!.loaded!.addon.send(this.handle, header, payload, port, address, offset);
     return rc === 0 ? null : errnoCode(-rc);
   }
 
@@ -247,8 +254,23 @@ export class NativeRelay {
         this.w3 = meta[m + 7]!;
         this.lastAddress = address;
       }
-      const start = i * slot;
-      receiver.onDatagram(arena.subarray(start, start + meta[m]!), address, meta[m + 1]!);
+      // A view this slot handed out before for the same length, if any (the slot keeps two: a socket
+      // hears its client's datagrams and their replies, two lengths of a steady flow). Views are valid
+      // only during the call in any case; a steady flow then allocates nothing per datagram.
+      const length = meta[m]!;
+      let view = recent[i];
+      if (view === undefined || view.length !== length) {
+        const older = earlier[i];
+        if (older !== undefined && older.length === length) {
+          earlier[i] = view;
+          recent[i] = view = older;
+        } else {
+          const start = i * slot;
+          earlier[i] = view;
+          view = recent[i] = arena.subarray(start, start + length);
+        }
+      }
+      receiver.onDatagram(view, address, meta[m + 1]!);
     }
   }
 

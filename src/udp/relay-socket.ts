@@ -15,8 +15,11 @@ export interface RelaySocket {
   /** Datagrams handed to the receiver are valid only during the call: whatever outlives it is copied. */
   readonly transient: boolean;
   receive(receiver: RelayReceiver): void;
-  /** Sends header (if any) + payload; null when sent, else the code of the OS's immediate refusal. */
-  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null;
+  /**
+   * Sends header (if any) + payload from byte `offset` on (default 0); null when sent, else the code of
+   * the OS's immediate refusal.
+   */
+  send(header: Buffer | null, payload: Buffer, port: number, address: string, offset?: number): string | null;
   close(): void;
 }
 
@@ -37,9 +40,10 @@ class DgramRelay implements RelaySocket {
     this.socket.on('error', (error: NodeJS.ErrnoException) => receiver.onSendError(error.code ?? 'EIO', 1));
   }
 
-  send(header: Buffer | null, payload: Buffer, port: number, address: string): string | null {
+  send(header: Buffer | null, payload: Buffer, port: number, address: string, offset = 0): string | null {
+    const body = offset === 0 ? payload : payload.subarray(offset);
     try {
-      this.socket.send(header === null ? payload : [header, payload], port, address, this.onSent);
+      this.socket.send(header === null ? body : [header, body], port, address, this.onSent);
       return null;
     } catch (error) {
       return (error as NodeJS.ErrnoException).code ?? 'EIO';

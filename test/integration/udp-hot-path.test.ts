@@ -39,3 +39,31 @@ test('the last-destination memo: alternating destinations, fragments, and a relo
     await socks.close();
   }
 });
+
+// The native helper hands datagrams over as views of its arena and reuses a view when a slot sees a
+// length it saw just before: whatever the lengths, every byte must be the datagram's own.
+test('payloads of changing lengths, one by one and in bursts, come back byte for byte', async () => {
+  const socks = await startSocks({});
+  const echo = await startUdpEcho('127.0.0.1');
+  const association = await openAssociation(socks.port);
+  try {
+    const payload = (n: number, i: number): Buffer => Buffer.from(Array.from({ length: n }, (_, k) => (k * 7 + i * 13) & 0xff));
+    const lengths = [1, 64, 64, 65, 1, 512, 64, 1400, 1400, 0, 63, 64];
+    for (let i = 0; i < lengths.length; i++) {
+      const sent = payload(lengths[i]!, i);
+      await association.sendTo('127.0.0.1', echo.port, sent);
+      const reply = unwrap((await association.udp.receive()).data);
+      assert.deepEqual(reply.data, sent, `datagram ${i} (${lengths[i]} bytes)`);
+    }
+    // A burst: several datagrams arrive in one batch, in different arena slots.
+    const burst = lengths.map((n, i) => payload(n, i + 100));
+    for (const sent of burst) await association.sendTo('127.0.0.1', echo.port, sent);
+    const got: string[] = [];
+    for (let i = 0; i < burst.length; i++) got.push(unwrap((await association.udp.receive()).data).data.toString('hex'));
+    assert.deepEqual(got.sort(), burst.map((b) => b.toString('hex')).sort());
+  } finally {
+    association.close();
+    echo.close();
+    await socks.close();
+  }
+});
