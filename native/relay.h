@@ -57,6 +57,7 @@ napi_value watch_close(napi_env env, napi_callback_info info);
 napi_value front_setup(napi_env env, napi_callback_info info);
 napi_value front_create(napi_env env, napi_callback_info info);
 napi_value front_adopt(napi_env env, napi_callback_info info);
+napi_value front_listen(napi_env env, napi_callback_info info);
 napi_value front_set_open(napi_env env, napi_callback_info info);
 napi_value front_close(napi_env env, napi_callback_info info);
 napi_value front_connect(napi_env env, napi_callback_info info);

@@ -6,11 +6,14 @@
 // optimistic data, malformed or slow input) is handed over to JS with the bytes read so far, and the
 // TypeScript session goes on exactly as if it had read them itself.
 //
-// Node's listener still accepts (so its cluster sharing and close work as ever), but JS hands each
-// accepted descriptor straight here before a net.Socket is made (src/server/native-front.ts); this
-// side works on a duplicate of it. Main thread only: frontSetup() may be called once per process.
+// Node's listener stays (its cluster sharing, address() and close work as ever). The helper watches a
+// duplicate of its descriptor and accepts there itself (frontListen), so a connection costs no Node
+// handle, no JS call and no dup(); when Node's own watcher wins the race for a connection, JS hands
+// the accepted descriptor here before a net.Socket is made (frontAdopt, src/server/native-front.ts)
+// and this side works on a duplicate of it. Main thread only: frontSetup() may be called once per
+// process.
 //
-//   frontSetup(onHandoff, onRequest, onConnected, onFailed)
+//   frontSetup(onHandoff, onRequest, onConnected, onFailed, onAccepted)
 //     onHandoff(owner, fd, bytes, greeted, elapsedMs)   the connection is JS's now (greeted: the
 //                                                       no-auth method reply was sent)
 //     onRequest(owner, conn, clientHost, clientPort, host, port)   a complete CONNECT to an IP; JS answers
@@ -20,7 +23,9 @@
 //                                                       connection over (otherwise it is closed)
 //     onFailed(session, code)                           the connect failed ('ECONNREFUSED', 'ETIMEDOUT'…);
 //                                                       JS answers with frontReply or frontAbort
+//     onAccepted(owner, count)                          count connections were accepted by frontListen
 //   frontCreate(owner, open, handoffMs) -> front        open: no-authentication allowed (no users)
+//   frontListen(front, fd) -> bool   accepts on a duplicate of listening descriptor fd from now on
 //   frontAdopt(front, fd)      takes a duplicate of an accepted connection's descriptor
 //   frontSetOpen(front, open)
 //   frontClose(front)          adopts no more; closes the connections not yet given to JS; idempotent
@@ -71,19 +76,30 @@ struct conn {
   uv_timer_t timer;
   napi_ref session;
   uint64_t started;
+  // The client's address when the helper accepted it (no getpeername() then).
+  struct sockaddr_storage peer;
+  int peer_known;
   size_t len;
   unsigned char head[HEAD_MAX];
 };
+
+// The helper's own watch on a listening socket (a duplicate of Node's descriptor). Apart from the
+// front: its close completes a loop iteration later, maybe after the front is gone.
+typedef struct {
+  rpoll_t poll;
+  front_t *front;
+} listener_t;
 
 struct front {
   int open;
   int handoff_ms;
   napi_ref owner;
   conn_t *conns;
+  listener_t *listener;
 };
 
 static napi_env front_env;
-static napi_ref on_handoff_ref, on_request_ref, on_connected_ref, on_failed_ref;
+static napi_ref on_handoff_ref, on_request_ref, on_connected_ref, on_failed_ref, on_accepted_ref;
 static napi_async_context front_context;
 static uv_loop_t *front_loop;
 
@@ -177,9 +193,9 @@ static void handoff(conn_t *c) {
 // A complete CONNECT to an IP address: JS decides.
 static void to_js(conn_t *c, int family) {
   front_t *f = c->front;
-  struct sockaddr_storage peer;
+  struct sockaddr_storage peer = c->peer;
   socklen_t peer_len = sizeof peer;
-  if (getpeername(c->cfd, (struct sockaddr *)&peer, &peer_len) != 0) {
+  if (!c->peer_known && getpeername(c->cfd, (struct sockaddr *)&peer, &peer_len) != 0) {
     handoff(c);
     return;
   }
@@ -272,17 +288,18 @@ static void *external(napi_env env, napi_value value, const char *what) {
 }
 
 napi_value front_setup(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4], name;
+  size_t argc = 5;
+  napi_value argv[5], name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (front_loop != NULL) return relay_throw_message(env, "frontSetup() was already called in this process");
-  if (argc < 4) return relay_throw_message(env, "frontSetup: 4 callbacks");
+  if (argc < 5) return relay_throw_message(env, "frontSetup: 5 callbacks");
   if (napi_get_uv_event_loop(env, &front_loop) != napi_ok) return relay_throw_message(env, "frontSetup: no event loop");
   front_env = env;
   napi_create_reference(env, argv[0], 1, &on_handoff_ref);
   napi_create_reference(env, argv[1], 1, &on_request_ref);
   napi_create_reference(env, argv[2], 1, &on_connected_ref);
   napi_create_reference(env, argv[3], 1, &on_failed_ref);
+  napi_create_reference(env, argv[4], 1, &on_accepted_ref);
   napi_create_string_utf8(env, "socksgate:tcp-front", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &front_context);
   return NULL;
@@ -306,24 +323,20 @@ napi_value front_create(napi_env env, napi_callback_info info) {
   return handle;
 }
 
-// Returns false when it could not take the connection (JS then serves it itself).
-napi_value front_adopt(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], result;
-  int32_t fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  front_t *f = external(env, argv[0], "not a front handle");
-  if (f == NULL) return NULL;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontAdopt: bad descriptor");
+// Takes connection `own` (a descriptor the helper alone holds: a duplicate, or its own accept) with the
+// client's address if known. False when it could not (`own` is then closed).
+static bool adopt(front_t *f, int own, const struct sockaddr_storage *peer) {
   conn_t *c = calloc(1, sizeof *c);
   struct tunnel *pair = c == NULL ? NULL : tunnel_new();
-  int own = pair == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (own < 0 || rpoll_init(front_loop, tunnel_poll(pair, 0), own) != 0) {
-    if (own >= 0) close(own);
+  if (pair == NULL || rpoll_init(front_loop, tunnel_poll(pair, 0), own) != 0) {
+    close(own);
     free(pair);
     free(c);
-    napi_get_boolean(env, false, &result);
-    return result;
+    return false;
+  }
+  if (peer != NULL) {
+    c->peer = *peer;
+    c->peer_known = 1;
   }
   // As Node's listener does for its sockets (noDelay): small writes through the tunnel go at once.
   int one = 1;
@@ -331,7 +344,7 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   c->pair = pair;
   c->cpoll = tunnel_poll(pair, 0);
   c->tpoll = tunnel_poll(pair, 1);
-  // The duplicate is the helper's alone once Node closes its handle, right after this call.
+  // The helper's alone (a duplicate: once Node closes its handle, right after frontAdopt).
   c->cpoll->owned = 1;
   c->cfd = own;
   c->tfd = -1;
@@ -346,16 +359,102 @@ napi_value front_adopt(napi_env env, napi_callback_info info) {
   c->handles = 2;
   uv_timer_start(&c->timer, on_head_timer, (uint64_t)f->handoff_ms, 0);
   if (rpoll_start(c->cpoll, UV_READABLE, on_head) != 0) {
-    // Not watched: JS serves it (the descriptor handed back is the dup, the original stays Node's).
+    // Not watched: JS serves it.
     handoff(c);
-    napi_get_boolean(env, true, &result);
-    return result;
+    return true;
   }
   // The greeting is often here already (the client sent it right after connecting): read it now
   // instead of one loop iteration later. What it leads to (a hand-over, a request) may call JS from
-  // within this call, which is fine: frontAdopt is called from the listener's connection callback.
+  // within this call, which is fine: it runs from a connection callback (Node's or on_listen()).
   on_head(c->cpoll, UV_READABLE);
-  napi_get_boolean(env, true, &result);
+  return true;
+}
+
+// Returns false when it could not take the connection (JS then serves it itself).
+napi_value front_adopt(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  front_t *f = external(env, argv[0], "not a front handle");
+  if (f == NULL) return NULL;
+  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontAdopt: bad descriptor");
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  napi_get_boolean(env, own >= 0 && adopt(f, own, NULL), &result);
+  return result;
+}
+
+// ACCEPT_BATCH connections at most per readiness event, counted in JS at once (onAccepted), then
+// adopted. One: with workers, each process watches the listener, and a process that took all that
+// waited (32 at a time) left the others idle; new sessions/s fell about 5%, against 3% more at one.
+#define ACCEPT_BATCH 1
+static void on_listen(rpoll_t *handle, int events) {
+  (void)events;
+  listener_t *l = (listener_t *)handle->data;
+  front_t *f = l->front;
+  if (f == NULL) return;
+  int fds[ACCEPT_BATCH];
+  struct sockaddr_storage peers[ACCEPT_BATCH];
+  int n = 0;
+  while (n < ACCEPT_BATCH) {
+    socklen_t len = sizeof peers[n];
+    int fd = accept4(handle->fd, (struct sockaddr *)&peers[n], &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      fds[n++] = fd;
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    // EAGAIN: none left (or Node's watcher took it). EMFILE and the like: Node's listener meets the
+    // same error on its own accept and deals with it as ever.
+    break;
+  }
+  if (n == 0) return;
+  napi_handle_scope scope;
+  napi_open_handle_scope(front_env, &scope);
+  napi_value argv[2];
+  napi_get_reference_value(front_env, f->owner, &argv[0]);
+  napi_create_int32(front_env, n, &argv[1]);
+  call(on_accepted_ref, 2, argv);
+  napi_close_handle_scope(front_env, scope);
+  for (int i = 0; i < n; i++) {
+    // JS may have closed the front from a callback of an earlier connection.
+    if (l->front == NULL) close(fds[i]);
+    else adopt(f, fds[i], &peers[i]);
+  }
+}
+
+static void on_listener_closed(rpoll_t *handle) {
+  close(handle->fd);
+  free(handle->data);
+}
+
+napi_value front_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  front_t *f = external(env, argv[0], "not a front handle");
+  if (f == NULL) return NULL;
+  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontListen: bad descriptor");
+  bool ok = false;
+  listener_t *l = f->listener == NULL ? calloc(1, sizeof *l) : NULL;
+  int own = l == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own >= 0 && rpoll_init(front_loop, &l->poll, own) == 0) {
+    // Node's descriptor shares the file: out of the epoll set at close (owned stays 0).
+    l->poll.data = l;
+    l->front = f;
+    f->listener = l;
+    ok = rpoll_start(&l->poll, UV_READABLE, on_listen) == 0;
+    if (!ok) {
+      f->listener = NULL;
+      l->front = NULL;
+      rpoll_close(&l->poll, on_listener_closed);
+    }
+  } else {
+    if (own >= 0) close(own);
+    free(l);
+  }
+  napi_get_boolean(env, ok, &result);
   return result;
 }
 
@@ -376,6 +475,11 @@ napi_value front_close(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   front_t *f = external(env, argv[0], "not a front handle");
   if (f == NULL) return NULL;
+  if (f->listener != NULL) {
+    f->listener->front = NULL;
+    rpoll_close(&f->listener->poll, on_listener_closed);
+    f->listener = NULL;
+  }
   while (f->conns) release(f->conns);
   napi_delete_reference(env, f->owner);
   // JS drops its handle with this call (src/server/native-front.ts never uses it again).

@@ -694,6 +694,7 @@ NAPI_MODULE_INIT() {
     { "frontSetup", NULL, front_setup, NULL, NULL, NULL, napi_default, NULL },
     { "frontCreate", NULL, front_create, NULL, NULL, NULL, napi_default, NULL },
     { "frontAdopt", NULL, front_adopt, NULL, NULL, NULL, napi_default, NULL },
+    { "frontListen", NULL, front_listen, NULL, NULL, NULL, napi_default, NULL },
     { "frontSetOpen", NULL, front_set_open, NULL, NULL, NULL, napi_default, NULL },
     { "frontClose", NULL, front_close, NULL, NULL, NULL, napi_default, NULL },
     { "frontConnect", NULL, front_connect, NULL, NULL, NULL, napi_default, NULL },

@@ -4,8 +4,8 @@ import { nativeFrontApi, type FrontOwner, type FrontSessionOwner, type NativeFro
 
 /** What the front door hands the server. */
 export interface FrontHooks {
-  /** Every connection the listener accepted (counted here, as Node's 'connection' would be). */
-  accepted(): void;
+  /** Connections the listener accepted (counted here, as Node's 'connection' would be). */
+  accepted(count: number): void;
   /**
    * A connection the front hands over: a net.Socket on its descriptor and the bytes read so far
    * (`greeted`: the no-authentication method reply was already sent).
@@ -17,6 +17,7 @@ export interface FrontHooks {
 
 /** Node's libuv handles, as far as the front needs them. */
 interface ListenHandle {
+  fd?: number;
   onconnection?: (status: number, client?: { fd?: number; close(): void }) => void;
 }
 
@@ -55,12 +56,21 @@ export class NativeFront implements FrontOwner {
         nodeOnConnection.call(this, status, client);
         return;
       }
-      hooks.accepted();
+      hooks.accepted(1);
       // The helper works on a duplicate; Node's handle (and its descriptor) closes at once.
       if (front.api.frontAdopt(front.handle, fd)) client.close();
       else nodeOnConnection.call(this, status, client);
     };
+    // The helper accepts on the listener itself as well: a connection it takes costs no Node handle, no
+    // JS call and no dup(). Node's watcher still wakes for the listener and takes what the helper did
+    // not (then through onconnection above); either way the connection is served alike.
+    if (typeof handle.fd === 'number' && handle.fd >= 0) api.frontListen(front.handle, handle.fd);
     return front;
+  }
+
+  /** Called by the helper: it accepted `count` connections itself. */
+  accepted(count: number): void {
+    this.hooks.accepted(count);
   }
 
   /** Whether clients may go without authentication (a reload that adds users turns it off). */

@@ -48,8 +48,11 @@ interface Addon {
     onRequest: (owner: FrontOwner, conn: unknown, clientHost: string, clientPort: number, host: string, port: number) => void,
     onConnected: (session: FrontSessionOwner, clientFd: number, targetFd: number, boundHost: string, boundPort: number) => boolean,
     onFailed: (session: FrontSessionOwner, code: string) => void,
+    onAccepted: (owner: FrontOwner, count: number) => void,
   ): void;
   frontCreate(owner: FrontOwner, open: boolean, handoffMs: number): unknown;
+  /** Accepts on a duplicate of listening descriptor fd from now on; false when it cannot. */
+  frontListen(front: unknown, fd: number): boolean;
   frontAdopt(front: unknown, fd: number): boolean;
   frontSetOpen(front: unknown, open: boolean): void;
   frontClose(front: unknown): void;
@@ -61,6 +64,8 @@ interface Addon {
 
 /** What the native front door (native/tcp-front.c) reports a listener's connections to. */
 export interface FrontOwner {
+  /** The helper accepted `count` connections on the listener itself. */
+  accepted(count: number): void;
   handoff(fd: number, bytes: Buffer, greeted: boolean, elapsedMs: number): void;
   request(conn: unknown, clientHost: string, clientPort: number, host: string, port: number): void;
 }
@@ -73,7 +78,7 @@ export interface FrontSessionOwner {
 }
 
 /** The front-door half of the native helper, set up on first use; null without the helper. */
-export type NativeFrontApi = Pick<Addon, 'frontCreate' | 'frontAdopt' | 'frontSetOpen' | 'frontClose' | 'frontConnect' | 'frontReply' | 'frontAbort' | 'frontTake'>;
+export type NativeFrontApi = Pick<Addon, 'frontCreate' | 'frontListen' | 'frontAdopt' | 'frontSetOpen' | 'frontClose' | 'frontConnect' | 'frontReply' | 'frontAbort' | 'frontTake'>;
 let front: NativeFrontApi | null | undefined;
 
 export function nativeFrontApi(): NativeFrontApi | null {
@@ -84,6 +89,7 @@ export function nativeFrontApi(): NativeFrontApi | null {
     (owner, conn, clientHost, clientPort, host, port) => owner.request(conn, clientHost, clientPort, host, port),
     (session, clientFd, targetFd, boundHost, boundPort) => session.connected(clientFd, targetFd, boundHost, boundPort),
     (session, code) => session.connectFailed(code),
+    (owner, count) => owner.accepted(count),
   );
   front = addon;
   return front;
