@@ -34,6 +34,8 @@ test('front door: a CONNECT to an IP is set up by the helper, relays byte-exact 
   try {
     (await connectThrough(socks.port, echo.port)).destroy();
     await waitFor(() => socks.server.sessionCount === 0, 3000, 'the warm-up to end');
+    // Each connection is counted once, whichever accepted it (the helper or Node's listener).
+    assert.equal(socks.server.stats.connectionsAccepted, 1);
     const fds = openFds();
     const peer = await connectThrough(socks.port, echo.port);
     await waitFor(() => socks.server.sessionCount === 1, 3000, 'the session');
@@ -172,6 +174,8 @@ test('front door: policy denials, the client limit, a reload that adds users, an
     await last.close();
     await idle.closed(3000);
     await live.closed(3000);
+    // Nothing listens any more (the helper's duplicate of the listening descriptor is closed too).
+    await assert.rejects(Peer.connect(last.port), /ECONNREFUSED/);
   } finally {
     await last.close();
     await echo.close();
