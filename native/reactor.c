@@ -6,7 +6,8 @@
 // epoll_ctl calls and 2 ioctl per CONNECT session through the front door. Here a change of interest is
 // one EPOLL_CTL_MOD, a stop disarms the descriptor (EPOLLONESHOT with no events, so a peer's hang-up is
 // reported once at most while nobody listens), and closing a descriptor only the helper holds takes it
-// out of the set by itself: 7 epoll_ctl calls per session in all (one of them Node's, for its accepted handle).
+// out of the set by itself: 6 epoll_ctl calls per session in all (7 when Node's listener, not the helper,
+// accepted the connection: Node then deletes its handle's descriptor from its own epoll).
 // Errors come as readiness, never as a status: the read or write that follows meets them.
 //
 // Semantics as uv_poll's where tcp-front.c and tcp-relay.c rely on them: level-triggered; callbacks
