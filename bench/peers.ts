@@ -50,11 +50,11 @@ export function commandLine(prefix: readonly string[], program: string, args: re
 
 /**
  * spinUs: a UDP echo that polls that long before it sleeps (the direct path's; see bench/gen/socksload.c).
- * addrs: a TCP echo listening on that many loopback addresses (127.0.0.1, then 127.0.1.1 ..), same port.
+ * extra: more of the generator's key=value arguments (addrs=N, once=1 for a TCP echo).
  */
-export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0, spinUs = 0, addrs = 1): Promise<{ process: Started; port: number }> {
-  const extra = [...(spinUs > 0 ? [`spin=${spinUs}`] : []), ...(addrs > 1 ? [`addrs=${addrs}`] : [])];
-  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2', ...extra]), { stdin: 'pipe' });
+export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp', prefix: string[] = [], port = 0, spinUs = 0, extra: string[] = []): Promise<{ process: Started; port: number }> {
+  const args = [...(spinUs > 0 ? [`spin=${spinUs}`] : []), ...extra];
+  const p = start(kind, ...commandLine(prefix, generator, [kind, `port=${port}`, 'threads=2', ...args]), { stdin: 'pipe' });
   const ready = await line(p, 'READY', 10_000);
   return { process: p, port: Number(ready.port) };
 }

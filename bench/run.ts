@@ -125,12 +125,15 @@ async function main(): Promise<void> {
     // The direct UDP figures' echo and generator poll instead of sleeping between datagrams: what they can
     // do at most. Against the servers they sleep, so that no polling takes CPU from the server under test.
     const directUdpEcho = await startEcho(generator, 'echo-udp', [], 0, DIRECT_SPIN_US);
-    // The new-sessions figure spreads its sessions over RATE_DESTINATIONS echo addresses. To one address, the
-    // servers' upstream connections (all from 127.0.0.1) share one space of about 28,000 ports, each held 60 s
-    // in TIME_WAIT after a session; at these rates it fills up, the kernel's port search in connect()
-    // (__inet_hash_connect) then took 40% of the CPU, and every server measured after one that had filled it
-    // (Dante, which binds its source explicitly, fills both halves of the range) ran at a third of its speed.
-    const tcpEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, RATE_DESTINATIONS);
+    const tcpEcho = await startEcho(generator, 'echo-tcp');
+    // The new-sessions figure's own TCP echo. Its sessions go to RATE_DESTINATIONS echo addresses, and the echo
+    // ends each connection after its answer (its FIN first). A server's upstream connections all come from
+    // 127.0.0.1 and its ephemeral ports: when the server closed first, each port stayed 60 s in TIME_WAIT, and
+    // the next server measured met a full range: the kernel's port search in connect() (__inet_hash_connect)
+    // took 40% of the CPU (every server after Dante ran at a third of its speed), and Dante, which binds its
+    // source port before connecting, failed hundreds of sessions (reply 03) right after socksgate. Now the
+    // TIME_WAIT is the echo's, on its own port.
+    const rateEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, [`addrs=${RATE_DESTINATIONS}`, 'once=1']);
     const servers: RunningServer[] = [];
     for (const name of SERVERS) servers.push(await startServer(name, cli, nofile));
     const byName = (n: ServerName): RunningServer => servers.find((s) => s.name === n)!;
@@ -190,10 +193,10 @@ async function main(): Promise<void> {
       if (rate) {
         for (const peer of rotate(tcpPeers, round)) {
           await attempt(`rate ${peer}`, async () => {
-            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${tcpEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16',
+            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${rateEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16',
               `dsts=${RATE_DESTINATIONS}`], o.seconds);
             push(rate, peer, Number(r.perSecond));
-            log(`  new sessions             ${peer.padEnd(10)} ${Number(r.perSecond).toFixed(0).padStart(8)} sessions/s (errors ${String(r.errors)})`);
+            log(`  new sessions             ${peer.padEnd(10)} ${Number(r.perSecond).toFixed(0).padStart(8)} sessions/s (errors ${String(r.errors)}${Number(r.errors) > 0 ? `, last: ${String(r.lastError)}` : ''})`);
           });
         }
       }
@@ -227,6 +230,7 @@ async function main(): Promise<void> {
     await stop(udpEcho.process);
     await stop(directUdpEcho.process);
     await stop(tcpEcho.process);
+    await stop(rateEcho.process);
   }
 
   if (o.only.has('scale')) {

@@ -2,7 +2,8 @@
 // Build: gcc -O2 -pthread -o socksload socksload.c
 //
 //   socksload echo-udp port=P [threads=N] [spin=US]   UDP echo on 127.0.0.1:P (SO_REUSEPORT, one socket per thread)
-//   socksload echo-tcp port=P [addrs=N]       TCP echo on 127.0.0.1:P (epoll), and with addrs on 127.0.1.1 .. 127.0.1.(N-1):P
+//   socksload echo-tcp port=P [addrs=N] [once=1]  TCP echo on 127.0.0.1:P (epoll), and with addrs on 127.0.1.1 ..
+//                                             127.0.1.(N-1):P; once: half-closes after its first answer
 //   socksload udp     proxy=P|0 target=T assoc=N size=S window=W seconds=D [threads=K] [spin=US]
 //   socksload latency proxies=P1,P2,..|proxy=P target=T rate=R size=S seconds=D [slice=MS]  (0: direct)
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
@@ -213,7 +214,7 @@ static int echo_udp(void) {
 
 static int echo_tcp(void) {
   raise_nofile();
-  int port = (int)arg("port", 0), addrs = (int)arg("addrs", 1), one = 1;
+  int port = (int)arg("port", 0), addrs = (int)arg("addrs", 1), once = (int)arg("once", 0), one = 1;
   if (addrs < 1 || addrs > 255) addrs = 1;
   // addrs=N: the same port on N addresses (echo_addr), for clients that spread their connections over them.
   int lfds[256];
@@ -255,6 +256,10 @@ static int echo_tcp(void) {
         // Blocking writes back: the client reads while it writes, so this never waits long.
         ssize_t r = read(fd, buf, sizeof buf);
         if (r <= 0 || write(fd, buf, (size_t)r) != r) close(fd);
+        // once=1: the echo ends the connection (its FIN first) after its first answer, so the TIME_WAIT
+        // of the connection is the echo's, on its own port, and not the client's (a proxy's) on a port
+        // of its ephemeral range.
+        else if (once) shutdown(fd, SHUT_WR);
       }
     }
   }

@@ -117,7 +117,8 @@ describe('socksload, the bench generator', () => {
   });
 
   test('new sessions spread over the TCP echo addresses, direct and through socksgate', async () => {
-    const tcpEcho = spawn(generator, ['echo-tcp', 'port=0', 'addrs=4'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    // once=1: the echo ends each connection after its answer, as in the bench's new-sessions figure.
+    const tcpEcho = spawn(generator, ['echo-tcp', 'port=0', 'addrs=4', 'once=1'], { stdio: ['pipe', 'pipe', 'inherit'] });
     const socks = await startSocks();
     try {
       const ready = await resultLine(tcpEcho, 'READY', 10_000);
