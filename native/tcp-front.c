@@ -23,7 +23,7 @@
 //                                                       connection over (otherwise it is closed)
 //     onFailed(session, code)                           the connect failed ('ECONNREFUSED', 'ETIMEDOUT'…);
 //                                                       JS answers with frontReply or frontAbort
-//     onAccepted(owner, count)                          count connections were accepted by frontListen
+//     onAccepted(owner)                                 a connection was accepted by frontListen
 //   frontCreate(owner, open, handoffMs) -> front        open: no-authentication allowed (no users)
 //   frontListen(front, fd) -> bool   accepts on a duplicate of listening descriptor fd from now on
 //   frontAdopt(front, fd)      takes a duplicate of an accepted connection's descriptor
@@ -370,57 +370,56 @@ static bool adopt(front_t *f, int own, const struct sockaddr_storage *peer) {
   return true;
 }
 
+// The (front, fd) arguments of frontAdopt and frontListen; false with a JS exception pending.
+static bool front_and_fd(napi_env env, napi_callback_info info, const char *bad_fd, front_t **f, int32_t *fd) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  *f = external(env, argv[0], "not a front handle");
+  if (*f == NULL) return false;
+  if (argc < 2 || napi_get_value_int32(env, argv[1], fd) != napi_ok) {
+    relay_throw_message(env, bad_fd);
+    return false;
+  }
+  return true;
+}
+
 // Returns false when it could not take the connection (JS then serves it itself).
 napi_value front_adopt(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], result;
+  front_t *f;
   int32_t fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  front_t *f = external(env, argv[0], "not a front handle");
-  if (f == NULL) return NULL;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontAdopt: bad descriptor");
+  if (!front_and_fd(env, info, "frontAdopt: bad descriptor", &f, &fd)) return NULL;
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  napi_value result;
   napi_get_boolean(env, own >= 0 && adopt(f, own, NULL), &result);
   return result;
 }
 
-// ACCEPT_BATCH connections at most per readiness event, counted in JS at once (onAccepted), then
-// adopted. One: with workers, each process watches the listener, and a process that took all that
-// waited (32 at a time) left the others idle; new sessions/s fell about 5%, against 3% more at one.
-#define ACCEPT_BATCH 1
+// One connection per readiness event (level-triggered: the next one wakes it again). With workers each
+// process watches the listener, and one that accepted all that waited (32 at a time) left the others
+// idle: new sessions/s fell about 5%, against 3% more at one.
 static void on_listen(rpoll_t *handle, int events) {
   (void)events;
   listener_t *l = (listener_t *)handle->data;
-  front_t *f = l->front;
-  if (f == NULL) return;
-  int fds[ACCEPT_BATCH];
-  struct sockaddr_storage peers[ACCEPT_BATCH];
-  int n = 0;
-  while (n < ACCEPT_BATCH) {
-    socklen_t len = sizeof peers[n];
-    int fd = accept4(handle->fd, (struct sockaddr *)&peers[n], &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      fds[n++] = fd;
-      continue;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    // EAGAIN: none left (or Node's watcher took it). EMFILE and the like: Node's listener meets the
-    // same error on its own accept and deals with it as ever.
-    break;
-  }
-  if (n == 0) return;
+  if (l->front == NULL) return;
+  struct sockaddr_storage peer;
+  int fd;
+  do {
+    socklen_t len = sizeof peer;
+    fd = accept4(handle->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  // EAGAIN: none left (or Node's watcher took it). EMFILE and the like: Node's listener meets the same
+  // error on its own accept and deals with it as ever.
+  if (fd < 0) return;
   napi_handle_scope scope;
   napi_open_handle_scope(front_env, &scope);
-  napi_value argv[2];
-  napi_get_reference_value(front_env, f->owner, &argv[0]);
-  napi_create_int32(front_env, n, &argv[1]);
-  call(on_accepted_ref, 2, argv);
+  napi_value owner;
+  napi_get_reference_value(front_env, l->front->owner, &owner);
+  call(on_accepted_ref, 1, &owner);
   napi_close_handle_scope(front_env, scope);
-  for (int i = 0; i < n; i++) {
-    // JS may have closed the front from a callback of an earlier connection.
-    if (l->front == NULL) close(fds[i]);
-    else adopt(f, fds[i], &peers[i]);
-  }
+  // JS may have closed the front from that callback.
+  if (l->front == NULL) close(fd);
+  else adopt(l->front, fd, &peer);
 }
 
 static void on_listener_closed(rpoll_t *handle) {
@@ -429,13 +428,10 @@ static void on_listener_closed(rpoll_t *handle) {
 }
 
 napi_value front_listen(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], result;
+  front_t *f;
   int32_t fd;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  front_t *f = external(env, argv[0], "not a front handle");
-  if (f == NULL) return NULL;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return relay_throw_message(env, "frontListen: bad descriptor");
+  if (!front_and_fd(env, info, "frontListen: bad descriptor", &f, &fd)) return NULL;
+  napi_value result;
   bool ok = false;
   listener_t *l = f->listener == NULL ? calloc(1, sizeof *l) : NULL;
   int own = l == NULL ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);

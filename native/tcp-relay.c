@@ -217,8 +217,9 @@ static void on_closed(rpoll_t *handle) {
 }
 
 // The front door (tcp-front.c) keeps a connection's poll handles in a tunnel it allocates here, so
-// that a CONNECT it completes becomes a tunnel with its descriptors already in the epoll set. It offers the tunnel (tunnel_offer) while
-// JS's tcpStart(…, adopt) for those descriptors runs, which then takes it.
+// that a CONNECT it completes becomes a tunnel with its descriptors already in the epoll set. It
+// offers the tunnel (tunnel_offer) while JS's tcpStart(…, adopt) for those descriptors runs, which
+// then takes it.
 static struct tunnel *tcp_prepared;
 
 struct tunnel *tunnel_new(void) {

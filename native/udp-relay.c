@@ -413,8 +413,8 @@ static napi_value get_relay(napi_env env, napi_value value, relay_t **out) {
   return value;
 }
 
-// send(handle, header|null, payload, port, address) -> 0 | -errno
-// send(handle, header|null, payload, port, address, offset): header + payload from byte offset on.
+// send(handle, header|null, payload, port, address, offset) -> 0 | -errno: header + payload from byte
+// offset on.
 static napi_value js_send(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6], result;

@@ -4,8 +4,8 @@ import { nativeFrontApi, type FrontOwner, type FrontSessionOwner, type NativeFro
 
 /** What the front door hands the server. */
 export interface FrontHooks {
-  /** Connections the listener accepted (counted here, as Node's 'connection' would be). */
-  accepted(count: number): void;
+  /** Every connection the listener accepted (counted here, as Node's 'connection' would be). */
+  accepted(): void;
   /**
    * A connection the front hands over: a net.Socket on its descriptor and the bytes read so far
    * (`greeted`: the no-authentication method reply was already sent).
@@ -56,7 +56,7 @@ export class NativeFront implements FrontOwner {
         nodeOnConnection.call(this, status, client);
         return;
       }
-      hooks.accepted(1);
+      hooks.accepted();
       // The helper works on a duplicate; Node's handle (and its descriptor) closes at once.
       if (front.api.frontAdopt(front.handle, fd)) client.close();
       else nodeOnConnection.call(this, status, client);
@@ -68,9 +68,9 @@ export class NativeFront implements FrontOwner {
     return front;
   }
 
-  /** Called by the helper: it accepted `count` connections itself. */
-  accepted(count: number): void {
-    this.hooks.accepted(count);
+  /** Called by the helper: it accepted a connection itself. */
+  accepted(): void {
+    this.hooks.accepted();
   }
 
   /** Whether clients may go without authentication (a reload that adds users turns it off). */

@@ -413,7 +413,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   }
 
   private readonly frontHooks: FrontHooks = {
-    accepted: (count) => (this.stats.connectionsAccepted += count),
+    accepted: () => this.stats.connectionsAccepted++,
     adopt: (socket, early, greeted, elapsedMs) => this.admitSocket(socket)?.resumeFromFront(early, greeted, elapsedMs),
     request: (conn, clientHost, clientPort, host, port) => {
       const client = addressFromHost(clientHost, clientPort);

@@ -48,7 +48,7 @@ interface Addon {
     onRequest: (owner: FrontOwner, conn: unknown, clientHost: string, clientPort: number, host: string, port: number) => void,
     onConnected: (session: FrontSessionOwner, clientFd: number, targetFd: number, boundHost: string, boundPort: number) => boolean,
     onFailed: (session: FrontSessionOwner, code: string) => void,
-    onAccepted: (owner: FrontOwner, count: number) => void,
+    onAccepted: (owner: FrontOwner) => void,
   ): void;
   frontCreate(owner: FrontOwner, open: boolean, handoffMs: number): unknown;
   /** Accepts on a duplicate of listening descriptor fd from now on; false when it cannot. */
@@ -64,8 +64,8 @@ interface Addon {
 
 /** What the native front door (native/tcp-front.c) reports a listener's connections to. */
 export interface FrontOwner {
-  /** The helper accepted `count` connections on the listener itself. */
-  accepted(count: number): void;
+  /** The helper accepted a connection on the listener itself. */
+  accepted(): void;
   handoff(fd: number, bytes: Buffer, greeted: boolean, elapsedMs: number): void;
   request(conn: unknown, clientHost: string, clientPort: number, host: string, port: number): void;
 }
@@ -89,7 +89,7 @@ export function nativeFrontApi(): NativeFrontApi | null {
     (owner, conn, clientHost, clientPort, host, port) => owner.request(conn, clientHost, clientPort, host, port),
     (session, clientFd, targetFd, boundHost, boundPort) => session.connected(clientFd, targetFd, boundHost, boundPort),
     (session, code) => session.connectFailed(code),
-    (owner, count) => owner.accepted(count),
+    (owner) => owner.accepted(),
   );
   front = addon;
   return front;
