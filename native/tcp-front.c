@@ -423,8 +423,16 @@ static void on_listen(rpoll_t *handle, int events) {
 }
 
 static void on_listener_closed(rpoll_t *handle) {
-  close(handle->fd);
   free(handle->data);
+}
+
+// Stops accepting at once: the duplicate is closed now, as uv_close() closes Node's listener, so the
+// socket stops listening as soon as Node's descriptor is closed too (a server that says it no longer
+// accepts must refuse the next connection). The handle is freed from the loop later.
+static void listener_close(listener_t *l) {
+  l->front = NULL;
+  rpoll_close(&l->poll, on_listener_closed); // out of the epoll set first (Node shares the file)
+  close(l->poll.fd);
 }
 
 napi_value front_listen(napi_env env, napi_callback_info info) {
@@ -443,8 +451,7 @@ napi_value front_listen(napi_env env, napi_callback_info info) {
     ok = rpoll_start(&l->poll, UV_READABLE, on_listen) == 0;
     if (!ok) {
       f->listener = NULL;
-      l->front = NULL;
-      rpoll_close(&l->poll, on_listener_closed);
+      listener_close(l);
     }
   } else {
     if (own >= 0) close(own);
@@ -472,8 +479,7 @@ napi_value front_close(napi_env env, napi_callback_info info) {
   front_t *f = external(env, argv[0], "not a front handle");
   if (f == NULL) return NULL;
   if (f->listener != NULL) {
-    f->listener->front = NULL;
-    rpoll_close(&f->listener->poll, on_listener_closed);
+    listener_close(f->listener);
     f->listener = NULL;
   }
   while (f->conns) release(f->conns);
