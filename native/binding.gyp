@@ -1,7 +1,7 @@
 {
   "targets": [
     {
-      "target_name": "socksgate_udp",
+      "target_name": "socksgate_native",
       "conditions": [
         ["OS=='linux'", {
           "sources": ["udp-relay.c", "tcp-relay.c", "tcp-front.c", "reactor.c"],

@@ -25,7 +25,7 @@ if (!gyp) {
   process.exit(process.env.SOCKSGATE_NATIVE === '1' ? 1 : 0);
 }
 const result = spawnSync(process.execPath, [gyp, 'rebuild', '--loglevel=warn'], { cwd: join(root, 'native'), stdio: ['ignore', 'ignore', 'inherit'] });
-if (result.status === 0) say('built the native UDP helper (native/build/Release/socksgate_udp.node)');
+if (result.status === 0) say('built the native UDP helper (native/build/Release/socksgate_native.node)');
 else if (process.env.SOCKSGATE_NATIVE === '1') {
   say(`SOCKSGATE_NATIVE=1 but the native UDP helper did not build (node-gyp exit ${result.status ?? result.signal}); it needs python3, make and a C compiler`);
   process.exit(1);

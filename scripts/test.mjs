@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-const addon = 'native/build/Release/socksgate_udp.node';
+const addon = 'native/build/Release/socksgate_native.node';
 const passes = [];
 if (existsSync(addon)) passes.push({ name: 'native helper (batched UDP, TCP tunnels)', env: '1' });
 else process.stderr.write(`\nWARNING: ${addon} is not built (npm install builds it with a C compiler): only the TypeScript relay is tested.\n\n`);

@@ -27,7 +27,7 @@ import cluster from 'node:cluster';
 import type { Config } from './config/schema.js';
 import { sendToPrimary } from './cluster/messages.js';
 import { Primary } from './cluster/primary.js';
-import { udpIo } from './udp/native.js';
+import { udpIo } from './native/addon.js';
 import { WorkerSteering } from './cluster/steering.js';
 import { linkWorker, workerCount, workerIdentity } from './cluster/worker.js';
 

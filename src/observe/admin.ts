@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import { SocksServer, type UpstreamSnapshot } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
-import { udpIo } from '../udp/native.js';
+import { udpIo } from '../native/addon.js';
 
 /** Running totals the status page charts. */
 export interface Sample {

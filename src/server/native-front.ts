@@ -1,6 +1,6 @@
 import { closeSync } from 'node:fs';
 import { Socket, type Server } from 'node:net';
-import { nativeFrontApi, type FrontOwner, type FrontSessionOwner, type NativeFrontApi } from '../udp/native.js';
+import { nativeFrontApi, type FrontOwner, type FrontSessionOwner, type NativeFrontApi } from '../native/addon.js';
 
 /** What the front door hands the server. */
 export interface FrontHooks {

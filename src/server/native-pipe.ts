@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { nativeTcp, type NativeTcp } from '../udp/native.js';
+import { nativeTcp, type NativeTcp } from '../native/addon.js';
 
 /** A Node socket's libuv handle, as far as taking its descriptor over needs it. */
 interface TcpHandle {

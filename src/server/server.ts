@@ -18,7 +18,7 @@ import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
-import { setBusyPoll } from '../udp/native.js';
+import { setBusyPoll } from '../native/addon.js';
 import { NativeFront, type FrontHooks } from './native-front.js';
 
 export interface UdpOptions {

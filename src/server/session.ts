@@ -6,7 +6,7 @@ import type { Policy } from '../policy/policy.js';
 import type { AuthLockout } from '../policy/lockout.js';
 import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
-import { nativeTcp } from '../udp/native.js';
+import { nativeTcp } from '../native/addon.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';

@@ -1,8 +1,8 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
-import { NativeRelay, nativeLoaded, type RelayReceiver } from './native.js';
+import { NativeRelay, nativeLoaded, type RelayReceiver } from '../native/addon.js';
 import { bindUdp } from './socket.js';
 
-export type { RelayReceiver } from './native.js';
+export type { RelayReceiver } from '../native/addon.js';
 
 /**
  * An association's own UDP socket, on all addresses and an ephemeral port: the native helper's

@@ -5,7 +5,7 @@
  * Without the `run` argument (as when the test runner loads it) it does nothing.
  */
 import { createSocket } from 'node:dgram';
-import { gsoCounters, udpIo } from '../../src/udp/native.js';
+import { gsoCounters, udpIo } from '../../src/native/addon.js';
 import { openRelay } from '../../src/udp/relay-socket.js';
 
 async function probe(size: number, count: number): Promise<void> {

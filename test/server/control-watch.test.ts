@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import type { SessionEnd } from '../../src/server/server.js';
-import { udpIo } from '../../src/udp/native.js';
+import { udpIo } from '../../src/native/addon.js';
 import { waitFor } from '../helpers/peer.js';
 import { startSocks } from '../helpers/servers.js';
 import { openAssociation, startUdpEcho, unwrap } from '../helpers/udp.js';

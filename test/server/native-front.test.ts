@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { hashPassword, UserStore } from '../../src/server/users.js';
-import { udpIo } from '../../src/udp/native.js';
+import { udpIo } from '../../src/native/addon.js';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { startEcho, startSocks } from '../helpers/servers.js';
 import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';

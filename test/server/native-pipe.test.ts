@@ -8,7 +8,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { connect } from '../../src/client/index.js';
 import type { SessionEnd } from '../../src/server/server.js';
-import { udpIo } from '../../src/udp/native.js';
+import { udpIo } from '../../src/native/addon.js';
 import { waitFor } from '../helpers/peer.js';
 import { startSocks } from '../helpers/servers.js';
 

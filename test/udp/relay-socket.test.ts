@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { waitFor } from '../helpers/peer.js';
 import { UdpPeer } from '../helpers/udp.js';
-import { gsoCounters, setBusyPoll, udpIo } from '../../src/udp/native.js';
+import { gsoCounters, setBusyPoll, udpIo } from '../../src/native/addon.js';
 import { openRelay, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;

@@ -108,7 +108,7 @@ export function nativeTcp(): NativeTcp | null {
   return tcp;
 }
 
-const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_udp.node');
+const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_native.node');
 // Words per datagram in the metadata array: length, port, family, unused, then 4 address words.
 const META_WORDS = 8;
 /** Per arena slot, the last two views handed out, the most recent first (see NativeRelay.deliver). */
