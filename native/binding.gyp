@@ -4,7 +4,7 @@
       "target_name": "socksgate_native",
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["udp-relay.c", "tcp-relay.c", "tcp-front.c", "reactor.c"],
+          "sources": ["env.c", "reactor.c", "udp-relay.c", "tcp-conn.c", "tcp-tunnel.c"],
           "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
         }, {
           "type": "none"

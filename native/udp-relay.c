@@ -1,24 +1,24 @@
-// Optional batched UDP I/O for the relay sockets (Linux): recvmmsg(2) and sendmmsg(2). The module's
-// entry point is here too; the TCP relay is in tcp-relay.c.
+// Batched UDP I/O for the relay sockets: recvmmsg(2) and sendmmsg(2), with UDP GSO.
 //
 // Node's dgram makes one system call, one buffer and one JS callback per datagram. Here a readable
-// socket is drained up to BATCH datagrams per recvmmsg into one arena shared by every socket of the
-// process, JS is called once per batch (it reads lengths and senders from a metadata array and the
+// socket is drained up to BATCH datagrams per recvmmsg into one arena shared by the environment's
+// sockets, JS is called once per batch (it reads lengths and senders from a metadata array and the
 // bytes from views of the arena), and the sends JS makes meanwhile are queued and leave in one
 // sendmmsg per socket when JS returns. The pure TypeScript path (dgram) stays the fallback.
 //
-// Contract with JS (src/udp/native.ts):
-//   setup(dispatch, onError) -> { arena: ArrayBuffer, meta: ArrayBuffer, batch, slot }
-//     dispatch(owner, count): datagram i is arena[i*slot, i*slot + len); meta as int32 per datagram
-//       [len, port, family (4|6), 0, addr words 0..3 (raw network-order bytes)].
-//       The views are valid only during the call: whatever must outlive it is copied.
-//     onError(owner, code, count): sends queued during a batch that the kernel refused.
-//   bind(owner, ipv6) -> [handle, port]   throws an Error with .code on failure
-//   send(handle, header|null, payload, port, address) -> 0, or a negative errno when refused at once
-//   ntop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
-//   close(handle)
-//   counters() -> [gsoMessages, gsoDatagrams]   datagrams sent grouped by UDP GSO, since setup
-//   busyPoll(us)   the adaptive busy polling of on_readable(); process-wide, 20 µs until set
+// Contract with JS (src/native/udp.ts):
+//   udpArena() -> { arena: ArrayBuffer, meta: ArrayBuffer, batch, slot }
+//     callbacks.udpDispatch(owner, count): datagram i is arena[i*slot, i*slot + len); meta as int32
+//       per datagram [len, port, family (4|6), 0, addr words 0..3 (raw network-order bytes)]. The
+//       views are valid only during the call: whatever must outlive it is copied.
+//     callbacks.udpError(owner, code, count): sends queued during a batch that the kernel refused, or
+//       (count 0) a socket error that ended its watching ('EPOLL…': the socket can no longer be read).
+//   udpBind(owner, ipv6) -> [handle, port]   throws an Error with .code on failure
+//   udpSend(handle, header|null, payload, port, address, offset) -> 0, or a negative errno
+//   udpNtop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
+//   udpClose(handle)                         idempotent
+//   udpCounters() -> [gsoMessages, gsoDatagrams]
+//   udpBusyPoll(us)   the adaptive busy polling of on_readable() for this environment; 20 µs until set
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,7 +33,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "relay.h"
+#include "helper.h"
 
 #define BATCH 32
 #define SLOT 65536
@@ -48,27 +48,26 @@
 #define GSO_BYTES_MAX 60000
 #define SPIN_ROUNDS 16
 
-typedef struct state state_t;
+typedef struct udp_state state_t;
 
 typedef struct relay {
+  obj_t o;
   uv_poll_t poll;
   state_t *st;
-  napi_ref owner;
   int fd;
   int ipv6;
-  int closing;
   int send_errors;
   int last_errno;
   int error_listed;
   int gso;
 } relay_t;
 
-struct state {
-  napi_env env;
-  napi_ref dispatch;
-  napi_ref on_error;
-  napi_async_context context;
+struct udp_state {
+  env_t *e;
   uv_loop_t *loop;
+  // Adaptive busy polling (see on_readable()) and whether new sockets group for UDP GSO.
+  int64_t spin_us;
+  int gso_enabled;
   char *arena;
   int32_t *meta;
   struct mmsghdr rmsgs[BATCH];
@@ -100,63 +99,8 @@ struct state {
   struct sockaddr_in6 last_addr;
 };
 
-const char *relay_errno_code(int e) {
-  switch (e) {
-    case EAGAIN: return "EAGAIN";
-    case ENOBUFS: return "ENOBUFS";
-    case EMSGSIZE: return "EMSGSIZE";
-    case EINVAL: return "EINVAL";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case EACCES: return "EACCES";
-    case EPERM: return "EPERM";
-    case EADDRINUSE: return "EADDRINUSE";
-    case EADDRNOTAVAIL: return "EADDRNOTAVAIL";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EMFILE: return "EMFILE";
-    case ENFILE: return "ENFILE";
-    case ENOMEM: return "ENOMEM";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case ECONNRESET: return "ECONNRESET";
-    case EBADF: return "EBADF";
-    case EPIPE: return "EPIPE";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case ENOTCONN: return "ENOTCONN";
-    default: return "EIO";
-  }
-}
-
-static napi_value throw_errno(napi_env env, int e, const char *what) {
-  char message[128];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(e));
-  napi_throw_error(env, relay_errno_code(e), message);
-  return NULL;
-}
-
-#define CHECK(call)                                  \
-  do {                                               \
-    if ((call) != napi_ok) {                         \
-      napi_throw_error(env, NULL, "N-API call failed: " #call); \
-      return NULL;                                   \
-    }                                                \
-  } while (0)
-
-void relay_report_uncaught(napi_env env) {
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (!pending) return;
-  napi_value error;
-  napi_get_and_clear_last_exception(env, &error);
-  napi_fatal_exception(env, error);
-}
-
-static void call_js(state_t *st, napi_ref fn_ref, int argc, napi_value *argv) {
-  napi_env env = st->env;
-  napi_value fn, global, result;
-  napi_get_reference_value(env, fn_ref, &fn);
-  napi_get_global(env, &global);
-  // make_callback: JS's microtasks and nextTicks run after it, as after any I/O callback.
-  if (napi_make_callback(env, st->context, global, fn, argc, argv, &result) != napi_ok) relay_report_uncaught(env);
+static void call_js(relay_t *r, napi_ref fn, size_t argc, napi_value *argv) {
+  env_call(r->o.env, fn, &r->o, argc, argv);
 }
 
 // A refusal of entry k of the queue: counted on its socket, reported by report_errors() once JS is no
@@ -280,12 +224,10 @@ static void report_errors(state_t *st) {
     int count = r->send_errors, code = r->last_errno;
     r->send_errors = 0;
     r->error_listed = 0;
-    if (r->closing) continue;
+    if (r->o.closed) continue;
     napi_value argv[3];
-    napi_get_reference_value(st->env, r->owner, &argv[0]);
-    napi_create_string_utf8(st->env, relay_errno_code(code), NAPI_AUTO_LENGTH, &argv[1]);
-    napi_create_int32(st->env, count, &argv[2]);
-    call_js(st, st->on_error, 3, argv);
+    if (napi_create_string_utf8(st->e->env, errno_code(code), NAPI_AUTO_LENGTH, &argv[1]) != napi_ok || napi_create_int32(st->e->env, count, &argv[2]) != napi_ok) continue;
+    call_js(r, st->e->cb_udp_error, 3, argv);
   }
 }
 
@@ -293,16 +235,35 @@ static void report_errors(state_t *st) {
 // iteration, keep reading it for up to spin_us of quiet before going back to sleep in epoll. At a
 // few associations the reply to what was just sent is usually back within that time, and the
 // wake-up it saves costs more than the polling. Anything else ready in the loop ends the spin.
-static int64_t spin_us = 20;
-// Whether new relay sockets group datagrams for UDP GSO (SOCKSGATE_GSO=0 turns it off, to compare).
-static int gso_enabled = 1;
+static void on_readable(uv_poll_t *handle, int status, int events);
+
+// An error the kernel reported on the socket (libuv then stopped watching it): taken off the socket,
+// reported, and the socket watched again; if it cannot be, JS hears 'EPOLL…' and ends the association.
+static void socket_error(relay_t *r, int status) {
+  int error = 0;
+  socklen_t len = sizeof error;
+  if (getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+  if (error == 0) error = -status;
+  int rc = uv_poll_start(&r->poll, UV_READABLE, on_readable);
+  napi_env env = r->o.env->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value argv[3];
+  char code[32];
+  snprintf(code, sizeof code, "%s%s", rc == 0 ? "" : "EPOLL ", errno_code(rc == 0 ? error : -rc));
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &argv[1]) == napi_ok && napi_create_int32(env, rc == 0 ? 1 : 0, &argv[2]) == napi_ok)
+    call_js(r, r->o.env->cb_udp_error, 3, argv);
+  (void)napi_close_handle_scope(env, scope);
+}
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
   relay_t *r = (relay_t *)handle->data;
   state_t *st = r->st;
-  napi_env env = st->env;
+  napi_env env = st->e->env;
   (void)events;
-  if (status < 0 || r->closing) return;
+  if (r->o.closed) return;
+  if (status < 0) return socket_error(r, status);
+  int64_t spin_us = st->spin_us;
   uv_metrics_t metrics;
   if (uv_metrics_info(st->loop, &metrics) == 0 && metrics.loop_count != st->iteration) {
     st->iteration = metrics.loop_count;
@@ -312,10 +273,10 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   st->ready++;
   int may_spin = spin_us > 0 && st->last_ready <= 1 && st->ready <= 1;
   napi_handle_scope scope;
-  napi_open_handle_scope(env, &scope);
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   int64_t idle_since = 0;
   int rounds = 0;
-  while (!r->closing) {
+  while (!r->o.closed) {
     for (int i = 0; i < BATCH; i++) {
       st->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
       st->rmsgs[i].msg_hdr.msg_flags = 0;
@@ -362,17 +323,16 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       }
     }
     napi_value argv[2];
-    napi_get_reference_value(env, r->owner, &argv[0]);
-    napi_create_int32(env, n, &argv[1]);
+    if (napi_create_int32(env, n, &argv[1]) != napi_ok) break;
     st->in_batch = 1;
-    call_js(st, st->dispatch, 2, argv);
+    call_js(r, st->e->cb_udp_dispatch, 2, argv);
     st->in_batch = 0;
     flush(st);
     report_errors(st);
     rounds++;
     if (!may_spin ? (n < BATCH || rounds >= ROUNDS) : rounds >= SPIN_ROUNDS) break;
   }
-  napi_close_handle_scope(env, scope);
+  (void)napi_close_handle_scope(env, scope);
 }
 
 static int parse_address(state_t *st, const char *text, int ipv6, struct sockaddr_in6 *out) {
@@ -397,20 +357,67 @@ static int parse_address(state_t *st, const char *text, int ipv6, struct sockadd
   return 0;
 }
 
-static state_t *state_of(napi_env env) {
-  void *data = NULL;
-  napi_get_instance_data(env, &data);
-  return (state_t *)data;
-}
-
-static napi_value get_relay(napi_env env, napi_value value, relay_t **out) {
-  void *data = NULL;
-  if (napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
-    napi_throw_type_error(env, NULL, "not a relay socket handle");
+// The environment's UDP state, made on first use (the arena is 2 MiB: a client never needs it).
+static state_t *udp_state(napi_env env) {
+  env_t *e = env_of(env);
+  if (e == NULL) return NULL;
+  if (e->udp != NULL) return e->udp;
+  state_t *st = calloc(1, sizeof *st);
+  if (st == NULL) return NULL;
+  st->arena = malloc((size_t)BATCH * SLOT);
+  st->meta = calloc(BATCH * META_WORDS, sizeof(int32_t));
+  st->send_arena = malloc(SEND_ARENA);
+  if (!st->arena || !st->meta || !st->send_arena) {
+    free(st->arena);
+    free(st->meta);
+    free(st->send_arena);
+    free(st);
     return NULL;
   }
-  *out = (relay_t *)data;
-  return value;
+  for (int i = 0; i < BATCH; i++) {
+    st->riov[i].iov_base = st->arena + (size_t)i * SLOT;
+    st->riov[i].iov_len = SLOT;
+    st->rmsgs[i].msg_hdr.msg_iov = &st->riov[i];
+    st->rmsgs[i].msg_hdr.msg_iovlen = 1;
+    st->rmsgs[i].msg_hdr.msg_name = &st->raddr[i];
+  }
+  const char *gso = getenv("SOCKSGATE_GSO");
+  st->gso_enabled = !(gso != NULL && strcmp(gso, "0") == 0);
+  st->spin_us = 20;
+  st->last_ipv6 = -1;
+  st->e = e;
+  st->loop = e->loop;
+  e->udp = st;
+  return st;
+}
+
+void udp_state_free(env_t *e) {
+  state_t *st = e->udp;
+  if (st == NULL) return;
+  free(st->arena);
+  free(st->meta);
+  free(st->send_arena);
+  free(st);
+  e->udp = NULL;
+}
+
+static void on_closed(uv_handle_t *handle) {
+  relay_t *r = (relay_t *)handle->data;
+  env_t *e = r->o.env;
+  close(r->fd);
+  obj_handle_closed(&r->o);
+  env_handle_closed(e);
+}
+
+// Sends this socket queued in the running batch still go: the descriptor closes after the batch.
+static void relay_shut(obj_t *o) {
+  relay_t *r = (relay_t *)o;
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, on_closed);
+}
+
+static relay_t *get_relay(napi_env env, napi_value value) {
+  return (relay_t *)obj_unwrap(env, value, K_RELAY);
 }
 
 // send(handle, header|null, payload, port, address, offset) -> 0 | -errno: header + payload from byte
@@ -419,8 +426,9 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  relay_t *r;
-  if (!get_relay(env, argv[0], &r)) return NULL;
+  if (argc < 5) return throw_message(env, NULL, "udpSend: 5 arguments");
+  relay_t *r = get_relay(env, argv[0]);
+  if (r == NULL) return NULL;
   state_t *st = r->st;
   void *head = NULL, *body = NULL;
   size_t head_len = 0, body_len = 0;
@@ -437,7 +445,7 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_string_latin1(env, argv[4], text, sizeof text, &text_len));
   int rc = 0;
   struct sockaddr_in6 addr;
-  if (r->closing) rc = -EBADF;
+  if (r->o.closed) rc = -EBADF;
   else if (port <= 0 || port > 65535 || offset > body_len) rc = -EINVAL;
   else rc = parse_address(st, text, r->ipv6, &addr);
   if (rc == 0) {
@@ -491,11 +499,10 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  state_t *st = state_of(env);
-  if (st == NULL) {
-    napi_throw_error(env, NULL, "setup() was not called");
-    return NULL;
-  }
+  if (argc < 2) return throw_message(env, NULL, "udpBind: 2 arguments");
+  state_t *st = udp_state(env);
+  if (st == NULL) return throw_errno(env, ENOMEM, "udpBind");
+  if (st->e->tearing_down) return throw_errno(env, ESHUTDOWN, "udpBind");
   bool ipv6;
   CHECK(napi_get_value_bool(env, argv[1], &ipv6));
   int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -505,7 +512,11 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   socklen_t len;
   if (ipv6) {
     int off = 0;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off) != 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, e, "setsockopt IPV6_V6ONLY");
+    }
     addr.sin6_family = AF_INET6;
     addr.sin6_addr = in6addr_any;
     len = sizeof(struct sockaddr_in6);
@@ -529,17 +540,24 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   r->st = st;
   r->fd = fd;
   r->ipv6 = ipv6;
-  r->gso = gso_enabled;
-  if (uv_poll_init(st->loop, &r->poll, fd) != 0) {
+  r->gso = st->gso_enabled;
+  int rc = uv_poll_init(st->loop, &r->poll, fd);
+  if (rc != 0) {
     free(r);
     close(fd);
-    return throw_errno(env, EIO, "uv_poll_init");
+    return throw_errno(env, -rc, "uv_poll_init");
   }
+  // From here the relay is an object: closing it closes the poll handle, then the descriptor.
+  obj_init(st->e, &r->o, K_RELAY, relay_shut, NULL);
   r->poll.data = r;
-  napi_create_reference(env, argv[0], 1, &r->owner);
-  uv_poll_start(&r->poll, UV_READABLE, on_readable);
+  r->o.handles = 1;
+  env_handle_opened(st->e);
   napi_value handle, port_value, result;
-  CHECK(napi_create_external(env, r, NULL, NULL, &handle));
+  if (napi_create_reference(env, argv[0], 1, &r->o.owner) != napi_ok || (rc = uv_poll_start(&r->poll, UV_READABLE, on_readable)) != 0 ||
+      !obj_wrap(st->e, &r->o, &handle)) {
+    obj_close(&r->o);
+    return rc != 0 ? throw_errno(env, -rc, "uv_poll_start") : throw_message(env, NULL, "udpBind: cannot make its handle");
+  }
   CHECK(napi_create_int32(env, port, &port_value));
   CHECK(napi_create_array_with_length(env, 2, &result));
   CHECK(napi_set_element(env, result, 0, handle));
@@ -547,25 +565,12 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static void on_closed(uv_handle_t *handle) {
-  relay_t *r = (relay_t *)handle->data;
-  close(r->fd);
-  free(r);
-}
-
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  relay_t *r;
-  if (!get_relay(env, argv[0], &r)) return NULL;
-  if (r->closing) return NULL;
-  r->closing = 1;
-  // Sends this socket queued in the running batch still go (the descriptor closes after it).
-  napi_delete_reference(env, r->owner);
-  r->owner = NULL;
-  uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, on_closed);
+  relay_t *r = argc < 1 ? NULL : get_relay(env, argv[0]);
+  if (r != NULL) obj_close(&r->o);
   return NULL;
 }
 
@@ -573,8 +578,9 @@ static napi_value js_ntop(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], result;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  state_t *st = state_of(env);
+  state_t *st = env_of(env) == NULL ? NULL : env_of(env)->udp;
   int32_t i;
+  if (argc < 1) return throw_message(env, NULL, "udpNtop: 1 argument");
   CHECK(napi_get_value_int32(env, argv[0], &i));
   if (st == NULL || i < 0 || i >= BATCH) {
     napi_throw_range_error(env, NULL, "no such datagram");
@@ -593,15 +599,19 @@ static napi_value js_busy_poll(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int32_t us = 0;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_message(env, NULL, "udpBusyPoll: 1 argument");
   CHECK(napi_get_value_int32(env, argv[0], &us));
-  spin_us = us < 0 ? 0 : us;
+  state_t *st = udp_state(env);
+  if (st == NULL) return throw_errno(env, ENOMEM, "udpBusyPoll");
+  st->spin_us = us < 0 ? 0 : us;
   return NULL;
 }
 
 // counters() -> [GSO messages sent, datagrams they carried]
 static napi_value js_counters(napi_env env, napi_callback_info info) {
   (void)info;
-  state_t *st = state_of(env);
+  env_t *e = env_of(env);
+  state_t *st = e == NULL ? NULL : e->udp;
   napi_value result, value;
   CHECK(napi_create_array_with_length(env, 2, &result));
   CHECK(napi_create_double(env, st ? (double)st->gso_messages : 0, &value));
@@ -611,59 +621,13 @@ static napi_value js_counters(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static void free_state(napi_env env, void *data, void *hint) {
-  (void)hint;
-  state_t *st = (state_t *)data;
-  if (st->context) napi_async_destroy(env, st->context);
-  if (st->dispatch) napi_delete_reference(env, st->dispatch);
-  if (st->on_error) napi_delete_reference(env, st->on_error);
-  free(st->arena);
-  free(st->meta);
-  free(st->send_arena);
-  free(st);
-}
-
-// setup(dispatch, onError) -> { arena, meta, batch, slot }
-static napi_value js_setup(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (state_of(env) != NULL) {
-    napi_throw_error(env, NULL, "setup() was already called");
-    return NULL;
-  }
-  state_t *st = calloc(1, sizeof *st);
-  if (st == NULL) return throw_errno(env, ENOMEM, "setup");
-  const char *gso = getenv("SOCKSGATE_GSO");
-  if (gso != NULL && strcmp(gso, "0") == 0) gso_enabled = 0;
-  st->env = env;
-  st->arena = malloc((size_t)BATCH * SLOT);
-  st->meta = calloc(BATCH * META_WORDS, sizeof(int32_t));
-  st->send_arena = malloc(SEND_ARENA);
-  if (!st->arena || !st->meta || !st->send_arena) {
-    free(st->arena);
-    free(st->meta);
-    free(st->send_arena);
-    free(st);
-    return throw_errno(env, ENOMEM, "setup");
-  }
-  for (int i = 0; i < BATCH; i++) {
-    st->riov[i].iov_base = st->arena + (size_t)i * SLOT;
-    st->riov[i].iov_len = SLOT;
-    st->rmsgs[i].msg_hdr.msg_iov = &st->riov[i];
-    st->rmsgs[i].msg_hdr.msg_iovlen = 1;
-    st->rmsgs[i].msg_hdr.msg_name = &st->raddr[i];
-  }
-  st->last_ipv6 = -1;
-  CHECK(napi_get_uv_event_loop(env, &st->loop));
-  CHECK(napi_create_reference(env, argv[0], 1, &st->dispatch));
-  CHECK(napi_create_reference(env, argv[1], 1, &st->on_error));
-  napi_value name;
-  CHECK(napi_create_string_utf8(env, "socksgate:udp-relay", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &st->context));
-  CHECK(napi_set_instance_data(env, st, free_state, NULL));
+// udpArena() -> { arena, meta, batch, slot }: the environment's receive arena and metadata, which
+// live as long as the environment; JS only ever views them.
+static napi_value js_arena(napi_env env, napi_callback_info info) {
+  (void)info;
+  state_t *st = udp_state(env);
+  if (st == NULL) return throw_errno(env, ENOMEM, "udpArena");
   napi_value result, arena, meta, batch, slot;
-  // The arena and metadata live as long as the state; JS only ever views them.
   CHECK(napi_create_external_arraybuffer(env, st->arena, (size_t)BATCH * SLOT, NULL, NULL, &arena));
   CHECK(napi_create_external_arraybuffer(env, st->meta, BATCH * META_WORDS * sizeof(int32_t), NULL, NULL, &meta));
   CHECK(napi_create_int32(env, BATCH, &batch));
@@ -676,32 +640,15 @@ static napi_value js_setup(napi_env env, napi_callback_info info) {
   return result;
 }
 
-NAPI_MODULE_INIT() {
+napi_status udp_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
-    { "setup", NULL, js_setup, NULL, NULL, NULL, napi_default, NULL },
-    { "bind", NULL, js_bind, NULL, NULL, NULL, napi_default, NULL },
-    { "send", NULL, js_send, NULL, NULL, NULL, napi_default, NULL },
-    { "close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
-    { "counters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL },
-    { "busyPoll", NULL, js_busy_poll, NULL, NULL, NULL, napi_default, NULL },
-    { "ntop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
-    { "tcpSetup", NULL, tcp_setup, NULL, NULL, NULL, napi_default, NULL },
-    { "tcpStart", NULL, tcp_start, NULL, NULL, NULL, napi_default, NULL },
-    { "tcpInfo", NULL, tcp_info, NULL, NULL, NULL, napi_default, NULL },
-    { "tcpClose", NULL, tcp_close, NULL, NULL, NULL, napi_default, NULL },
-    { "watchStart", NULL, watch_start, NULL, NULL, NULL, napi_default, NULL },
-    { "watchClose", NULL, watch_close, NULL, NULL, NULL, napi_default, NULL },
-    { "frontSetup", NULL, front_setup, NULL, NULL, NULL, napi_default, NULL },
-    { "frontCreate", NULL, front_create, NULL, NULL, NULL, napi_default, NULL },
-    { "frontAdopt", NULL, front_adopt, NULL, NULL, NULL, napi_default, NULL },
-    { "frontListen", NULL, front_listen, NULL, NULL, NULL, napi_default, NULL },
-    { "frontSetOpen", NULL, front_set_open, NULL, NULL, NULL, napi_default, NULL },
-    { "frontClose", NULL, front_close, NULL, NULL, NULL, napi_default, NULL },
-    { "frontConnect", NULL, front_connect, NULL, NULL, NULL, napi_default, NULL },
-    { "frontReply", NULL, front_reply, NULL, NULL, NULL, napi_default, NULL },
-    { "frontAbort", NULL, front_abort, NULL, NULL, NULL, napi_default, NULL },
-    { "frontTake", NULL, front_take, NULL, NULL, NULL, napi_default, NULL },
+    { "udpArena", NULL, js_arena, NULL, NULL, NULL, napi_default, NULL },
+    { "udpBind", NULL, js_bind, NULL, NULL, NULL, napi_default, NULL },
+    { "udpSend", NULL, js_send, NULL, NULL, NULL, napi_default, NULL },
+    { "udpClose", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
+    { "udpCounters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL },
+    { "udpBusyPoll", NULL, js_busy_poll, NULL, NULL, NULL, napi_default, NULL },
+    { "udpNtop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
   };
-  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
-  return exports;
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -2,7 +2,8 @@ import type { Socket } from 'node:net';
 import type { Session } from './session.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
-import { NativeTunnel } from './native-pipe.js';
+import { NativeTunnel } from '../native/tcp.js';
+import type { NativeConn } from '../native/tcp.js';
 import { relay } from './relay.js';
 import { Throttle } from './throttle.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
@@ -11,19 +12,20 @@ import { unmapAddress } from '../udp/socket.js';
 
 /**
  * RFC 1928 §4 CONNECT: dial the destination (every resolved address, IPv4 and IPv6), reply with the
- * outbound socket's local address, then relay both ways until both sides are done.
+ * outbound socket's local address, then relay both ways until both sides are done. A client
+ * connection the native helper holds, dialed directly and not throttled, stays on the helper from
+ * end to end; everything else goes through net.Sockets.
  */
 export async function runConnect(session: Session, destination: SocksAddress): Promise<void> {
   const admission = await admit(session, 'connect', destination);
   if (!admission || session.isClosed) return;
-  if (session.front !== null) {
-    // A throttled tunnel needs the stream relay, so the session takes its socket back first.
-    if (!session.rates.some((r) => r.tcpBytes.rate > 0)) return frontConnect(session, destination);
-    if (!session.takeFromFront()) return;
-  }
-  let target: Socket;
+  const dialer = session.ctx.dialer;
+  const dialNative = session.nativeClient !== null && !session.rates.some((r) => r.tcpBytes.rate > 0) ? dialer.dialNative : undefined;
+  let target: Socket | NativeConn;
   try {
-    target = await session.ctx.dialer.dial(destination, session.signal, admission.addresses, { client: unmapAddress(session.client.host), user: session.user });
+    target = dialNative
+      ? await dialNative(destination, session.signal, admission.addresses)
+      : await dialer.dial(destination, session.signal, admission.addresses, { client: unmapAddress(session.client.host), user: session.user });
   } catch (error) {
     if (session.isClosed) return;
     const code = replyForError(error);
@@ -31,12 +33,21 @@ export async function runConnect(session: Session, destination: SocksAddress): P
     return;
   }
   if (session.isClosed) {
-    target.destroy();
+    if ('destroy' in target) target.destroy();
+    else target.close();
     return;
   }
-  session.own(() => target.destroy());
-  session.reply(Reply.SUCCEEDED, addressFromHost(target.localAddress ?? '0.0.0.0', target.localPort ?? 0));
-  await pipeSession(session, target);
+  if ('destroy' in target) {
+    const socket = target;
+    session.own(() => socket.destroy());
+    session.reply(Reply.SUCCEEDED, addressFromHost(unmapAddress(socket.localAddress ?? '0.0.0.0'), socket.localPort ?? 0));
+    await pipeSession(session, socket);
+    return;
+  }
+  const conn = target;
+  session.own(conn);
+  session.reply(Reply.SUCCEEDED, addressFromHost(unmapAddress(conn.localHost || '0.0.0.0'), conn.localPort));
+  await tunnelSession(session, conn);
 }
 
 /** Relays the session's client and `target`, then closes the session with the relay's outcome. */
@@ -59,56 +70,25 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
     const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
     end = await relay(client, target, { idleMs, early, clientEnded: ended, ...throttles });
   }
-  if (end === 'idle') session.ctx.stats.timeouts.idle++;
-  session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
+  finish(session, end);
 }
 
-/**
- * CONNECT on the native front door: the helper connects and sends the success reply itself, and the
- * tunnel goes to the native relay straight from its descriptors. Same replies, results and counts as
- * the dialer path above.
- */
-async function frontConnect(session: Session, destination: SocksAddress): Promise<void> {
-  const front = session.front!;
-  const idleMs = session.ctx.idleTimeoutMs;
-  const outcome = await new Promise<NativeTunnel | string>((resolve) => {
-    // A session closed meanwhile (server shutdown) aborts the connection: the helper then reports nothing.
-    session.own(() => resolve('closed'));
-    const immediate = front.connect(
-      {
-        // Synchronously: the tunnel takes the descriptors over (or the helper closes them).
-        connected: (clientFd, targetFd) => {
-          session.front = null;
-          const tunnel = session.isClosed ? null : NativeTunnel.fromDescriptors(clientFd, targetFd, idleMs);
-          resolve(tunnel ?? 'closed');
-          return tunnel !== null;
-        },
-        connectFailed: (code) => resolve(code),
-      },
-      destination.host,
-      destination.port,
-      session.ctx.connectTimeoutMs,
-    );
-    if (immediate !== null) resolve(immediate);
-  });
-  if (typeof outcome === 'string') {
-    if (session.isClosed) return;
-    const code = replyForError({ code: outcome });
-    session.fail(code, `${describeReply(code)}: cannot reach ${destination.host}:${destination.port}: ${outcome}`);
-    return;
-  }
-  const tunnel = outcome;
-  if (session.isClosed) {
-    tunnel.close();
-    return;
-  }
+/** A tunnel between the session's client connection and `target`, both held by the native helper. */
+async function tunnelSession(session: Session, target: NativeConn): Promise<void> {
+  const client = session.nativeClient!;
+  const { early, ended } = session.detach();
+  const tunnel = NativeTunnel.fromConns(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended });
+  if (tunnel === null) return session.close('internal error: the native helper refused the tunnel');
   session.meter = tunnel;
-  session.details = FRONT_DETAILS;
+  session.details = NATIVE_DETAILS;
   session.own(tunnel);
-  const end = await tunnel.done;
+  finish(session, await tunnel.done);
+}
+
+function finish(session: Session, end: string): void {
   if (end === 'idle') session.ctx.stats.timeouts.idle++;
   session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
 }
 
-// What the status page shows of a front-door CONNECT (one object for all of them).
-const FRONT_DETAILS = { describe: (): Record<string, unknown> => ({ relay: 'native', front: 'native' }) };
+// What the status page shows of a CONNECT held by the helper from accept to close (one object for all).
+const NATIVE_DETAILS = { describe: (): Record<string, unknown> => ({ relay: 'native', front: 'native' }) };

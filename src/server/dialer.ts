@@ -3,6 +3,7 @@ import type { Resolver } from '../dns/resolver.js';
 import type { SocksAddress } from '../protocol/address.js';
 import { Reply, type ReplyCode } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
+import { NativeConn, nativeTcp } from '../native/tcp.js';
 
 /** Who a dial is for: a dialer that picks among upstreams per client (gateway mode) reads it. */
 export interface DialOrigin {
@@ -18,6 +19,11 @@ export interface Dialer {
    * `addresses`, when given, are the ones a domain was already resolved (and checked) to.
    */
   dial(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[], origin?: DialOrigin): Promise<Socket>;
+  /**
+   * The same as a connection the native helper holds, for a tunnel between two such connections;
+   * absent where the dialer cannot (an upstream hop), and then dial() serves.
+   */
+  dialNative?(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<NativeConn>;
 }
 
 export class DirectDialer implements Dialer {
@@ -43,6 +49,33 @@ export class DirectDialer implements Dialer {
     }
     throw toSocksError(lastError ?? Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }), destination);
   }
+
+  /** dial()'s twin on the native helper (where it is loaded): the same addresses, order and deadline. */
+  get dialNative(): ((destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]) => Promise<NativeConn>) | undefined {
+    return nativeTcp() === null ? undefined : this.connectNative;
+  }
+
+  private readonly connectNative = async (destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<NativeConn> => {
+    const deadline = Date.now() + this.timeoutMs;
+    const hosts = addresses ?? (destination.type === 'domain' ? await this.resolver.resolve(destination.host) : [destination.host]);
+    let code = 'ETIMEDOUT';
+    for (const host of hosts) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0 || signal.aborted) break;
+      const result = await NativeConn.connect(host, destination.port, remaining);
+      if (typeof result !== 'string') {
+        // The session ended while it connected: nobody will take the connection.
+        if (signal.aborted) {
+          result.close();
+          break;
+        }
+        return result;
+      }
+      code = result;
+    }
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
+    throw toSocksError(Object.assign(new Error(`connect: ${code}`), { code }), destination);
+  };
 }
 
 function connectOnce(host: string, port: number, timeoutMs: number, signal: AbortSignal): Promise<Socket> {

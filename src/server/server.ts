@@ -13,7 +13,7 @@ import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
 import type { RuleConfig } from '../policy/rule.js';
 import type { UserStore } from './users.js';
-import { formatAddress, addressFromHost } from '../protocol/address.js';
+import { formatAddress, addressFromHost, type SocksAddress } from '../protocol/address.js';
 import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
@@ -69,8 +69,9 @@ export interface ServerOptions {
   readonly resolver?: Resolver;
   readonly dialer?: Dialer;
   /**
-   * The native front door (native/tcp-front.c) on the listeners: no-authentication CONNECTs to IP
-   * addresses are accepted and set up without a net.Socket. Default: on where the helper is loaded.
+   * The native front door on the listeners (src/server/native-front.ts): the helper accepts and
+   * carries the client connections, and a CONNECT dialed directly stays on it from end to end, without
+   * a net.Socket. Default: on where the helper is loaded.
    */
   readonly nativeFront?: boolean;
   readonly logger?: Logger;
@@ -244,7 +245,6 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
    */
   reload(options: ReloadableOptions): void {
     this.ctx.live = this.liveSettings(options);
-    for (const front of this.fronts) front.setOpen(this.ctx.live.users === null);
     // The counters carry over (live sessions are in them); only their caps change.
     this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? 1000;
     this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? 0;
@@ -402,30 +402,23 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     await Promise.all([...closing, this.demux?.close()]);
   }
 
-  /**
-   * The native front door on a listener, where it applies: the helper is loaded, CONNECTs go out
-   * directly (no upstreams, no custom dialer) and debug logging (which shows every handshake) is off.
-   */
+  /** The native front door on a listener, where the helper is loaded and it is not turned off. */
   private attachFront(server: Server): void {
-    if (this.options.upstreams || this.options.dialer || this.options.nativeFront === false || this.log.isLevelEnabled('debug')) return;
-    const front = NativeFront.attach(server, this.frontHooks, { open: this.ctx.live.users === null, handoffMs: Math.min(1000, this.ctx.handshakeTimeoutMs) });
+    if (this.options.nativeFront === false) return;
+    const front = NativeFront.attach(server, this.frontHooks);
     if (front) this.fronts.push(front);
   }
 
   private readonly frontHooks: FrontHooks = {
-    accepted: () => this.stats.connectionsAccepted++,
-    adopt: (socket, early, greeted, elapsedMs) => this.admitSocket(socket)?.resumeFromFront(early, greeted, elapsedMs),
-    request: (conn, clientHost, clientPort, host, port) => {
-      const client = addressFromHost(clientHost, clientPort);
-      if (this.sessions.size >= this.maxClients) {
-        this.refusedOverLimit++;
-        this.log.warn({ client: formatAddress(client), maxClients: this.maxClients }, 'too many clients: connection closed');
-        conn.abort();
-        return;
-      }
-      const session = new Session(null, this.ctx, this.sessionClosed, { conn, client });
+    connection: (conn, host, port, bytes) => {
+      this.stats.connectionsAccepted++;
+      const client = addressFromHost(host, port);
+      if (!this.admits(client)) return false;
+      const session = new Session(conn, this.ctx, this.sessionClosed, client);
       this.sessions.add(session);
-      session.startFront({ command: Command.CONNECT, destination: addressFromHost(host, port) });
+      // Fed once the session is counted: what they lead to may already close it.
+      if (bytes !== null) session.connBytes(bytes);
+      return true;
     },
   };
 
@@ -436,20 +429,27 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
 
   /** A new client socket becomes a session, unless its address is blocked or the server is full. */
   private admitSocket(socket: Socket): Session | null {
-    if (this.ctx.live.users && this.ctx.lockout?.isBlocked(addressFromHost(socket.remoteAddress ?? '', 0).host)) {
-      this.stats.authBlocked++;
-      socket.destroy();
-      return null;
-    }
-    if (this.sessions.size >= this.maxClients) {
-      this.refusedOverLimit++;
-      this.log.warn({ client: formatAddress(addressFromHost(socket.remoteAddress ?? '', socket.remotePort ?? 0)), maxClients: this.maxClients }, 'too many clients: connection closed');
+    if (!this.admits(addressFromHost(socket.remoteAddress ?? '', socket.remotePort ?? 0))) {
       socket.destroy();
       return null;
     }
     const session = new Session(socket, this.ctx, this.sessionClosed);
     this.sessions.add(session);
     return session;
+  }
+
+  /** Whether a new client may have a session: its address is not blocked and the server is not full. */
+  private admits(client: SocksAddress): boolean {
+    if (this.ctx.live.users && this.ctx.lockout?.isBlocked(client.host)) {
+      this.stats.authBlocked++;
+      return false;
+    }
+    if (this.sessions.size >= this.maxClients) {
+      this.refusedOverLimit++;
+      this.log.warn({ client: formatAddress(client), maxClients: this.maxClients }, 'too many clients: connection closed');
+      return false;
+    }
+    return true;
   }
 
   // One function for every session (not a closure each).

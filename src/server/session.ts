@@ -6,7 +6,7 @@ import type { Policy } from '../policy/policy.js';
 import type { AuthLockout } from '../policy/lockout.js';
 import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
-import { nativeTcp } from '../native/addon.js';
+import { NativeConn, type ConnEvents } from '../native/tcp.js';
 import { selectMethod } from './auth.js';
 import { runConnect } from './connect.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
@@ -18,7 +18,6 @@ import { encodeReply, parseRequest, type Request } from '../protocol/request.js'
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
-import type { FrontConn } from './native-front.js';
 
 /** Limits a reload may change. */
 export interface LiveLimits {
@@ -84,7 +83,7 @@ export interface SessionContext {
   readonly resolver: Resolver;
   readonly log: Logger;
   readonly handshakeTimeoutMs: number;
-  /** The time a CONNECT has to reach its destination (the native front door's connects use it). */
+  /** The time a CONNECT has to reach its destination (the native helper's connects use it). */
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
   readonly bindTimeoutMs: number;
@@ -110,10 +109,12 @@ type SessionSocket = Socket & { [SESSION]: Session };
 type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relaying' | 'associated' | 'closing';
 
 /**
- * One client TCP connection, from greeting to close. It owns the client socket, its timers and
- * everything a command hands to `own()` (target socket, BIND listener); `close()` releases them all.
+ * One client TCP connection, from greeting to close. It owns the client connection (a net.Socket, or
+ * a connection the native helper holds), its timers and everything a command hands to `own()`
+ * (target socket, BIND listener); `close()` releases them all. The handshake is read here whichever
+ * carries the bytes.
  */
-export class Session {
+export class Session implements ConnEvents {
   readonly client: SocksAddress;
   user: string | null = null;
   command = '-';
@@ -143,38 +144,37 @@ export class Session {
   private closed = false;
   private clientEnded = false;
   private result = 'ok';
-  /** The client socket; null once the native helper watches a UDP ASSOCIATE's control connection instead. */
+  /** The client as a net.Socket; null while the native helper holds the connection (`conn`). */
   private sock: Socket | null;
-  /** That watch (native/tcp-relay.c), while there is one. */
-  private control: unknown = null;
-
   /**
-   * The connection while the native front door holds it (src/server/native-front.ts): a CONNECT whose
-   * greeting and request the helper read; null for every other session.
+   * The client connection while the native helper holds it: accepted by the helper, or a UDP
+   * ASSOCIATE's control connection handed to it (about 1.4 KB less per association than a net.Socket).
    */
-  front: FrontConn | null = null;
+  private conn: NativeConn | null = null;
+  /** The control connection is the helper's (handOverControl()). */
+  private controlNative = false;
 
   /**
-   * A session on a client socket, from its greeting on; or, with `front`, a CONNECT whose greeting
-   * and request the native front door already read (`socket` is then null).
+   * A session on a client connection, from its greeting on: a net.Socket, or a connection the native
+   * helper holds (its address given; the bytes that came with it are fed with connBytes()).
    */
   constructor(
-    socket: Socket | null,
+    client: Socket | NativeConn,
     readonly ctx: SessionContext,
     private readonly onClosed: (session: Session) => void,
-    front?: { conn: FrontConn; client: SocksAddress },
+    remote?: SocksAddress,
   ) {
-    this.sock = socket;
-    if (socket === null) {
-      this.client = front!.client;
-      this.front = front!.conn;
-      this.phase = 'command';
-      this.timer = null;
+    this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
+    if (client instanceof NativeConn) {
+      this.sock = null;
+      this.conn = client;
+      this.client = remote ?? UNSPECIFIED;
+      client.events = this;
       return;
     }
-    this.client = addressFromHost(socket.remoteAddress ?? '0.0.0.0', socket.remotePort ?? 0);
-    this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
-    this.listen(socket);
+    this.sock = client;
+    this.client = addressFromHost(client.remoteAddress ?? '0.0.0.0', client.remotePort ?? 0);
+    this.listen(client);
   }
 
   private listen(socket: Socket): void {
@@ -187,44 +187,61 @@ export class Session {
     socket.on('close', Session.onSocketClose);
   }
 
-  /**
-   * A front-door session its command must run on a net.Socket after all (a throttled tunnel): takes
-   * the connection back from the helper. False when the helper no longer held it (the session closes).
-   */
-  takeFromFront(): boolean {
-    const socket = this.front?.take() ?? null;
-    this.front = null;
-    if (socket === null) {
-      this.close('client connection lost');
-      return false;
-    }
-    this.sock = socket;
-    this.listen(socket);
-    return true;
+  /** Called by the helper: bytes from the client connection it holds. */
+  connBytes(chunk: Buffer): void {
+    this.data(chunk);
+  }
+
+  /** Called by the helper: the client connection it holds ended ('end': the client's FIN). */
+  connEnd(reason: string): void {
+    if (reason === 'end') this.end();
+    else this.close(`client error ${reason}`);
   }
 
   /**
-   * A connection the native front door handed over: goes on from the bytes it read (`greeted`: the
-   * no-authentication method reply was sent), with what is left of the handshake time.
+   * The client connection while the native helper holds it, for a command that can carry on through
+   * the helper (a CONNECT); null once it is a net.Socket.
    */
-  resumeFromFront(early: Buffer, greeted: boolean, elapsedMs: number): void {
-    if (greeted) this.phase = 'request';
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.timedOut('handshake'), Math.max(0, this.ctx.handshakeTimeoutMs - elapsedMs));
-    if (early.length > 0) this.data(early);
+  get nativeClient(): NativeConn | null {
+    return this.controlNative ? null : this.conn;
   }
 
-  /** Runs a request the native front door read (a CONNECT to an IP address). */
-  startFront(request: Request): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.dispatch(request);
-  }
-
-  /** The client socket (a command's setup reads it; never after handOverControl()). */
+  /**
+   * The client socket (a command's setup reads it; never after handOverControl()). A connection the
+   * helper holds becomes a net.Socket here, for commands that need a stream.
+   */
   get socket(): Socket {
+    if (this.sock === null && this.conn !== null && !this.controlNative) {
+      const socket = this.conn.take();
+      this.conn = null;
+      if (socket === null) throw new Error('the client connection is gone');
+      this.sock = socket;
+      this.listen(socket);
+      if (this.phase === 'command' || this.phase === 'verifying') {
+        if (this.reader.length > EARLY_DATA_LIMIT) socket.pause();
+      }
+    }
     if (this.sock === null) throw new Error('the control connection was handed to the native helper');
     return this.sock;
+  }
+
+  /** Writes handshake bytes to the client, on whichever carries the connection. */
+  private send(bytes: Buffer, onSent?: () => void): void {
+    if (this.conn !== null) {
+      if (this.conn.write(bytes) === null) onSent?.();
+      return;
+    }
+    this.sock?.write(bytes, onSent === undefined ? undefined : (error) => error || onSent());
+  }
+
+  private pauseClient(): void {
+    if (this.conn !== null) this.conn.setReading(false);
+    else this.sock?.pause();
+  }
+
+  private resumeClient(): void {
+    if (this.conn !== null) this.conn.setReading(true);
+    else this.sock?.resume();
   }
 
   /** The server's logger with this client's address on every line. */
@@ -261,7 +278,7 @@ export class Session {
   describe(): Record<string, unknown> {
     const details = this.details;
     const own = details === null ? {} : typeof details === 'function' ? details() : details.describe();
-    return this.control === null ? own : { ...own, control: 'native' };
+    return this.controlNative ? { ...own, control: 'native' } : own;
   }
 
   /** Ends the session on a timeout of the given kind, counted. */
@@ -291,19 +308,13 @@ export class Session {
 
   /** Sends a reply (RFC 1928 §6); `onSent` runs once it is written. */
   reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED, onSent?: () => void): void {
-    if (this.closed || this.sock === null) return;
+    if (this.closed || (this.sock === null && this.conn === null)) return;
     this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
-    this.socket.write(encodeReply(code, bound), onSent === undefined ? undefined : (error) => error || onSent());
+    this.send(encodeReply(code, bound), onSent);
   }
 
   /** Sends a failure reply, then closes once the client has had a moment to read it. */
   fail(code: ReplyCode, result: string): void {
-    if (this.front !== null) {
-      // The helper sends it and closes the connection gently itself.
-      this.front.reply(code);
-      this.front = null;
-      return this.close(result);
-    }
     this.reply(code);
     this.closeGently(result);
   }
@@ -315,6 +326,11 @@ export class Session {
    */
   detach(): { early: Buffer; ended: boolean } {
     this.phase = 'relaying';
+    if (this.conn !== null) {
+      // The helper's connection: a tunnel takes it over; nothing more comes here.
+      this.conn.events = null;
+      return { early: this.reader.take(), ended: this.clientEnded };
+    }
     this.socket.off('data', Session.onData);
     this.socket.off('end', Session.onEnd);
     this.socket.off('close', Session.onSocketClose);
@@ -329,7 +345,7 @@ export class Session {
   holdControl(): void {
     this.phase = 'associated';
     this.reader.take();
-    this.socket.resume();
+    this.resumeClient();
   }
 
   /**
@@ -338,16 +354,16 @@ export class Session {
    * about 1.4 KB less per association. Otherwise nothing changes.
    */
   handOverControl(): void {
-    const socket = this.sock;
-    if (this.closed || this.phase !== 'associated' || socket === null) return;
-    const tcp = nativeTcp();
-    const fd = (socket as unknown as { _handle?: { fd?: number } | null })._handle?.fd;
-    if (tcp === null || typeof fd !== 'number' || fd < 0 || socket.destroyed || socket.writableLength > 0) return;
-    try {
-      this.control = tcp.watchStart(this, fd);
-    } catch {
+    if (this.closed || this.phase !== 'associated') return;
+    if (this.conn !== null) {
+      this.controlNative = true;
       return;
     }
+    const socket = this.sock;
+    const fd = (socket as unknown as { _handle?: { fd?: number } | null } | null)?._handle?.fd;
+    if (socket === null || typeof fd !== 'number' || fd < 0 || socket.destroyed || socket.writableLength > 0) return;
+    const conn = NativeConn.adopt(fd, this);
+    if (conn === null) return;
     socket.off('data', Session.onData);
     socket.off('end', Session.onEnd);
     socket.off('close', Session.onSocketClose);
@@ -355,11 +371,8 @@ export class Session {
     // Closes Node's descriptor only: the helper's duplicate keeps the connection open.
     socket.destroy();
     this.sock = null;
-  }
-
-  /** Called by the native helper: the watched control connection ended ('ok': the client's FIN). */
-  ended(reason: string): void {
-    this.close(reason === 'ok' ? 'ok' : reason.replace(/^client /, 'client error '));
+    this.conn = conn;
+    this.controlNative = true;
   }
 
   close(result?: string): void {
@@ -383,12 +396,9 @@ export class Session {
         this.log.warn({ err: error }, 'releasing a session resource failed');
       }
     }
-    if (this.control !== null) {
-      nativeTcp()!.watchClose(this.control);
-      this.control = null;
-    } else this.sock?.destroy();
-    this.front?.abort();
-    this.front = null;
+    this.sock?.destroy();
+    this.conn?.close();
+    this.conn = null;
     if (this.meter) [this.up, this.down] = this.traffic();
     this.ctx.stats.sessionsEnded[this.command] = (this.ctx.stats.sessionsEnded[this.command] ?? 0) + 1;
     // Checked first: the session's child logger costs more to make than the rest of a short session's close.
@@ -400,6 +410,12 @@ export class Session {
   }
 
   private closeGently(result: string): void {
+    if (this.conn !== null) {
+      // The helper half-closes, drains and closes it by itself (it owns it from here).
+      this.conn.end(LINGER_MS);
+      this.conn = null;
+      return this.close(result);
+    }
     if (this.sock === null) return this.close(result);
     this.result = result;
     this.phase = 'closing';
@@ -431,7 +447,7 @@ export class Session {
     if (this.phase === 'closing' || this.phase === 'associated') return;
     this.reader.push(chunk);
     if (this.phase === 'command' || this.phase === 'verifying') {
-      if (this.reader.length > EARLY_DATA_LIMIT) this.socket.pause();
+      if (this.reader.length > EARLY_DATA_LIMIT) this.pauseClient();
       return;
     }
     this.advance();
@@ -461,7 +477,7 @@ export class Session {
           if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
           const method = selectMethod(greeting.value.methods, this.ctx.live.users !== null);
           if (this.ctx.log.isLevelEnabled('debug')) this.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
-          this.socket.write(encodeMethodSelection(method));
+          this.send(encodeMethodSelection(method));
           if (method === Method.NO_ACCEPTABLE) {
             const wanted = this.ctx.live.users ? 'username/password' : 'no authentication';
             return this.closeGently(`no acceptable method: client offered [${greeting.value.methods.join(',')}], server needs ${wanted}`);
@@ -511,7 +527,7 @@ export class Session {
     if (lockout?.fail(address)) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
     // An address that keeps failing waits before each new check: guessing gets slow.
     if (wait > 0) {
-      this.socket.pause();
+      this.pauseClient();
       if (this.timer) clearTimeout(this.timer);
       this.timer = setTimeout(() => {
         this.timer = setTimeout(() => this.timedOut('handshake'), this.ctx.handshakeTimeoutMs);
@@ -531,7 +547,7 @@ export class Session {
         // A blocked address is refused even with the right password: guesses in flight cannot get through.
         const ok = right && !(lockout?.isBlocked(address) ?? false);
         this.debug({ user: username, ok }, 'username/password');
-        this.socket.write(encodeAuthStatus(ok));
+        this.send(encodeAuthStatus(ok));
         if (!ok) {
           this.user = username;
           this.ctx.stats.authFailures++;
@@ -539,7 +555,7 @@ export class Session {
         }
         this.user = username;
         this.phase = 'request';
-        this.socket.resume();
+        this.resumeClient();
         this.advance();
         if (this.clientEnded && this.phase === 'request') this.close('client closed during request');
       },

@@ -1,5 +1,6 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
-import { NativeRelay, nativeLoaded, type RelayReceiver } from '../native/addon.js';
+import { nativeLoaded, type RelayReceiver } from '../native/addon.js';
+import { NativeRelay } from '../native/udp.js';
 import { bindUdp } from './socket.js';
 
 export type { RelayReceiver } from '../native/addon.js';

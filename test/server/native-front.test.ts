@@ -1,8 +1,8 @@
-// The native front door (native/tcp-front.c): in the native pass of `npm test` it answers the
-// no-authentication greeting and reads CONNECT requests to IP addresses itself, and hands everything
-// else to the TypeScript session with the bytes it read. Every other test of CONNECT runs through it
-// too; these check what is its own: that it is used, the hand-over at each point, a reload that adds
-// users, the server's limits, shutdown, and descriptors. In the TypeScript pass the same exchanges
+// The native front door (src/server/native-front.ts): in the native pass of `npm test` the helper
+// accepts the connections and carries their bytes, while the TypeScript session reads the handshake;
+// a CONNECT dialed directly stays on the helper from accept to close. Every other test of CONNECT runs
+// through it too; these check what is its own: that it is used, split and slow input, a reload that
+// adds users, the server's limits, shutdown, and descriptors. In the TypeScript pass the same exchanges
 // must give the same answers.
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
