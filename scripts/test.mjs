@@ -1,6 +1,7 @@
-// `npm test`: the whole suite twice, once with the relay sockets on the native UDP helper and once on
-// dgram (the pure TypeScript path), so both stay correct. Without a built helper only the second runs,
-// and it says so loudly.
+// `npm test`: the whole suite twice, once on the native helper and once on dgram and net.Sockets (the
+// pure TypeScript paths), so both stay correct; then the native-path tests again on a build of the
+// helper with AddressSanitizer and UndefinedBehaviorSanitizer. Without a built helper only the
+// TypeScript pass runs, and it says so loudly.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
@@ -10,12 +11,45 @@ if (existsSync(addon)) passes.push({ name: 'native helper (batched UDP, TCP tunn
 else process.stderr.write(`\nWARNING: ${addon} is not built (npm install builds it with a C compiler): only the TypeScript relay is tested.\n\n`);
 passes.push({ name: 'TypeScript relay (dgram)', env: '0' });
 
-const args = ['--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', 'build/test/'];
+// The tests that drive the helper hardest, for the sanitizer pass.
+const NATIVE_PATH_TESTS = [
+  'build/test/server/',
+  'build/test/udp/',
+  'build/test/reliability/hostile.test.js',
+  'build/test/reliability/adversarial.test.js',
+  'build/test/reliability/fuzz-and-leaks.test.js',
+  'build/test/reliability/udp-leaks.test.js',
+  'build/test/integration/udp-hot-path.test.js',
+  'build/test/integration/bind.test.js',
+  'build/test/integration/handshake.test.js',
+];
+if (existsSync(addon)) {
+  const built = spawnSync(process.execPath, ['scripts/build-native-sanitized.mjs'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const libasan = spawnSync('gcc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).stdout?.trim();
+  if (built.status !== 0 || !libasan || !existsSync(libasan)) {
+    process.stderr.write('\nERROR: the sanitizer build of the native helper failed (it needs gcc with libasan and libubsan: apt-get install -y gcc g++ make)\n');
+    process.exit(1);
+  }
+  passes.push({
+    name: 'native helper under AddressSanitizer and UBSan',
+    env: '1',
+    files: NATIVE_PATH_TESTS,
+    extra: {
+      SOCKSGATE_NATIVE_ADDON: built.stdout.trim(),
+      LD_PRELOAD: libasan,
+      // Node itself is not instrumented: its own allocations at exit are not leaks of the helper.
+      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1',
+      UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+    },
+  });
+}
+
+const args = ['--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit'];
 const results = [];
 for (const pass of passes) {
   process.stdout.write(`\n=== npm test: relay sockets on the ${pass.name} (SOCKSGATE_NATIVE=${pass.env}) ===\n\n`);
   const started = Date.now();
-  const run = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, SOCKSGATE_NATIVE: pass.env } });
+  const run = spawnSync(process.execPath, [...args, ...(pass.files ?? ['build/test/'])], { stdio: 'inherit', env: { ...process.env, ...pass.extra, SOCKSGATE_NATIVE: pass.env } });
   results.push({ ...pass, ok: run.status === 0, seconds: Math.round((Date.now() - started) / 1000) });
 }
 process.stdout.write('\n');

@@ -100,7 +100,8 @@ function load(): { loaded: Addon | null; reason: string } {
   let reason: string;
   if (process.platform !== 'linux') reason = 'only built on Linux';
   else {
-    const path = findAddon();
+    // SOCKSGATE_NATIVE_ADDON: another build of the helper (the sanitizer pass of npm test uses it).
+    const path = process.env.SOCKSGATE_NATIVE_ADDON || findAddon();
     if (path === null) reason = `not built (${ADDON_PATH} is missing; run npm install with a C compiler present)`;
     else {
       try {
