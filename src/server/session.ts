@@ -7,14 +7,11 @@ import type { AuthLockout } from '../policy/lockout.js';
 import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
 import { NativeConn, type ConnEvents } from '../native/tcp.js';
-import { selectMethod } from './auth.js';
+import { Handshake } from './handshake.js';
 import { runConnect } from './connect.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { encodeAuthStatus, parseCredentials } from '../protocol/auth.js';
 import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from '../protocol/constants.js';
-import { encodeMethodSelection, parseGreeting } from '../protocol/greeting.js';
-import { ByteReader } from '../protocol/reader.js';
-import { encodeReply, parseRequest, type Request } from '../protocol/request.js';
+import { encodeReply, type Request } from '../protocol/request.js';
 import type { Resolver } from '../dns/resolver.js';
 import { runAssociate, type UdpContext } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
@@ -130,7 +127,7 @@ export class Session implements ConnEvents {
   meter: (() => readonly [number, number]) | Metered | null = null;
 
   private phase: Phase = 'greeting';
-  private readonly reader = new ByteReader();
+  private readonly handshake = new Handshake();
   private readonly started = performance.now();
   // Made on the first own(): one slot for the usual single resource (an array grows to 17 slots on its first push).
   private releases: Array<(() => void) | Closable> | null = null;
@@ -218,7 +215,7 @@ export class Session implements ConnEvents {
       this.sock = socket;
       this.listen(socket);
       if (this.phase === 'command' || this.phase === 'verifying') {
-        if (this.reader.length > EARLY_DATA_LIMIT) socket.pause();
+        if (this.handshake.buffered > EARLY_DATA_LIMIT) socket.pause();
       }
     }
     if (this.sock === null) throw new Error('the control connection was handed to the native helper');
@@ -329,13 +326,13 @@ export class Session implements ConnEvents {
     if (this.conn !== null) {
       // The helper's connection: a tunnel takes it over; nothing more comes here.
       this.conn.events = null;
-      return { early: this.reader.take(), ended: this.clientEnded };
+      return { early: this.handshake.take(), ended: this.clientEnded };
     }
     this.socket.off('data', Session.onData);
     this.socket.off('end', Session.onEnd);
     this.socket.off('close', Session.onSocketClose);
     this.socket.pause();
-    return { early: this.reader.take(), ended: this.clientEnded };
+    return { early: this.handshake.take(), ended: this.clientEnded };
   }
 
   /**
@@ -344,7 +341,7 @@ export class Session implements ConnEvents {
    */
   holdControl(): void {
     this.phase = 'associated';
-    this.reader.take();
+    this.handshake.take();
     this.resumeClient();
   }
 
@@ -445,9 +442,9 @@ export class Session implements ConnEvents {
 
   private data(chunk: Buffer): void {
     if (this.phase === 'closing' || this.phase === 'associated') return;
-    this.reader.push(chunk);
+    this.handshake.push(chunk);
     if (this.phase === 'command' || this.phase === 'verifying') {
-      if (this.reader.length > EARLY_DATA_LIMIT) this.pauseClient();
+      if (this.handshake.buffered > EARLY_DATA_LIMIT) this.pauseClient();
       return;
     }
     this.advance();
@@ -468,47 +465,33 @@ export class Session implements ConnEvents {
     else this.close('client closed');
   }
 
+  /** Runs the handshake as far as the bytes so far allow (src/server/handshake.ts decides). */
   private advance(): void {
     for (;;) {
-      switch (this.phase) {
-        case 'greeting': {
-          const greeting = this.reader.read(parseGreeting);
-          if (greeting.status === 'more') return;
-          if (greeting.status === 'error') return this.close(`bad greeting: ${greeting.error.message}`);
-          const method = selectMethod(greeting.value.methods, this.ctx.live.users !== null);
-          if (this.ctx.log.isLevelEnabled('debug')) this.debug({ offered: greeting.value.methods.map(describeMethod), selected: describeMethod(method) }, 'greeting');
-          this.send(encodeMethodSelection(method));
-          if (method === Method.NO_ACCEPTABLE) {
-            const wanted = this.ctx.live.users ? 'username/password' : 'no authentication';
-            return this.closeGently(`no acceptable method: client offered [${greeting.value.methods.join(',')}], server needs ${wanted}`);
-          }
-          this.phase = method === Method.USERNAME_PASSWORD ? 'auth' : 'request';
-          continue;
-        }
-        case 'auth': {
-          const credentials = this.reader.read(parseCredentials);
-          if (credentials.status === 'more') return;
-          if (credentials.status === 'error') return this.close(`bad credentials message: ${credentials.error.message}`);
-          this.phase = 'verifying';
-          this.verify(credentials.value.username, credentials.value.password);
+      const step = this.handshake.next(this.ctx.live.users !== null);
+      switch (step.kind) {
+        case 'more':
           return;
-        }
-        case 'request': {
-          const request = this.reader.read(parseRequest);
-          if (request.status === 'more') return;
-          if (request.status === 'error') {
-            const { error } = request;
-            if (error.reply === null) return this.close(`bad request: ${error.message}`);
-            return this.fail(error.reply, `bad request: ${error.message}`);
+        case 'method':
+          if (this.ctx.log.isLevelEnabled('debug')) this.debug({ offered: step.offered.map(describeMethod), selected: describeMethod(step.method) }, 'greeting');
+          this.send(step.reply);
+          if (step.method === Method.NO_ACCEPTABLE) {
+            const wanted = this.ctx.live.users ? 'username/password' : 'no authentication';
+            return this.closeGently(`no acceptable method: client offered [${step.offered.join(',')}], server needs ${wanted}`);
           }
+          this.phase = step.method === Method.USERNAME_PASSWORD ? 'auth' : 'request';
+          continue;
+        case 'login':
+          this.phase = 'verifying';
+          return this.verify(step.username, step.password);
+        case 'request':
           this.phase = 'command';
           if (this.timer) clearTimeout(this.timer);
           this.timer = null;
-          this.dispatch(request.value);
-          return;
-        }
-        default:
-          return;
+          return this.dispatch(step.request);
+        case 'error':
+          if (step.reply === null) return this.close(step.message);
+          return this.fail(step.reply, step.message);
       }
     }
   }
@@ -547,7 +530,7 @@ export class Session implements ConnEvents {
         // A blocked address is refused even with the right password: guesses in flight cannot get through.
         const ok = right && !(lockout?.isBlocked(address) ?? false);
         this.debug({ user: username, ok }, 'username/password');
-        this.send(encodeAuthStatus(ok));
+        this.send(this.handshake.loginChecked(ok));
         if (!ok) {
           this.user = username;
           this.ctx.stats.authFailures++;
