@@ -24,7 +24,7 @@ export async function runConnect(session: Session, destination: SocksAddress): P
   let target: Socket | NativeConn;
   try {
     target = dialNative
-      ? await dialNative(destination, session.signal, admission.addresses)
+      ? await dialNative(destination, admission.addresses)
       : await dialer.dial(destination, session.signal, admission.addresses, { client: unmapAddress(session.client.host), user: session.user });
   } catch (error) {
     if (session.isClosed) return;

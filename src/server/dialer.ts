@@ -23,7 +23,7 @@ export interface Dialer {
    * The same as a connection the native helper holds, for a tunnel between two such connections;
    * absent where the dialer cannot (an upstream hop), and then dial() serves.
    */
-  dialNative?(destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<NativeConn>;
+  dialNative?(destination: SocksAddress, addresses?: readonly string[]): Promise<NativeConn>;
 }
 
 export class DirectDialer implements Dialer {
@@ -51,29 +51,23 @@ export class DirectDialer implements Dialer {
   }
 
   /** dial()'s twin on the native helper (where it is loaded): the same addresses, order and deadline. */
-  get dialNative(): ((destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]) => Promise<NativeConn>) | undefined {
+  get dialNative(): ((destination: SocksAddress, addresses?: readonly string[]) => Promise<NativeConn>) | undefined {
     return nativeTcp() === null ? undefined : this.connectNative;
   }
 
-  private readonly connectNative = async (destination: SocksAddress, signal: AbortSignal, addresses?: readonly string[]): Promise<NativeConn> => {
+  // No AbortSignal (one per session costs an AbortController and an Error with its stack): the caller
+  // checks whether its session is still open once this resolves, and closes what it got if not.
+  private readonly connectNative = async (destination: SocksAddress, addresses?: readonly string[]): Promise<NativeConn> => {
     const deadline = Date.now() + this.timeoutMs;
     const hosts = addresses ?? (destination.type === 'domain' ? await this.resolver.resolve(destination.host) : [destination.host]);
     let code = 'ETIMEDOUT';
     for (const host of hosts) {
       const remaining = deadline - Date.now();
-      if (remaining <= 0 || signal.aborted) break;
+      if (remaining <= 0) break;
       const result = await NativeConn.connect(host, destination.port, remaining);
-      if (typeof result !== 'string') {
-        // The session ended while it connected: nobody will take the connection.
-        if (signal.aborted) {
-          result.close();
-          break;
-        }
-        return result;
-      }
+      if (typeof result !== 'string') return result;
       code = result;
     }
-    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('aborted');
     throw toSocksError(Object.assign(new Error(`connect: ${code}`), { code }), destination);
   };
 }
