@@ -220,6 +220,8 @@ static void on_conn_ready(rpoll_t *p, int events) {
       if (!c->o.closed && c->state == S_OPEN) conn_update(c);
       return;
     }
+    // Lingering after the peer's FIN: done once the last reply is out.
+    if (c->state == S_LINGER && c->out == NULL && c->eof) return obj_close(&c->o);
   }
   if (events & (UV_READABLE | UV_DISCONNECT)) {
     if (c->state == S_LINGER) {
@@ -230,7 +232,11 @@ static void on_conn_ready(rpoll_t *p, int events) {
         if (n > 0) continue;
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-        return obj_close(&c->o); // the peer's FIN or an error: done
+        // An error, or the peer's FIN with nothing left to send: done. With bytes still queued, the FIN
+        // waits for them (they are the reply).
+        if (n < 0 || c->out == NULL) return obj_close(&c->o);
+        c->eof = 1;
+        break;
       }
     } else if (c->state == S_OPEN && c->reading && !c->eof) {
       char buf[READ_CHUNK];
@@ -257,7 +263,7 @@ static void conn_update(conn_t *c) {
   if (c->state == S_CONNECTING) want = UV_WRITABLE;
   else if (c->state == S_OPEN || c->state == S_LINGER) {
     if (c->out != NULL) want |= UV_WRITABLE;
-    if (c->state == S_LINGER || (c->reading && !c->eof)) want |= UV_READABLE;
+    if ((c->state == S_LINGER || c->reading) && !c->eof) want |= UV_READABLE;
   }
   int rc = want == 0 ? rpoll_stop(&c->poll) : rpoll_start(&c->poll, want, on_conn_ready);
   if (rc == 0) return;
@@ -624,7 +630,7 @@ static napi_value js_end(napi_env env, napi_callback_info info) {
   int rc = c->out == NULL && shutdown(c->fd, SHUT_WR) != 0 && errno != ENOTCONN ? -errno : 0;
   if (rc == 0) rc = conn_timer(c);
   if (rc == 0) rc = uv_timer_start(&c->timer, on_linger_over, (uint64_t)(linger_ms > 0 ? linger_ms : 1), 0);
-  if (rc != 0 || c->eof) obj_close(&c->o);
+  if (rc != 0 || (c->eof && c->out == NULL)) obj_close(&c->o);
   else conn_update(c);
   return NULL;
 }
