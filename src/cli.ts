@@ -94,7 +94,9 @@ async function serve(command: Command): Promise<void> {
   const { config: file } = command.opts<{ config?: string }>();
   const flags = flagValues(command);
   const config = await loadConfig({ file, flags });
-  const workers = workerCount(config.workers);
+  const { count: workers, why } = workerCount(config.workers);
+  // The primary says how many workers it chose and why (a container's CPU limit, the cores).
+  if (cluster.isPrimary && config.workers === 0) createLogger(config.log).info({ workers, why }, why);
   if (cluster.isPrimary && workers > 1) return servePrimary(config, workers, () => loadConfig({ file, flags }), file);
   return serveOne(config, () => loadConfig({ file, flags }), file);
 }

@@ -50,7 +50,7 @@ export interface RunningContainer extends RunningProgram {
 /** `podman run` of the image in the foreground: its log lines are read as they come. */
 export function runContainer(runArgs: string[], imageArgs: string[]): RunningContainer {
   const name = `socksgate-test-${process.pid}-${++containers}`;
-  const program = startProgram('podman', [...PODMAN_GLOBAL, 'run', '--rm', '--name', name, '--network', 'host', ...LIMITS, ...runArgs, IMAGE, ...imageArgs]);
+  const program = startProgram('podman', [...PODMAN_GLOBAL, 'run', '--rm', '--name', name, '--network', 'host', '--no-healthcheck', ...LIMITS, ...runArgs, IMAGE, ...imageArgs]);
   return Object.assign(program, {
     name,
     exec: (args: string[]) => podman(['exec', name, ...args]),
