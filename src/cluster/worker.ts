@@ -20,7 +20,7 @@ export function workerCount(configured: number, fsRoot = '/'): { count: number; 
   const quota = cpuQuota(fsRoot);
   if (quota === null || quota.cpus >= cores) return { count: cores, why: `workers: 0, one per core: ${cores} cores${quota ? ` (the CPU quota, ${quota.cpus}, is no lower)` : ', no CPU quota'}` };
   const count = Math.max(1, Math.floor(quota.cpus));
-  return { count, why: `workers: 0, one per CPU of the quota: ${quota.cpus} CPUs (${quota.source}) of ${cores} cores` };
+  return { count, why: `workers: 0, one per CPU of the quota: ${quota.cpus} CPU${quota.cpus === 1 ? '' : 's'} (${quota.source}) of ${cores} cores` };
 }
 
 /** In a worker process: its slot (1…N) and the number of workers, as the primary set them. */

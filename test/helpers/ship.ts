@@ -134,6 +134,8 @@ export async function udpRoundTrip(socksPort: number, credentials?: { user: stri
   const association = await openAssociation(socksPort, credentials ? { credentials } : {});
   try {
     assert.equal(association.reply.code, 0, 'UDP ASSOCIATE succeeded');
+    // Datagrams go where the reply says: only ever to this machine.
+    assert.equal(association.reply.host, '127.0.0.1', 'the relay address (BND.ADDR) is on loopback');
     const payload = Buffer.from(`udp round trip ${socksPort}`);
     let answer: Buffer | null = null;
     let sent = 0;
