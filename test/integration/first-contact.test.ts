@@ -102,3 +102,13 @@ test('passwd reads the password from a terminal without echoing it', async (t) =
   assert.equal(await users.verify('alice', Buffer.from('s3cret')), true, 'Backspace erased the X');
   assert.equal(await users.verify('alice', Buffer.from('s3cretX')), false);
 });
+
+test('the README\'s quick start installs the same Debian packages as .ci/run', () => {
+  const readme = readFileSync(README, 'utf8');
+  const quickStart = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('## Command line'));
+  const line = /^apt-get install -y (.+)$/m.exec(quickStart);
+  assert.ok(line, 'the quick start has an apt-get install line');
+  const ci = /^packages=\(([^)]*)\)$/m.exec(readFileSync(fileURLToPath(new URL('../../../.ci/run', import.meta.url)), 'utf8'));
+  assert.ok(ci, '.ci/run lists its packages');
+  assert.deepEqual(line[1]!.trim().split(/\s+/).sort(), ci[1]!.trim().split(/\s+/).sort());
+});
