@@ -1,7 +1,7 @@
 // The container image of deploy/Dockerfile, built and run with Debian's podman: runc (crun refuses
 // hybrid cgroup hierarchies), cgroupfs, explicit ulimits (the defaults exceed common hard limits) and
 // host networking (so the tests reach it on loopback). Where the Dockerfile's base image cannot be
-// pulled, test/deploy/stand-in-base.sh builds a stand-in under its name first.
+// pulled, test/deploy/stand-in-base.sh builds a stand-in under its name first; build-image.sh does both.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { requireProgram } from './servers.js';
@@ -28,8 +28,9 @@ export function buildImage(): void {
   if (built) return;
   requirePodman();
   requireProgram('debootstrap', 'debootstrap');
-  run('bash', [`${ROOT}test/deploy/stand-in-base.sh`], { timeoutMs: 900_000 });
-  podman(['build', '--format', 'docker', '--network', 'host', ...LIMITS, '-t', IMAGE, '-f', `${ROOT}deploy/Dockerfile`, ROOT], 900_000);
+  requireProgram('flock', 'util-linux');
+  // Normally a cache check: npm's pretest step built it before the suite.
+  run('bash', [`${ROOT}test/deploy/build-image.sh`], { timeoutMs: 900_000 });
   built = true;
 }
 
