@@ -14,6 +14,16 @@ import { requireProgram } from '../helpers/servers.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
+/**
+ * This environment without what npm passes to scripts (npm_config_local_prefix and the like): under
+ * `npm test` those would point an inner npm at this tree instead of the copy or scratch project.
+ */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!/^npm_/i.test(key) && key !== 'INIT_CWD') env[key] = value;
+  return { ...env, ...extra };
+}
+
 /** Packs a copy of the working tree (so the pack's builds leave this tree alone); returns the tarball. */
 function packCopy(scratch: string): string {
   const copy = join(scratch, 'tree');
@@ -24,7 +34,7 @@ function packCopy(scratch: string): string {
   run('tar', ['-C', ROOT, '--null', '-T', '-', '-cf', join(scratch, 'tree.tar')], { input: files.join('\0') });
   run('tar', ['-C', copy, '-xf', join(scratch, 'tree.tar')]);
   symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
-  const out = run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: copy });
+  const out = run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: copy, env: cleanEnv() });
   const name = (JSON.parse(out.slice(out.indexOf('['))) as Array<{ filename: string }>)[0]!.filename;
   return join(scratch, name);
 }
@@ -95,7 +105,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
 
   await t.test('built from source by the install hook', async () => {
     const project = scratchProject(scratch, 'built');
-    const env = { ...process.env, SOCKSGATE_NATIVE: '' };
+    const env = cleanEnv({ SOCKSGATE_NATIVE: '' });
     run('npm', ['install', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(existsSync(join(installed, 'native', 'build', 'Release', 'socksgate_native.node')), 'the hook built the helper');
@@ -119,7 +129,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
       ['sh', '/bin/sh'],
     ] as const) symlinkSync(target, join(bin, name));
     assert.deepEqual(readdirSync(bin).sort(), ['node', 'npm', 'npx', 'sh']);
-    const env = { ...process.env, PATH: bin, SOCKSGATE_NATIVE: '' };
+    const env = cleanEnv({ PATH: bin, SOCKSGATE_NATIVE: '' });
     const out = run('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(!existsSync(join(installed, 'native', 'build')), `nothing was compiled:\n${out}`);
@@ -131,7 +141,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
   await t.test('without a helper the start-up line gives the build error', async () => {
     const project = scratchProject(scratch, 'no-helper');
     const bin = join(scratch, 'bin-no-compiler');
-    const env = { ...process.env, PATH: bin, SOCKSGATE_NATIVE: '' };
+    const env = cleanEnv({ PATH: bin, SOCKSGATE_NATIVE: '' });
     // No prebuild will do (--build-from-source) and no compiler: the hook records why.
     run('npm', ['install', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
