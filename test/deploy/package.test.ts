@@ -106,7 +106,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
   await t.test('built from source by the install hook', async () => {
     const project = scratchProject(scratch, 'built');
     const env = cleanEnv({ SOCKSGATE_NATIVE: '' });
-    run('npm', ['install', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
+    run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(existsSync(join(installed, 'native', 'build', 'Release', 'socksgate_native.node')), 'the hook built the helper');
     assert.ok(!existsSync(join(installed, 'native', 'build-error.txt')), 'and recorded no build error');
@@ -130,7 +130,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
     ] as const) symlinkSync(target, join(bin, name));
     assert.deepEqual(readdirSync(bin).sort(), ['node', 'npm', 'npx', 'sh']);
     const env = cleanEnv({ PATH: bin, SOCKSGATE_NATIVE: '' });
-    const out = run('npm', ['install', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, env });
+    const out = run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(!existsSync(join(installed, 'native', 'build')), `nothing was compiled:\n${out}`);
     assert.ok(existsSync(join(installed, 'native', 'prebuilds', 'linux-x64')), 'the prebuild is installed');
@@ -138,14 +138,13 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
     assert.match(udpIo, /^native \(/, 'the served process runs on the prebuilt helper');
   });
 
-  await t.test('without a helper the start-up line gives the build error', async () => {
-    const project = scratchProject(scratch, 'no-helper');
-    const bin = join(scratch, 'bin-no-compiler');
-    const env = cleanEnv({ PATH: bin, SOCKSGATE_NATIVE: '' });
-    // No prebuild will do (--build-from-source) and no compiler: the hook records why.
-    run('npm', ['install', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
+  await t.test('without a compiler or a prebuild the start-up line gives the build error', async () => {
+    // The same project: no prebuild, and a rebuild from source with no compiler records why it failed.
+    const project = join(scratch, 'prebuilt');
     const installed = join(project, 'node_modules', 'socksgate');
+    const env = cleanEnv({ PATH: join(scratch, 'bin-no-compiler'), SOCKSGATE_NATIVE: '' });
     rmSync(join(installed, 'native', 'prebuilds'), { recursive: true });
+    run('npm', ['rebuild', 'socksgate', '--build-from-source', '--foreground-scripts'], { cwd: project, env });
     const recorded = readFileSync(join(installed, 'native', 'build-error.txt'), 'utf8');
     assert.match(recorded, /python3, make, cc not found on PATH/);
     const udpIo = await serveAndRelay(project, env);
