@@ -94,7 +94,9 @@ async function serve(command: Command): Promise<void> {
   const { config: file } = command.opts<{ config?: string }>();
   const flags = flagValues(command);
   const config = await loadConfig({ file, flags });
-  const workers = workerCount(config.workers);
+  const { count: workers, why } = workerCount(config.workers);
+  // The primary says how many workers it chose and why (a container's CPU limit, the cores).
+  if (cluster.isPrimary && config.workers === 0) createLogger(config.log).info({ workers, why }, why);
   if (cluster.isPrimary && workers > 1) return servePrimary(config, workers, () => loadConfig({ file, flags }), file);
   return serveOne(config, () => loadConfig({ file, flags }), file);
 }
@@ -298,16 +300,49 @@ function toolCommand(name: string, description: string): Command {
     .description(description)
     .requiredOption('--proxy <URL>', 'the SOCKS5 proxy: socks5://[user:pass@]host:port (socks5h:// to let it resolve names)', checkProxy)
     .requiredOption('--listen <HOST:PORT>', 'local UDP address to listen on, such as 127.0.0.1:5353', hostPortFlag((t) => parseHostPort(t)))
-    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
-    .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto'));
+    .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info', 'info'))
+    .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto', 'auto'));
+}
+
+/** From a terminal: the password is typed with echo off (raw mode), Backspace erases, Ctrl-C aborts. */
+function readPasswordFromTerminal(): Promise<Buffer> {
+  const stdin = process.stdin;
+  // Echo goes off before the prompt: nothing typed after the prompt is shown.
+  stdin.setRawMode(true);
+  process.stderr.write('Password (then Enter): ');
+  stdin.resume();
+  const typed: number[] = [];
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+    };
+    const onData = (chunk: Buffer): void => {
+      for (const byte of chunk) {
+        if (byte === 0x0d || byte === 0x0a || byte === 0x04) {
+          finish();
+          return resolve(Buffer.from(typed));
+        }
+        if (byte === 0x03) {
+          finish();
+          process.stderr.write('passwd: cancelled\n');
+          process.exit(130);
+        }
+        if (byte === 0x7f || byte === 0x08) typed.pop();
+        else typed.push(byte);
+      }
+    };
+    stdin.on('data', onData);
+  });
 }
 
 async function readPassword(): Promise<Buffer> {
-  if (process.stdin.isTTY) process.stderr.write('Password (then Enter): ');
+  if (process.stdin.isTTY) return readPasswordFromTerminal();
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) {
     chunks.push(chunk as Buffer);
-    if (process.stdin.isTTY && chunk.includes(0x0a)) break;
   }
   const text = Buffer.concat(chunks);
   const newline = text.indexOf(0x0a);
@@ -324,7 +359,9 @@ async function passwd(user: string, options: { file: string }): Promise<void> {
 const program = new Command('socksgate')
   .description('SOCKS5 proxy server (RFC 1928/1929) with CONNECT, BIND and UDP ASSOCIATE')
   .version(pkg.version)
-  .showHelpAfterError('(run with --help for usage)');
+  .showHelpAfterError('(run with --help for usage)')
+  // A bad flag, value or command is a usage error: exit 2, as for a bad config (commander says why first).
+  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
 
 const serveCommand = program
   .command('serve')
@@ -375,7 +412,7 @@ program
   .option('--tcp <HOST:PORT>', 'a TCP endpoint to CONNECT to', hostPortFlag((t) => parseDestination(t)))
   .option('--udp-echo <HOST:PORT>', 'a UDP echo service (enables the size, fragment and latency checks)', hostPortFlag((t) => parseDestination(t)))
   .option('--dns <IP[:PORT]>', 'a DNS server for a UDP round trip with a real query', hostPortFlag((t) => parseDestination(t, 53)))
-  .option('--dns-name <NAME>', 'the name to ask the --dns server for', 'example.org')
+  .addOption(new Option('--dns-name <NAME>', 'the name to ask the --dns server for').default('example.org', 'example.org'))
   .option('--timeout <MS>', 'milliseconds to wait at each step', (v) => Number(v), 2000)
   .option('--json', 'print the report as JSON')
   .addHelpText('after', '\nExit code: 0 when no check failed, 1 when one did.\n\nExample:\n  socksgate check socks5://127.0.0.1:1080 --udp-echo 127.0.0.1:7 --tcp 127.0.0.1:80')
@@ -396,12 +433,12 @@ program
   .command('tunnel')
   .description('A local SOCKS5 server for unmodified applications: CONNECT passes through to --server, and UDP ASSOCIATE traffic goes to it over TCP with --udp-over-tcp.')
   .requiredOption('--server <URL>', 'the remote socksgate: socks5://[user:pass@]host:port', checkProxy)
-  .option('--listen <HOST:PORT>', 'where local applications connect', hostPortFlag((t) => parseHostPort(t)), { host: '127.0.0.1', port: 1080 })
+  .addOption(new Option('--listen <HOST:PORT>', 'where local applications connect').argParser(hostPortFlag((t) => parseHostPort(t))).default({ host: '127.0.0.1', port: 1080 }, '127.0.0.1:1080'))
   .option('--udp-over-tcp', 'carry UDP to the server in TCP frames (for networks that block UDP)')
   .option('--share-connection', 'with --udp-over-tcp: one TCP connection per local association, not one per flow')
   .option('--users <FILE>', 'users file for the local listener (needed to listen beyond loopback)')
-  .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info'))
-  .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto'))
+  .addOption(new Option('--log-level <LEVEL>', 'log level').choices(LOG_LEVELS).default('info', 'info'))
+  .addOption(new Option('--log-format <FORMAT>', 'json, pretty, or auto (pretty on a terminal)').choices(['auto', 'json', 'pretty']).default('auto', 'auto'))
   .addHelpText('after', '\nExample:\n  socksgate tunnel --listen 127.0.0.1:1080 --server socks5://user:pass@proxy.example:1080 --udp-over-tcp')
   .action(async (options: { server: string; listen: HostPort; udpOverTcp?: boolean; shareConnection?: boolean; users?: string; logLevel: string; logFormat: 'auto' | 'json' | 'pretty' }) => {
     if (!options.users && !isLoopbackHost(options.listen.host)) {

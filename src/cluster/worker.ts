@@ -7,10 +7,20 @@ import { createMetrics } from '../observe/metrics.js';
 import type { SocksServer } from '../server/server.js';
 import { isToWorker, sendToPrimary, type WorkerStatus } from './messages.js';
 import type { WorkerSteering } from './steering.js';
+import { cpuQuota } from './cpu-quota.js';
 
-/** How many worker processes `workers` asks for (0: one per core); 1 means no workers at all. */
-export function workerCount(configured: number): number {
-  return configured === 0 ? availableParallelism() : configured;
+/**
+ * How many worker processes `workers` asks for, and why; 1 means no workers at all. 0: one per CPU
+ * the process may use, that is the cgroup's CPU quota when one is set (a container's CPU limit,
+ * rounded down, at least 1), else one per core.
+ */
+export function workerCount(configured: number, fsRoot = '/'): { count: number; why: string } {
+  if (configured !== 0) return { count: configured, why: `workers: ${configured} in the configuration` };
+  const cores = availableParallelism();
+  const quota = cpuQuota(fsRoot);
+  if (quota === null || quota.cpus >= cores) return { count: cores, why: `workers: 0, one per core: ${cores} cores${quota ? ` (the CPU quota, ${quota.cpus}, is no lower)` : ', no CPU quota'}` };
+  const count = Math.max(1, Math.floor(quota.cpus));
+  return { count, why: `workers: 0, one per CPU of the quota: ${quota.cpus} CPU${quota.cpus === 1 ? '' : 's'} (${quota.source}) of ${cores} cores` };
 }
 
 /** In a worker process: its slot (1…N) and the number of workers, as the primary set them. */

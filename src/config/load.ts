@@ -81,15 +81,39 @@ function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
   return node;
 }
 
+/** The keys of the object the schema expects at `path` (array indexes and wrappers stepped through). */
+function schemaKeysAt(path: readonly PropertyKey[]): string[] {
+  let node = configSchema as unknown as z.core.$ZodType;
+  const unwrap = (): void => {
+    // optional, default, nullable, pipe and the like wrap the schema that has the keys; bounded.
+    for (let i = 0; i < 10; i++) {
+      const def = node._zod.def as { innerType?: z.core.$ZodType; in?: z.core.$ZodType };
+      const inner = def.innerType ?? def.in;
+      if (!inner) return;
+      node = inner;
+    }
+  };
+  for (const part of path) {
+    unwrap();
+    const def = node._zod.def as { type: string; shape?: Record<string, z.core.$ZodType>; element?: z.core.$ZodType; valueType?: z.core.$ZodType };
+    const next = typeof part === 'number' ? def.element : def.type === 'record' ? def.valueType : def.shape?.[String(part)];
+    if (!next) return [];
+    node = next;
+  }
+  unwrap();
+  return Object.keys((node._zod.def as { shape?: Record<string, unknown> }).shape ?? {});
+}
+
 function describeIssue(issue: z.core.$ZodIssue, input: unknown, origin: { file?: string | undefined; flags?: FlagValues | undefined }): string {
   const keyPath = issue.path.filter((p): p is string => typeof p === 'string');
   const key = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
   const option = OPTIONS.find((o) => o.key === keyPath.join('.'));
   const where = option && origin.flags?.has(option.key) ? `${key} (flag ${option.flag})` : origin.file ? `${key || '(top level)'} in ${origin.file}` : key || '(top level)';
   if (issue.code === 'unrecognized_keys') {
-    const prefix = keyPath.length ? `${keyPath.join('.')}.` : '';
-    const known = OPTIONS.filter((o) => o.key.startsWith(prefix)).map((o) => o.key.slice(prefix.length).split('.')[0]);
-    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${prefix}${k}"`).join(', ')}; known keys here: ${[...new Set(known)].join(', ')}`;
+    // Named by their place ("rules[0].destination") with the keys the schema has there.
+    const place = (k: string): string => (key ? `${key}.${k}` : k);
+    const known = schemaKeysAt(issue.path);
+    return `${where}: unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${place(k)}"`).join(', ')}; known keys here: ${known.join(', ')}`;
   }
   const value = valueAt(input, issue.path);
   // A URL's password (an upstream's, say) never goes into a message.

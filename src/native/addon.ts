@@ -4,7 +4,7 @@
 // present); otherwise the pure TypeScript paths run. SOCKSGATE_NATIVE=0 turns it off,
 // SOCKSGATE_NATIVE=1 makes its absence an error. Each thread that loads it (main or worker) has its
 // own instance of the helper's state.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -72,16 +72,35 @@ export interface Addon {
   tunnelClose(tunnel: unknown): void;
 }
 
-const ADDON_PATH = join('native', 'build', 'Release', 'socksgate_native.node');
-/** The package root's copy of the built addon: dist/udp/ in a package, build/src/udp/ in tests. */
-function findAddon(): string | null {
+/** The package's native/ folder (dist/native/ in a package, build/src/native/ in tests, two or three levels up). */
+function nativeDir(): string | null {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    const candidate = join(dir, ADDON_PATH);
-    if (existsSync(candidate)) return candidate;
+    if (existsSync(join(dir, 'native', 'binding.gyp'))) return join(dir, 'native');
     dir = dirname(dir);
   }
   return null;
+}
+
+/**
+ * The addon's file as node-gyp-build finds it: a local build (native/build/Release, made by npm install
+ * where no prebuild loads, or by `npm rebuild --build-from-source`) first, else the prebuild in
+ * native/prebuilds/ for this platform. Otherwise why not: the install hook's build error when it
+ * left one (native/build-error.txt), else what is missing.
+ */
+function findAddon(): { path: string } | { missing: string } {
+  const dir = nativeDir();
+  if (dir === null) return { missing: 'not found (the package has no native/binding.gyp)' };
+  try {
+    return { path: (createRequire(import.meta.url)('node-gyp-build') as { path(dir: string): string }).path(dir) };
+  } catch (error) {
+    const failed = join(dir, 'build-error.txt');
+    if (existsSync(failed)) return { missing: `not built: ${readFileSync(failed, 'utf8').trim()}` };
+    const first = (error as Error).message.split('\n')[0]!.replace(/^No native build was found for /, '');
+    return {
+      missing: `not built: no local build in native/build and no prebuild in native/prebuilds for ${first} (npm install builds it with python3, make and a C compiler; then \`npm rebuild socksgate\`)`,
+    };
+  }
 }
 
 // Every callback of the helper goes to a method of the object it was given as the owner.
@@ -101,15 +120,17 @@ function load(): { loaded: Addon | null; reason: string } {
   if (process.platform !== 'linux') reason = 'only built on Linux';
   else {
     // SOCKSGATE_NATIVE_ADDON: another build of the helper (the sanitizer pass of npm test uses it).
-    const path = process.env.SOCKSGATE_NATIVE_ADDON || findAddon();
-    if (path === null) reason = `not built (${ADDON_PATH} is missing; run npm install with a C compiler present)`;
+    const override = process.env.SOCKSGATE_NATIVE_ADDON;
+    const found = override ? { path: override } : findAddon();
+    if ('missing' in found) reason = found.missing;
     else {
+      const path = found.path;
       try {
         const addon = createRequire(import.meta.url)(path) as Addon;
         addon.setup(CALLBACKS);
         return { loaded: addon, reason: 'loaded' };
       } catch (error) {
-        reason = `failed to load: ${(error as Error).message}`;
+        reason = `failed to load ${path}: ${(error as Error).message}`;
       }
     }
   }

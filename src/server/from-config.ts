@@ -16,7 +16,7 @@ function endpoint(text: string): HostPort {
 export async function reloadableFromConfig(config: Config): Promise<ReloadableOptions> {
   const users = config.users ? await UserStore.load(config.users) : null;
   if (users && users.size === 0) {
-    throw new ConfigError('ERR_USERS_EMPTY', `users file ${config.users} has no users, so nobody could log in; add one with: echo PASSWORD | socksgate passwd --file ${config.users} USER`);
+    throw new ConfigError('ERR_USERS_EMPTY', `users file ${config.users} has no users, so nobody could log in; add one with: echo PASSWORD | socksgate passwd --file ${config.users} USER (where the file is mounted read-only, as from a Kubernetes Secret: make it with socksgate passwd, then recreate the Secret from it)`);
   }
   return {
     users,

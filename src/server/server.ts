@@ -136,10 +136,18 @@ const NO_RATES: RateLimits = { udpPacketsPerSecond: 0, udpBytesPerSecond: 0, tcp
 export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets' | 'limits'>;
 
 /** Every address of this machine: destinations the safe defaults deny unless a rule names them. */
-function ownAddresses(listen: readonly Endpoint[]): string[] {
+function ownAddresses(listen: readonly Endpoint[], log: Logger): string[] {
   const own = new Set<string>();
-  for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) own.add(info.address);
   for (const endpoint of listen) if (isIP(endpoint.host)) own.add(endpoint.host);
+  try {
+    for (const list of Object.values(networkInterfaces())) for (const info of list ?? []) own.add(info.address);
+  } catch (error) {
+    // A sandbox without netlink sockets (systemd's RestrictAddressFamilies without AF_NETLINK) cannot list them.
+    log.warn(
+      { err: (error as Error).message, ownAddresses: [...own] },
+      'cannot list the network interfaces: only the listen addresses count as the proxy\'s own (add AF_NETLINK to RestrictAddressFamilies)',
+    );
+  }
   return [...own];
 }
 
@@ -266,7 +274,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         defaultAction: options.defaultAction ?? 'allow',
         groups: options.groups ?? {},
         allowLoopbackTargets: options.allowLoopbackTargets ?? false,
-        ownAddresses: ownAddresses(this.options.listen),
+        ownAddresses: ownAddresses(this.options.listen, this.log),
         destinationChecks: this.options.destinationChecks ?? true,
       }),
       limits: {

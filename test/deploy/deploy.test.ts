@@ -11,12 +11,12 @@ import { Deployment } from 'kubernetes-models/apps/v1';
 import { loadConfig } from '../../src/config/load.js';
 import { requireProgram } from '../helpers/servers.js';
 
-// What validates what (offline; no cluster, no Docker engine here):
+// What validates what (offline; no cluster here; image.test.ts, kubernetes.test.ts and systemd.test.ts run them):
 // - Kubernetes: `kubectl kustomize` renders base and overlay; kubernetes-models validates every object
 //   against the Kubernetes schemas; the test checks the properties UDP ASSOCIATE needs.
 // - nginx stream recipe: `nginx -t`.
 // - systemd unit: `systemd-analyze verify`.
-// - Dockerfile: structure checks below (multi-stage, non-root, ports); it cannot be built here.
+// - Dockerfile: structure checks below (multi-stage, non-root, ports); image.test.ts builds and runs it.
 // - The config shipped in the ConfigMap: socksgate's own validation.
 const deploy = fileURLToPath(new URL('../../../deploy/', import.meta.url));
 
