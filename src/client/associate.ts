@@ -1,7 +1,7 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIPv4, isIPv6 } from 'node:net';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { addressFromHost, unmapAddress, type SocksAddress } from '../protocol/address.js';
 import { Command } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
@@ -370,7 +370,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
 
 function sameIp(a: string, b: string): boolean {
   if (a === b) return true;
-  const strip = (ip: string): string => (ip.startsWith('::ffff:') ? ip.slice(7) : ip);
+  const strip = unmapAddress;
   return strip(a) === strip(b);
 }
 

@@ -5,6 +5,7 @@ import { bindUdp, enlargeReceiveBuffer, type BoundUdp } from '../udp/socket.js';
 import type { UdpStats } from '../udp/stats.js';
 import type { ClaimCounts } from '../observe/admin.js';
 import { sendToPrimary, type ToWorker } from './messages.js';
+import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
 
 /**
  * Who owns which client endpoint of the shared fixed UDP port: "ip|port" for a declared or learned
@@ -93,7 +94,7 @@ function steerHeader(ip: string, port: number): Buffer {
 
 // Largest UDP payload on IPv6 loopback (65535 - 8), and on IPv4 loopback (65535 - 20 - 8).
 const MAX_STEER_PAYLOAD_V6 = 65527;
-const MAX_STEER_PAYLOAD_V4 = 65507;
+const MAX_STEER_PAYLOAD_V4 = MAX_UDP_PAYLOAD;
 
 /**
  * A worker's side of the shared fixed port. Every worker holds the same UDP socket, so a client's

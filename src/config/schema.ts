@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
 import { checkCidr, checkPortSpec, checkUpstreamUrl, upstreamEndpoint } from './values.js';
+import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
 
 // The one description of socksgate's configuration: defaults, validation, the command-line flags
 // (config key `dns.servers` is flag `--dns-servers`) and the README's config reference all come from here.
@@ -264,8 +265,8 @@ export const configSchema = z
           .number()
           .int()
           .min(1)
-          .max(65507)
-          .default(65507)
+          .max(MAX_UDP_PAYLOAD)
+          .default(MAX_UDP_PAYLOAD)
           .describe('Largest datagram payload relayed either way; larger ones are dropped and counted.')
           .meta({ arg: 'BYTES' }),
         idleTimeout: duration('An association with no datagrams either way for this long is closed; 0 never closes (it still ends with its TCP connection).', 0),

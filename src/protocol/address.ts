@@ -16,6 +16,11 @@ export interface SocksAddress {
 
 const MAPPED_PREFIX = '::ffff:';
 
+/** "::ffff:192.0.2.1" → "192.0.2.1" (an IPv4-mapped IPv6 address, as dual-stack sockets report IPv4 peers); others unchanged. */
+export function unmapAddress(ip: string): string {
+  return ip.length > MAPPED_PREFIX.length && ip.slice(0, MAPPED_PREFIX.length).toLowerCase() === MAPPED_PREFIX && isIPv4(ip.slice(MAPPED_PREFIX.length)) ? ip.slice(MAPPED_PREFIX.length) : ip;
+}
+
 /**
  * The address of a host seen on a socket. IPv4-mapped IPv6 (what a dual-stack socket reports for an
  * IPv4 peer) becomes plain IPv4, so replies carry ATYP 1 for IPv4 peers.

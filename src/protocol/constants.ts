@@ -87,3 +87,6 @@ export function describeMethod(code: number): string {
 export function isCommand(code: number): code is CommandCode {
   return code === Command.CONNECT || code === Command.BIND || code === Command.UDP_ASSOCIATE || code === Command.FWD_UDP;
 }
+
+/** The largest UDP payload over IPv4: 65535 - 8 (UDP header) - 20 (IPv4 header). */
+export const MAX_UDP_PAYLOAD = 65507;

@@ -7,7 +7,7 @@ import { ServerStats, Session, type CommandRunner, type LiveSettings, type Sessi
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
-import { Command, Reply } from '../protocol/constants.js';
+import { MAX_UDP_PAYLOAD, Reply } from '../protocol/constants.js';
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
@@ -222,7 +222,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       reassemble: (udp.fragments ?? 'reassemble') === 'reassemble',
       fragmentTimeoutMs: udp.fragmentTimeoutMs ?? 5000,
       reassemblyLimit: udp.reassemblyMemory ?? 128 * 1024,
-      maxPayload: udp.maxPayload ?? 65507,
+      maxPayload: udp.maxPayload ?? MAX_UDP_PAYLOAD,
       idleTimeoutMs: udp.idleTimeoutMs ?? 0,
       keepaliveMs: udp.keepaliveMs ?? 30_000,
       egress: options.udpEgress ?? null,

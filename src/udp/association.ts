@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Resolver } from '../dns/resolver.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
 import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
 import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
 import { openRelay, type RelayReceiver, type RelaySocket } from './relay-socket.js';
@@ -68,7 +69,6 @@ export interface AssociationOptions {
 }
 
 // Largest UDP payload over IPv4 (65535 - 20 - 8); a wrapped reply must fit in it.
-const MAX_UDP_PAYLOAD = 65507;
 // Senders remembered for their reply headers under endpoint-independent filtering (oldest forgotten first).
 const MAX_STRANGERS = 1024;
 // Policy decisions remembered per association (oldest forgotten first).

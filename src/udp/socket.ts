@@ -1,12 +1,11 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
 
-const MAPPED = '::ffff:';
+import { unmapAddress } from '../protocol/address.js';
 
-/** "::ffff:192.0.2.1" → "192.0.2.1"; other addresses unchanged. */
-export function unmapAddress(ip: string): string {
-  return ip.startsWith(MAPPED) && isIPv4(ip.slice(MAPPED.length)) ? ip.slice(MAPPED.length) : ip;
-}
+export { unmapAddress };
+
+const MAPPED = '::ffff:';
 
 /**
  * The form a socket of the given family sends to: IPv4 becomes IPv4-mapped on a dual-stack (udp6)
