@@ -4,7 +4,7 @@ import { Command, describeReply, Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { pipeSession } from '../server/connect.js';
 import { admit } from '../server/gate.js';
-import type { CommandRunner, Session } from '../server/session.js';
+import type { CommandContext, CommandRunner } from '../server/context.js';
 import { unmapAddress } from '../udp/socket.js';
 import { Lease, type UpstreamPool } from './pool.js';
 
@@ -14,7 +14,7 @@ import { Lease, type UpstreamPool } from './pool.js';
  * then the connection is relayed like a CONNECT.
  */
 export function gatewayBind(pool: UpstreamPool, timeoutMs: number): CommandRunner {
-  return async (session: Session, destination: SocksAddress): Promise<void> => {
+  return async (session: CommandContext, destination: SocksAddress): Promise<void> => {
     const admission = await admit(session, 'bind', destination);
     if (!admission || session.isClosed) return;
     const ranked = pool.rank(unmapAddress(session.client.host));

@@ -2,7 +2,7 @@ import { associate, type UdpAssociation } from '../client/associate.js';
 import type { SocksAddress } from '../protocol/address.js';
 import { SocksError } from '../protocol/errors.js';
 import type { Egress, EgressFactory } from '../server/associate.js';
-import type { Session } from '../server/session.js';
+import type { CommandContext } from '../server/context.js';
 import { unmapAddress } from '../udp/socket.js';
 import { Lease, type UpstreamPool } from './pool.js';
 
@@ -106,7 +106,7 @@ class UdpGate {
   private waitingForDns = 0;
   private closed = false;
 
-  constructor(private readonly session: Session) {}
+  constructor(private readonly session: CommandContext) {}
 
   /** True to send now; false when denied, or when `later` will run once DNS has answered and allowed it. */
   check(destination: SocksAddress, later: () => void): boolean {

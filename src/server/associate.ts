@@ -1,44 +1,13 @@
 import { isIP } from 'node:net';
-import type { Session } from './session.js';
+import type { CommandContext, Egress } from './context.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { Association, type AssociationSettings } from '../udp/association.js';
 import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
-import type { FixedPortDemux } from '../udp/demux.js';
-import type { ReassemblyBudget } from '../udp/fragments.js';
 import { unmapAddress } from '../udp/socket.js';
-import type { UdpStats } from '../udp/stats.js';
 
-/** What UDP ASSOCIATE needs from the server. */
-export interface UdpContext {
-  readonly stats: UdpStats;
-  readonly budget: ReassemblyBudget;
-  /** Set in fixed-port mode. */
-  readonly demux: FixedPortDemux | null;
-  readonly advertise: string | null;
-  readonly endpointIndependent: boolean;
-  readonly reassemble: boolean;
-  readonly fragmentTimeoutMs: number;
-  readonly reassemblyLimit: number;
-  readonly maxPayload: number;
-  readonly idleTimeoutMs: number;
-  readonly keepaliveMs: number;
-  readonly egress: EgressFactory | null;
-}
-
-/** An upstream path for one association's datagrams; the session owns it (close() when it ends). */
-export interface Egress {
-  send(destination: SocksAddress, payload: Buffer): void;
-  close(): void;
-}
-
-/**
- * Makes the egress of one association; `deliver` takes what comes back (source, payload). `session`
- * is the one the association belongs to (who the client is; close() ends it). A factory that cannot
- * serve this session throws a SocksError: its reply code goes to the client.
- */
-export type EgressFactory = (deliver: (source: SocksAddress, payload: Buffer) => void, log: Session['log'], session: Session) => Egress;
+export type { Egress, EgressFactory, UdpContext } from './context.js';
 
 /**
  * The client's UDP port when the request declares it: DST.PORT set and DST.ADDR either the
@@ -59,7 +28,7 @@ export function declaredPort(destination: SocksAddress, clientIp: string): numbe
  * the address the client reached, or udp.advertise; never a wildcard), then keep the association
  * exactly as long as the control connection.
  */
-export async function runAssociate(session: Session, destination: SocksAddress): Promise<void> {
+export async function runAssociate(session: CommandContext, destination: SocksAddress): Promise<void> {
   const udp = session.ctx.udp;
   const clientAddress = session.socket.remoteAddress ?? '';
   const localHost = unmapAddress(session.socket.localAddress ?? '');
@@ -112,7 +81,7 @@ export async function runAssociate(session: Session, destination: SocksAddress):
  * The association for a UDP ASSOCIATE or UDP-over-TCP session, once policy allows this client UDP
  * at all (otherwise 0x02 is sent and null returned). The session owns it from here.
  */
-export function openAssociation(session: Session, clientAddress: string, how: { shared: boolean; declaredPort: number | null }): Association | null {
+export function openAssociation(session: CommandContext, clientAddress: string, how: { shared: boolean; declaredPort: number | null }): Association | null {
   const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
   if (!decision.allowed) {
     session.ctx.stats.denied++;
@@ -144,7 +113,7 @@ export function openAssociation(session: Session, clientAddress: string, how: { 
 const settingsOf = new WeakMap<object, AssociationSettings>();
 
 /** The server-wide part of an association's settings. */
-function associationSettings(session: Session): AssociationSettings {
+function associationSettings(session: CommandContext): AssociationSettings {
   const udp = session.ctx.udp;
   const limits = session.ctx.live.limits;
   let settings = settingsOf.get(limits);
@@ -179,7 +148,7 @@ function datagramMeter(all: readonly RateBuckets[]): ((bytes: number) => boolean
  * The session's egress, and where what it brings back goes (set once the association exists); null:
  * datagrams leave from the relay socket; undefined when the factory refused (reply sent).
  */
-function makeEgress(session: Session): { egress: Egress; back: { to: Association | null } } | null | undefined {
+function makeEgress(session: CommandContext): { egress: Egress; back: { to: Association | null } } | null | undefined {
   const factory = session.ctx.udp.egress;
   if (!factory) return null;
   const back: { to: Association | null } = { to: null };

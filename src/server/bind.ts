@@ -1,5 +1,5 @@
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Session } from './session.js';
+import type { CommandContext } from './context.js';
 import { pipeSession } from './connect.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
@@ -11,7 +11,7 @@ import { Reply } from '../protocol/constants.js';
  * connection from the expected host (DST.ADDR; any host when DST.ADDR is 0.0.0.0 or ::), send a
  * second reply naming that host, then relay.
  */
-export async function runBind(session: Session, destination: SocksAddress): Promise<void> {
+export async function runBind(session: CommandContext, destination: SocksAddress): Promise<void> {
   const admission = await admit(session, 'bind', destination);
   if (!admission || session.isClosed) return;
   let expected: Set<string> | null;
@@ -60,7 +60,7 @@ export async function runBind(session: Session, destination: SocksAddress): Prom
   await pipeSession(session, peer);
 }
 
-async function expectedHosts(session: Session, destination: SocksAddress): Promise<Set<string> | null> {
+async function expectedHosts(session: CommandContext, destination: SocksAddress): Promise<Set<string> | null> {
   if (destination.type === 'domain') {
     const addresses = await session.ctx.resolver.resolve(destination.host);
     return new Set(addresses.map((a) => addressFromHost(a, 0).host));
@@ -70,7 +70,7 @@ async function expectedHosts(session: Session, destination: SocksAddress): Promi
 }
 
 /** The first connection from an expected host; others are closed. Null on timeout or session end. */
-function acceptFrom(listener: Server, expected: Set<string> | null, session: Session): Promise<Socket | null> {
+function acceptFrom(listener: Server, expected: Set<string> | null, session: CommandContext): Promise<Socket | null> {
   return new Promise((resolve) => {
     const done = (socket: Socket | null): void => {
       clearTimeout(timer);

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Session } from './session.js';
+import type { CommandContext } from './context.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
 import { NativeTunnel } from '../native/tcp.js';
@@ -16,7 +16,7 @@ import { unmapAddress } from '../udp/socket.js';
  * connection the native helper holds, dialed directly and not throttled, stays on the helper from
  * end to end; everything else goes through net.Sockets.
  */
-export async function runConnect(session: Session, destination: SocksAddress): Promise<void> {
+export async function runConnect(session: CommandContext, destination: SocksAddress): Promise<void> {
   const admission = await admit(session, 'connect', destination);
   if (!admission || session.isClosed) return;
   const dialer = session.ctx.dialer;
@@ -51,7 +51,7 @@ export async function runConnect(session: Session, destination: SocksAddress): P
 }
 
 /** Relays the session's client and `target`, then closes the session with the relay's outcome. */
-export async function pipeSession(session: Session, target: Socket): Promise<void> {
+export async function pipeSession(session: CommandContext, target: Socket): Promise<void> {
   const client = session.socket;
   const downBase = client.bytesWritten;
   const { early, ended } = session.detach();
@@ -74,7 +74,7 @@ export async function pipeSession(session: Session, target: Socket): Promise<voi
 }
 
 /** A tunnel between the session's client connection and `target`, both held by the native helper. */
-async function tunnelSession(session: Session, target: NativeConn): Promise<void> {
+async function tunnelSession(session: CommandContext, target: NativeConn): Promise<void> {
   const client = session.nativeClient!;
   const { early, ended } = session.detach();
   const tunnel = NativeTunnel.fromConns(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended });
@@ -85,7 +85,7 @@ async function tunnelSession(session: Session, target: NativeConn): Promise<void
   finish(session, await tunnel.done);
 }
 
-function finish(session: Session, end: string): void {
+function finish(session: CommandContext, end: string): void {
   if (end === 'idle') session.ctx.stats.timeouts.idle++;
   session.close(end === 'closed' ? 'ok' : end === 'idle' ? 'idle timeout' : end);
 }

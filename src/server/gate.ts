@@ -1,4 +1,4 @@
-import type { Session } from './session.js';
+import type { CommandContext } from './context.js';
 import { isIP } from 'node:net';
 import type { SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
@@ -17,7 +17,7 @@ export interface Admission {
  * uses exactly those addresses, so a second lookup cannot swap in another. Denials get reply 0x02
  * and a log line naming the rule. Returns null when denied (the session is closing).
  */
-export async function admit(session: Session, command: CommandName, destination: SocksAddress): Promise<Admission | null> {
+export async function admit(session: CommandContext, command: CommandName, destination: SocksAddress): Promise<Admission | null> {
   const policy = session.ctx.live.policy;
   const request: PolicyRequest = {
     client: unmapAddress(session.client.host),
@@ -44,7 +44,7 @@ export async function admit(session: Session, command: CommandName, destination:
   return { addresses };
 }
 
-function deny(session: Session, decision: Decision, ip?: string): null {
+function deny(session: CommandContext, decision: Decision, ip?: string): null {
   session.ctx.stats.denied++;
   session.log.info({ command: session.command, target: session.target, address: ip, rule: decision.reason }, 'denied by policy');
   session.fail(Reply.NOT_ALLOWED, `denied: ${decision.reason}`);

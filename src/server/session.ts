@@ -1,10 +1,8 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import type { Dialer } from './dialer.js';
+import type { RateBuckets } from '../policy/limits.js';
+import type { Closable, CommandContext, Describable, Metered, ServerStats, SessionContext } from './context.js';
 import type { UserStore } from './users.js';
-import type { Policy } from '../policy/policy.js';
-import type { AuthLockout } from '../policy/lockout.js';
-import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
 import { NativeConn, type ConnEvents } from '../native/tcp.js';
 import { Handshake } from './handshake.js';
@@ -12,84 +10,8 @@ import { runConnect } from './connect.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
 import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from '../protocol/constants.js';
 import { encodeReply, type Request } from '../protocol/request.js';
-import type { Resolver } from '../dns/resolver.js';
-import { runAssociate, type UdpContext } from './associate.js';
+import { runAssociate } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
-
-/** Limits a reload may change. */
-export interface LiveLimits {
-  readonly clientRates: RateTable;
-  readonly userRates: RateTable;
-  readonly destinationsPerAssociation: number;
-  readonly amplificationRatio: number;
-  readonly amplificationBurst: number;
-  readonly overLimitReply: ReplyCode;
-}
-
-/** What a reload replaces at once; sessions read it at each decision. */
-export interface LiveSettings {
-  readonly users: UserStore | null;
-  readonly policy: Policy;
-  readonly limits: LiveLimits;
-}
-
-/** Counters of the TCP side, read by exporters. */
-export class ServerStats {
-  /** TCP connections accepted (refused ones included). */
-  connectionsAccepted = 0;
-  /** Sessions ended, by command ('-' for those that never got to one). */
-  readonly sessionsEnded: Record<string, number> = {};
-  /** Sessions ended by a timeout, by kind. */
-  readonly timeouts = { handshake: 0, idle: 0, bind: 0, 'udp-idle': 0 };
-  authFailures = 0;
-  /** Connections closed at once because their address was blocked after failed logins. */
-  authBlocked = 0;
-  /** Requests refused over a per-client or per-user session limit. */
-  sessionsOverLimit = 0;
-  /** Requests refused by a rule or safe default. */
-  denied = 0;
-}
-
-/** Something a session owns that has its own close() (an association, an egress): closed with the session. */
-export interface Closable {
-  close(): void;
-}
-
-/** What a relaying command reports: bytes client→target (up) and target→client (down), read when asked. */
-export interface Metered {
-  readonly up: number;
-  readonly down: number;
-}
-
-/** What a status page shows about a command beyond the common fields. */
-export interface Describable {
-  describe(): Record<string, unknown>;
-}
-
-/** Carries out one command for a session, from its request to the session's end. */
-export type CommandRunner = (session: Session, destination: SocksAddress) => Promise<void>;
-
-/** What every session of one server shares. */
-export interface SessionContext {
-  live: LiveSettings;
-  readonly sessionsPerClient: SessionCounter;
-  readonly sessionsPerUser: SessionCounter;
-  readonly lockout: AuthLockout | null;
-  readonly stats: ServerStats;
-  readonly dialer: Dialer;
-  readonly resolver: Resolver;
-  readonly log: Logger;
-  readonly handshakeTimeoutMs: number;
-  /** The time a CONNECT has to reach its destination (the native helper's connects use it). */
-  readonly connectTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-  readonly bindTimeoutMs: number;
-  /** Runs BIND: a local listener (bind.ts), or another way to get one (gateway mode: the upstream's BIND). */
-  readonly runBind: CommandRunner;
-  readonly udp: UdpContext;
-  /** The policy in force now (a reload replaces it); one function for every association of the server. */
-  readonly currentPolicy: () => Policy;
-}
 
 const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
 // Shared by every session whose client and user have no rate limits (most of them): no array each.
@@ -111,7 +33,7 @@ type Phase = 'greeting' | 'auth' | 'verifying' | 'request' | 'command' | 'relayi
  * (target socket, BIND listener); `close()` releases them all. The handshake is read here whichever
  * carries the bytes.
  */
-export class Session implements ConnEvents {
+export class Session implements ConnEvents, CommandContext {
   readonly client: SocksAddress;
   user: string | null = null;
   command = '-';

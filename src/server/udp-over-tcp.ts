@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Session } from './session.js';
+import type { CommandContext } from './context.js';
 import { openAssociation } from './associate.js';
 import { addressFromHost } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
@@ -70,7 +70,7 @@ export class FrameChannel implements ClientChannel {
  * connection both ways, and leave the proxy as native UDP. Same auth, rules, limits and counters as
  * UDP ASSOCIATE; the session ends with the connection.
  */
-export async function runUdpOverTcp(session: Session): Promise<void> {
+export async function runUdpOverTcp(session: CommandContext): Promise<void> {
   const socket = session.socket;
   const association = openAssociation(session, socket.remoteAddress ?? '', { shared: true, declaredPort: 0 });
   if (!association) return;
