@@ -74,6 +74,7 @@ static void env_maybe_free(env_t *e) {
     udp_state_free(e);
     free(e->slots);
     free(e->scratch);
+    free(e->conn_arena);
     free(e);
   }
 }

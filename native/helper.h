@@ -95,8 +95,10 @@ struct env_state {
   long started;
   struct slot *slots;
   uint32_t nslots, free_slot;
-  // TCP scratch buffer (tcp-tunnel.c) and the UDP half's state (udp-relay.c).
+  // TCP scratch buffer (tcp-tunnel.c), the buffer connections read into for JS (tcp-conn.c), and
+  // the UDP half's state (udp-relay.c).
   char *scratch;
+  char *conn_arena;
   struct udp_state *udp;
 };
 

@@ -2,16 +2,21 @@
 // buffers it hands to JS, writes what JS gives it, connects outbound ones and lingers after a last
 // reply. It never looks at the bytes: the SOCKS handshake is src/server's, on every path.
 //
+//   connArena() -> ArrayBuffer           where connections' bytes are read for JS: a callback's `length`
+//       bytes are at its start, valid only during the call (whatever must outlive it is copied); no
+//       Buffer (and no garbage) per read
 //   listen(owner, fd) -> listener        accepts on a duplicate of listening descriptor fd; for each
-//       connection callbacks.accept(owner, conn, host, port, bytes|null) returns the object that gets
-//       the connection's callbacks (or nothing: the connection is closed)
+//       connection callbacks.accept(owner, conn, host, port, length) returns the object that gets
+//       the connection's callbacks (or nothing: the connection is closed); length: bytes that came
+//       with it (in the arena)
 //   listenClose(listener)                stops accepting at once (the duplicate is closed); idempotent
 //   connAdopt(owner, fd) -> conn         a duplicate of an accepted socket's descriptor, read from now on
 //   connConnect(owner, host, port, timeoutMs) -> conn | errno code of an immediate failure
 //       callbacks.connected(owner, code|null, localHost, localPort) once it is connected or failed
 //   connWrite(conn, bytes) -> null | errno code      what the socket does not take at once is queued
-//   connRead(conn, on)                   callbacks.data(owner, bytes|null, reason|null) while on:
-//                                        bytes, or the end ('end' for the peer's FIN, else an errno code)
+//   connRead(conn, on)                   callbacks.data(owner, length, reason|null) while on: bytes in
+//                                        the arena, or (reason) the end: 'end' for the peer's FIN, else
+//                                        an errno code
 //   connEnd(conn, lingerMs)              no more callbacks: sends what is queued and a FIN, discards
 //                                        input until the peer's FIN or lingerMs, then closes
 //   connTake(conn) -> [fd, queued|null] | null       the descriptor becomes the caller's (a net.Socket)
@@ -120,13 +125,19 @@ static int conn_timer(conn_t *c) {
   return 0;
 }
 
-// Tells JS of bytes (n > 0) or of the end (reason). JS may close or take the connection meanwhile.
-static void deliver(conn_t *c, const char *bytes, size_t n, const char *reason) {
+// The environment's read buffer for JS (see connArena()).
+static char *conn_arena(env_t *e) {
+  if (e->conn_arena == NULL) e->conn_arena = malloc(READ_CHUNK);
+  return e->conn_arena;
+}
+
+// Tells JS of n bytes in the arena (reason NULL) or of the end. JS may close or take the connection
+// meanwhile.
+static void deliver(conn_t *c, size_t n, const char *reason) {
   env_t *e = c->o.env;
   napi_env env = e->env;
   napi_value argv[3];
-  void *copy;
-  napi_status s = reason == NULL ? napi_create_buffer_copy(env, n, bytes, &copy, &argv[1]) : napi_get_null(env, &argv[1]);
+  napi_status s = napi_create_uint32(env, reason == NULL ? (uint32_t)n : 0, &argv[1]);
   if (s == napi_ok) s = reason == NULL ? napi_get_null(env, &argv[2]) : napi_create_string_utf8(env, reason, NAPI_AUTO_LENGTH, &argv[2]);
   if (s != napi_ok) {
     // JS cannot be told: the connection must not hang unwatched.
@@ -139,7 +150,7 @@ static void deliver(conn_t *c, const char *bytes, size_t n, const char *reason) 
 static void tell_end(conn_t *c, const char *reason) {
   c->ended = 1;
   c->reading = 0;
-  deliver(c, NULL, 0, reason);
+  deliver(c, 0, reason);
 }
 
 // Sends what is queued; 0, or -errno.
@@ -239,11 +250,16 @@ static void on_conn_ready(rpoll_t *p, int events) {
         break;
       }
     } else if (c->state == S_OPEN && c->reading && !c->eof) {
-      char buf[READ_CHUNK];
+      char *buf = conn_arena(c->o.env);
       ssize_t n;
-      do n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-      while (n < 0 && errno == EINTR);
-      if (n > 0) deliver(c, buf, (size_t)n, NULL);
+      if (buf == NULL) {
+        n = -1;
+        errno = ENOMEM;
+      } else {
+        do n = recv(c->fd, buf, READ_CHUNK, MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+      }
+      if (n > 0) deliver(c, (size_t)n, NULL);
       else if (n == 0) {
         c->eof = 1;
         tell_end(c, "end");
@@ -372,15 +388,16 @@ static void on_listen(rpoll_t *p, int events) {
     return;
   }
   // The first bytes (the greeting) are often here already: they come with the connection.
-  char buf[READ_CHUNK];
-  ssize_t n;
-  do n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
+  char *buf = conn_arena(e);
+  ssize_t n = -1;
+  if (buf != NULL) {
+    do n = recv(fd, buf, READ_CHUNK, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+  }
   char host[INET6_ADDRSTRLEN];
   int port;
   format_address(&peer, host, sizeof host, &port);
   napi_value argv[5], handle, result = NULL;
-  void *copy;
   if (!obj_wrap(e, &c->o, &handle)) {
     obj_close(&c->o);
     return;
@@ -390,7 +407,7 @@ static void on_listen(rpoll_t *p, int events) {
   c->reading = 1;
   napi_valuetype type = napi_undefined;
   if (napi_create_string_latin1(e->env, host, NAPI_AUTO_LENGTH, &argv[2]) == napi_ok && napi_create_int32(e->env, port, &argv[3]) == napi_ok &&
-      (n > 0 ? napi_create_buffer_copy(e->env, (size_t)n, buf, &copy, &argv[4]) : napi_get_null(e->env, &argv[4])) == napi_ok)
+      napi_create_uint32(e->env, n > 0 ? (uint32_t)n : 0, &argv[4]) == napi_ok)
     result = env_call(e, e->cb_accept, &l->o, 5, argv);
   // JS took, ended or closed it during the call: it is no longer the listener's concern.
   if (c->o.closed || c->state != S_OPEN) return;
@@ -664,6 +681,17 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value js_arena(napi_env env, napi_callback_info info) {
+  (void)info;
+  env_t *e = env_of(env);
+  char *arena = e == NULL ? NULL : conn_arena(e);
+  if (arena == NULL) return throw_errno(env, ENOMEM, "connArena");
+  napi_value result;
+  // It lives as long as the environment; JS only ever views it.
+  CHECK(napi_create_external_arraybuffer(env, arena, READ_CHUNK, NULL, NULL, &result));
+  return result;
+}
+
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -676,6 +704,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
 
 napi_status tcp_register(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
+    { "connArena", NULL, js_arena, NULL, NULL, NULL, napi_default, NULL },
     { "listen", NULL, js_listen, NULL, NULL, NULL, napi_default, NULL },
     { "listenClose", NULL, js_listen_close, NULL, NULL, NULL, napi_default, NULL },
     { "connAdopt", NULL, js_adopt, NULL, NULL, NULL, napi_default, NULL },

@@ -26,12 +26,15 @@ export interface UdpOwner {
   onError(code: string, count: number): void;
 }
 export interface ListenerOwner {
-  /** A connection the helper accepted, with the bytes that came with it; returns its owner, or null to close it. */
-  accepted(conn: unknown, host: string, port: number, bytes: Buffer | null): ConnOwner | null;
+  /**
+   * A connection the helper accepted, with the `length` bytes that came with it (at the start of the
+   * connection arena); returns its owner, or null to close it.
+   */
+  accepted(conn: unknown, host: string, port: number, length: number): ConnOwner | null;
 }
 export interface ConnOwner {
-  /** Bytes, or the end (`reason`: 'end' for the peer's FIN, else an errno code). */
-  onData(bytes: Buffer | null, reason: string | null): void;
+  /** `length` bytes at the start of the connection arena, or the end (`reason`: 'end' for the peer's FIN, else an errno code). */
+  onData(length: number, reason: string | null): void;
   /** An outbound connection is up (code null, with its local address) or failed (code). */
   onConnected(code: string | null, host: string | null, port: number): void;
 }
@@ -44,8 +47,8 @@ export interface Addon {
   setup(callbacks: {
     udpDispatch(owner: UdpOwner, count: number): void;
     udpError(owner: UdpOwner, code: string, count: number): void;
-    accept(owner: ListenerOwner, conn: unknown, host: string, port: number, bytes: Buffer | null): ConnOwner | null;
-    data(owner: ConnOwner, bytes: Buffer | null, reason: string | null): void;
+    accept(owner: ListenerOwner, conn: unknown, host: string, port: number, length: number): ConnOwner | null;
+    data(owner: ConnOwner, length: number, reason: string | null): void;
     connected(owner: ConnOwner, code: string | null, host: string | null, port: number): void;
     tunnelEnd(owner: TunnelOwner, reason: string): void;
   }): void;
@@ -57,6 +60,7 @@ export interface Addon {
   udpClose(handle: unknown): void;
   udpBusyPoll(microseconds: number): void;
   udpCounters(): [number, number];
+  connArena(): ArrayBuffer;
   listen(owner: ListenerOwner, fd: number): unknown;
   listenClose(listener: unknown): void;
   connAdopt(owner: ConnOwner, fd: number): unknown;
@@ -107,8 +111,8 @@ function findAddon(): { path: string } | { missing: string } {
 const CALLBACKS: Parameters<Addon['setup']>[0] = {
   udpDispatch: (owner, count) => owner.deliver(count),
   udpError: (owner, code, count) => owner.onError(code, count),
-  accept: (owner, conn, host, port, bytes) => owner.accepted(conn, host, port, bytes),
-  data: (owner, bytes, reason) => owner.onData(bytes, reason),
+  accept: (owner, conn, host, port, length) => owner.accepted(conn, host, port, length),
+  data: (owner, length, reason) => owner.onData(length, reason),
   connected: (owner, code, host, port) => owner.onConnected(code, host, port),
   tunnelEnd: (owner, reason) => owner.ended(reason),
 };

@@ -6,6 +6,7 @@ import { nativeAddon, type Addon, type ConnOwner, type ListenerOwner, type Tunne
 
 /** What a connection's bytes and end go to (a session). */
 export interface ConnEvents {
+  /** Bytes from the connection: a view of the helper's buffer, valid only during the call (copy what outlives it). */
   connBytes(chunk: Buffer): void;
   /** 'end' for the peer's FIN, else an errno code ('ECONNRESET', 'EPOLL …'). */
   connEnd(reason: string): void;
@@ -14,6 +15,14 @@ export interface ConnEvents {
 /** The TCP side of the helper, or null without it. */
 export function nativeTcp(): Addon | null {
   return nativeAddon();
+}
+
+let arena: Buffer | null = null;
+
+/** The first `length` bytes of this thread's connection arena (the helper reads into it for JS). */
+export function arenaBytes(length: number): Buffer {
+  arena ??= Buffer.from(nativeAddon()!.connArena());
+  return arena.subarray(0, length);
 }
 
 /** Makes a net.Socket of a descriptor the helper gave up (Node owns it from here). Null when it cannot. */
@@ -124,9 +133,9 @@ export class NativeConn implements ConnOwner {
     this.events = null;
   }
 
-  onData(bytes: Buffer | null, reason: string | null): void {
-    if (bytes !== null) this.events?.connBytes(bytes);
-    else this.events?.connEnd(reason ?? 'end');
+  onData(length: number, reason: string | null): void {
+    if (reason === null) this.events?.connBytes(arenaBytes(length));
+    else this.events?.connEnd(reason);
   }
 
   onConnected(code: string | null, host: string | null, port: number): void {

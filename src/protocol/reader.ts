@@ -25,6 +25,11 @@ export class ByteReader {
     return result;
   }
 
+  /** Copies the pending bytes into memory of their own (they may view a buffer that is reused). */
+  keep(): void {
+    if (this.pending.length > 0) this.pending = Buffer.from(this.pending);
+  }
+
   /** Hands over whatever is left (data pipelined after the request) and empties the reader. */
   take(): Buffer {
     const rest = this.pending;

@@ -62,7 +62,8 @@ export class Handshake {
         if (credentials.status === 'more') return MORE;
         if (credentials.status === 'error') return this.fail(`bad credentials message: ${credentials.error.message}`, null);
         this.state = 'checking';
-        return { kind: 'login', username: credentials.value.username, password: credentials.value.password };
+        // A copy: the check runs after the bytes it came from may be gone (a transient chunk).
+        return { kind: 'login', username: credentials.value.username, password: Buffer.from(credentials.value.password) };
       }
       case 'request': {
         const request = this.reader.read(parseRequest);
@@ -81,6 +82,11 @@ export class Handshake {
   loginChecked(ok: boolean): Buffer {
     if (this.state === 'checking') this.state = ok ? 'request' : 'done';
     return encodeAuthStatus(ok);
+  }
+
+  /** Copies the bytes held, so that they outlive a transient chunk they were pushed from. */
+  keep(): void {
+    this.reader.keep();
   }
 
   /** Whatever the client sent after the request (optimistic data), emptying the buffer. */

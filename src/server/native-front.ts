@@ -1,12 +1,13 @@
 import type { Server } from 'node:net';
 import { nativeAddon, type ConnOwner, type ListenerOwner } from '../native/addon.js';
-import { NativeConn, NativeListener } from '../native/tcp.js';
+import { arenaBytes, NativeConn, NativeListener } from '../native/tcp.js';
 
 /** What the front door hands the server: each connection, before a byte of it is interpreted. */
 export interface FrontHooks {
   /**
-   * A connection the helper holds, with the bytes that came with it (often the greeting). The server
-   * makes its session (which sets `conn.events`) or closes it; returns whether it took it.
+   * A connection the helper holds, with the bytes that came with it (often the greeting; valid only
+   * during the call). The server makes its session (which sets `conn.events`) or closes it; returns
+   * whether it took it.
    */
   connection(conn: NativeConn, host: string, port: number, bytes: Buffer | null): boolean;
 }
@@ -63,9 +64,9 @@ export class NativeFront implements ListenerOwner {
   }
 
   /** Called by the helper with a connection it accepted. */
-  accepted(raw: unknown, host: string, port: number, bytes: Buffer | null): ConnOwner | null {
+  accepted(raw: unknown, host: string, port: number, length: number): ConnOwner | null {
     const conn = new NativeConn(nativeAddon()!, raw);
-    if (this.closed || !this.hooks.connection(conn, host, port, bytes)) {
+    if (this.closed || !this.hooks.connection(conn, host, port, length > 0 ? arenaBytes(length) : null)) {
       conn.close();
       return null;
     }

@@ -106,9 +106,11 @@ export class Session implements ConnEvents, CommandContext {
     socket.on('close', Session.onSocketClose);
   }
 
-  /** Called by the helper: bytes from the client connection it holds. */
+  /** Called by the helper: bytes from the client connection it holds (a view valid during the call). */
   connBytes(chunk: Buffer): void {
     this.data(chunk);
+    // What the handshake keeps for later (a partial message, data sent ahead) must not be the view.
+    this.handshake.keep();
   }
 
   /** Called by the helper: the client connection it holds ended ('end': the client's FIN). */
