@@ -8,7 +8,8 @@ import { ServerStats, type CommandRunner, type LiveSettings, type SessionContext
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
-import { MAX_UDP_PAYLOAD, Reply } from '../protocol/constants.js';
+import { Reply } from '../protocol/constants.js';
+import { configSchema } from '../config/schema.js';
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
@@ -43,8 +44,8 @@ export interface UdpOptions {
   /** TCP keepalive delay on control connections; 0 disables. */
   readonly keepaliveMs?: number;
   /**
-   * Adaptive busy polling of the native relay sockets in microseconds (process-wide: the last
-   * server made sets it); 0 turns it off. Default: the helper's own, 20.
+   * Adaptive busy polling of the native relay sockets in microseconds (per thread: the last server
+   * made sets it); 0 turns it off. Default: the schema's udp.busyPoll.
    */
   readonly busyPollUs?: number;
 }
@@ -152,12 +153,16 @@ function ownAddresses(listen: readonly Endpoint[], log: Logger): string[] {
   return [...own];
 }
 
+// The config schema is the one source of defaults: a server made from partial options (the library
+// API) gets the same ones as `socksgate serve`.
+const DEFAULTS = configSchema.parse({});
+
 export const SERVER_DEFAULTS = {
-  maxClients: 10_000,
-  handshakeTimeoutMs: 10_000,
-  connectTimeoutMs: 10_000,
-  idleTimeoutMs: 3_600_000,
-  bindTimeoutMs: 60_000,
+  maxClients: DEFAULTS.maxClients,
+  handshakeTimeoutMs: DEFAULTS.handshakeTimeout * 1000,
+  connectTimeoutMs: DEFAULTS.connectTimeout * 1000,
+  idleTimeoutMs: DEFAULTS.idleTimeout * 1000,
+  bindTimeoutMs: DEFAULTS.bindTimeout * 1000,
 } as const;
 
 /** What a session looked like when it ended (for metrics and access logs). */
@@ -212,28 +217,28 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.maxClients = options.maxClients ?? SERVER_DEFAULTS.maxClients;
     const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [], onLookup: (seconds, ok) => this.emit('dns-lookup', seconds, ok) });
     const udp = options.udp ?? {};
-    if (udp.busyPollUs !== undefined) setBusyPoll(udp.busyPollUs);
+    setBusyPoll(udp.busyPollUs ?? DEFAULTS.udp.busyPoll);
     this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log, options.steer ?? null);
     const udpContext: UdpContext = {
       stats: this.udpStats,
-      budget: new ReassemblyBudget(udp.reassemblyMemoryTotal ?? 64 * 1024 * 1024),
+      budget: new ReassemblyBudget(udp.reassemblyMemoryTotal ?? DEFAULTS.udp.reassemblyMemoryTotal),
       demux: this.demux,
       advertise: udp.advertise ?? null,
       endpointIndependent: udp.filtering === 'endpoint-independent',
       reassemble: (udp.fragments ?? 'reassemble') === 'reassemble',
-      fragmentTimeoutMs: udp.fragmentTimeoutMs ?? 5000,
-      reassemblyLimit: udp.reassemblyMemory ?? 128 * 1024,
-      maxPayload: udp.maxPayload ?? MAX_UDP_PAYLOAD,
-      idleTimeoutMs: udp.idleTimeoutMs ?? 0,
-      keepaliveMs: udp.keepaliveMs ?? 30_000,
+      fragmentTimeoutMs: udp.fragmentTimeoutMs ?? DEFAULTS.udp.fragmentTimeout * 1000,
+      reassemblyLimit: udp.reassemblyMemory ?? DEFAULTS.udp.reassemblyMemory,
+      maxPayload: udp.maxPayload ?? DEFAULTS.udp.maxPayload,
+      idleTimeoutMs: udp.idleTimeoutMs ?? DEFAULTS.udp.idleTimeout * 1000,
+      keepaliveMs: udp.keepaliveMs ?? DEFAULTS.udp.keepalive * 1000,
       egress: options.udpEgress ?? null,
     };
     const limits = options.limits ?? {};
     this.ctx = {
       udp: udpContext,
       live: this.liveSettings(options),
-      sessionsPerClient: new SessionCounter(limits.sessionsPerClient ?? 1000),
-      sessionsPerUser: new SessionCounter(limits.sessionsPerUser ?? 0),
+      sessionsPerClient: new SessionCounter(limits.sessionsPerClient ?? DEFAULTS.limits.sessionsPerClient),
+      sessionsPerUser: new SessionCounter(limits.sessionsPerUser ?? DEFAULTS.limits.sessionsPerUser),
       lockout: new AuthLockout(options.auth ?? { slowAfter: 3, blockAfter: 10, blockMs: 600_000, windowMs: 600_000 }),
       stats: this.stats,
       resolver,
@@ -255,8 +260,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   reload(options: ReloadableOptions): void {
     this.ctx.live = this.liveSettings(options);
     // The counters carry over (live sessions are in them); only their caps change.
-    this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? 1000;
-    this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? 0;
+    this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? DEFAULTS.limits.sessionsPerClient;
+    this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? DEFAULTS.limits.sessionsPerUser;
   }
 
   /** The rate table in force, with new limits; created once, so a reload never refills buckets. */
@@ -281,9 +286,9 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       limits: {
         clientRates: this.rateTable('clientRates', { ...NO_RATES, ...options.limits?.client }),
         userRates: this.rateTable('userRates', { ...NO_RATES, ...options.limits?.user }),
-        destinationsPerAssociation: options.limits?.destinationsPerAssociation ?? 4096,
-        amplificationRatio: options.limits?.amplificationRatio ?? 100,
-        amplificationBurst: options.limits?.amplificationBurst ?? 1024 * 1024,
+        destinationsPerAssociation: options.limits?.destinationsPerAssociation ?? DEFAULTS.limits.destinationsPerAssociation,
+        amplificationRatio: options.limits?.amplificationRatio ?? DEFAULTS.limits.amplificationRatio,
+        amplificationBurst: options.limits?.amplificationBurst ?? DEFAULTS.limits.amplificationBurst,
         overLimitReply: options.limits?.overLimitReply === 'not-allowed' ? Reply.NOT_ALLOWED : Reply.GENERAL_FAILURE,
       },
     };
