@@ -161,8 +161,8 @@ struct conn {
   obj_t o;
   rpoll_t poll;
   int poll_open;
-  uv_timer_t timer;
-  int timer_open;
+  // Made when a connect or a linger needs it (an idle connection has none: memory per association).
+  uv_timer_t *timer;
   int fd;
   int state;
   int reading; // JavaScript wants its bytes

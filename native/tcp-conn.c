@@ -71,6 +71,7 @@ static void on_conn_poll_closed(void *data) {
 static void on_conn_timer_closed(uv_handle_t *handle) {
   conn_t *c = (conn_t *)handle->data;
   env_t *e = c->o.env;
+  free(handle);
   obj_handle_closed(&c->o);
   env_handle_closed(e);
 }
@@ -78,9 +79,9 @@ static void on_conn_timer_closed(uv_handle_t *handle) {
 // Out of the epoll set first, then the descriptor (rule 5).
 static void conn_shut(obj_t *o) {
   conn_t *c = (conn_t *)o;
-  if (c->timer_open) {
-    c->timer_open = 0;
-    uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+  if (c->timer != NULL) {
+    uv_close((uv_handle_t *)c->timer, on_conn_timer_closed);
+    c->timer = NULL;
   }
   if (c->poll_open) {
     c->poll_open = 0;
@@ -115,11 +116,16 @@ conn_t *conn_new(env_t *e, int fd) {
 }
 
 static int conn_timer(conn_t *c) {
-  if (c->timer_open) return 0;
-  int rc = uv_timer_init(c->o.env->loop, &c->timer);
-  if (rc != 0) return rc;
-  c->timer.data = c;
-  c->timer_open = 1;
+  if (c->timer != NULL) return 0;
+  uv_timer_t *timer = malloc(sizeof *timer);
+  if (timer == NULL) return UV_ENOMEM;
+  int rc = uv_timer_init(c->o.env->loop, timer);
+  if (rc != 0) {
+    free(timer);
+    return rc;
+  }
+  timer->data = c;
+  c->timer = timer;
   c->o.handles++;
   env_handle_opened(c->o.env);
   return 0;
@@ -197,7 +203,7 @@ static void connect_done(conn_t *c) {
   socklen_t len = sizeof error;
   if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
   if (error == EINPROGRESS || error == EALREADY) return;
-  if (c->timer_open) uv_timer_stop(&c->timer);
+  if (c->timer != NULL) uv_timer_stop(c->timer);
   c->state = S_OPEN;
   struct sockaddr_storage bound;
   socklen_t bound_len = sizeof bound;
@@ -292,7 +298,7 @@ static void conn_update(conn_t *c) {
 }
 
 void conn_enter_tunnel(conn_t *c, struct tunnel *t, rpoll_cb cb) {
-  if (c->timer_open) uv_timer_stop(&c->timer);
+  if (c->timer != NULL) uv_timer_stop(c->timer);
   c->state = S_TUNNEL;
   c->tunnel = t;
   c->reading = 0;
@@ -555,7 +561,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   napi_value handle = make_conn(env, c, argv[0]);
   if (handle == NULL) return NULL;
   int rc = conn_timer(c);
-  if (rc == 0) rc = uv_timer_start(&c->timer, on_connect_timeout, (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
+  if (rc == 0) rc = uv_timer_start(c->timer, on_connect_timeout, (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
   if (rc == 0) rc = rpoll_start(&c->poll, UV_WRITABLE, on_conn_ready);
   if (rc != 0) {
     obj_close(&c->o);
@@ -646,7 +652,7 @@ static napi_value js_end(napi_env env, napi_callback_info info) {
   // Half-close and drain: closing with unread input would send an RST, which can destroy the reply.
   int rc = c->out == NULL && shutdown(c->fd, SHUT_WR) != 0 && errno != ENOTCONN ? -errno : 0;
   if (rc == 0) rc = conn_timer(c);
-  if (rc == 0) rc = uv_timer_start(&c->timer, on_linger_over, (uint64_t)(linger_ms > 0 ? linger_ms : 1), 0);
+  if (rc == 0) rc = uv_timer_start(c->timer, on_linger_over, (uint64_t)(linger_ms > 0 ? linger_ms : 1), 0);
   if (rc != 0 || (c->eof && c->out == NULL)) obj_close(&c->o);
   else conn_update(c);
   return NULL;
