@@ -20,6 +20,8 @@
 //   connEnd(conn, lingerMs)              no more callbacks: sends what is queued and a FIN, discards
 //                                        input until the peer's FIN or lingerMs, then closes
 //   connTake(conn) -> [fd, queued|null] | null       the descriptor becomes the caller's (a net.Socket)
+//   connLocal(conn) -> [host, port]      the connection's own address (getsockname)
+//   connKeepAlive(conn, ms)              TCP keepalive probes after ms of quiet (as Node's setKeepAlive)
 //   connClose(conn)                      closes now; idempotent
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -687,6 +689,46 @@ static napi_value js_take(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value js_local(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result, host_value, port_value;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  conn_t *c = argc < 1 ? NULL : get_conn(env, argv[0]);
+  if (c == NULL) return argc < 1 ? throw_message(env, NULL, "connLocal(conn): 1 argument") : NULL;
+  if (c->o.closed || c->fd < 0) return throw_errno(env, EBADF, "connLocal");
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  memset(&local, 0, sizeof local);
+  if (getsockname(c->fd, (struct sockaddr *)&local, &len) != 0) return throw_errno(env, errno, "connLocal: getsockname");
+  char host[INET6_ADDRSTRLEN];
+  int port;
+  format_address(&local, host, sizeof host, &port);
+  CHECK(napi_create_string_latin1(env, host, NAPI_AUTO_LENGTH, &host_value));
+  CHECK(napi_create_int32(env, port, &port_value));
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_set_element(env, result, 0, host_value));
+  CHECK(napi_set_element(env, result, 1, port_value));
+  return result;
+}
+
+static napi_value js_keepalive(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t ms;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  conn_t *c = argc < 2 ? NULL : get_conn(env, argv[0]);
+  if (c == NULL) return argc < 2 ? throw_message(env, NULL, "connKeepAlive(conn, ms): 2 arguments") : NULL;
+  CHECK(napi_get_value_int32(env, argv[1], &ms));
+  if (c->o.closed || c->fd < 0) return throw_errno(env, EBADF, "connKeepAlive");
+  // As libuv's uv_tcp_keepalive: the first probe after the delay, then every second, 10 at most.
+  int on = ms > 0, idle = ms > 0 ? (ms + 999) / 1000 : 1, interval = 1, count = 10;
+  if (setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0) return throw_errno(env, errno, "connKeepAlive: SO_KEEPALIVE");
+  if (on && (setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 || setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
+             setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) != 0))
+    return throw_errno(env, errno, "connKeepAlive");
+  return NULL;
+}
+
 static napi_value js_arena(napi_env env, napi_callback_info info) {
   (void)info;
   env_t *e = env_of(env);
@@ -720,6 +762,8 @@ napi_status tcp_register(napi_env env, napi_value exports) {
     { "connEnd", NULL, js_end, NULL, NULL, NULL, napi_default, NULL },
     { "connTake", NULL, js_take, NULL, NULL, NULL, napi_default, NULL },
     { "connClose", NULL, js_close, NULL, NULL, NULL, napi_default, NULL },
+    { "connLocal", NULL, js_local, NULL, NULL, NULL, napi_default, NULL },
+    { "connKeepAlive", NULL, js_keepalive, NULL, NULL, NULL, napi_default, NULL },
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -70,6 +70,8 @@ export interface Addon {
   connEnd(conn: unknown, lingerMs: number): void;
   connTake(conn: unknown): [number, Buffer | null] | null;
   connClose(conn: unknown): void;
+  connLocal(conn: unknown): [string, number];
+  connKeepAlive(conn: unknown, ms: number): void;
   tunnelOpen(owner: TunnelOwner, client: unknown, target: unknown, toTarget: Buffer | null, clientEnded: boolean): unknown;
   tunnelFromSockets(owner: TunnelOwner, clientFd: number, targetFd: number, toTarget: Buffer | null, clientEnded: boolean): unknown;
   tunnelInfo(tunnel: unknown): [number, number, number];

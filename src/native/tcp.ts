@@ -120,6 +120,17 @@ export class NativeConn implements ConnOwner {
     return taken === null ? null : socketOf(taken[0], taken[1]);
   }
 
+  /** The connection's own address (getsockname); throws EBADF once closed. */
+  localAddress(): { host: string; port: number } {
+    const [host, port] = this.addon.connLocal(this.handle);
+    return { host, port };
+  }
+
+  /** TCP keepalive probes after `ms` of quiet, as net.Socket's setKeepAlive(true, ms). */
+  setKeepAlive(ms: number): void {
+    if (this.handle !== null) this.addon.connKeepAlive(this.handle, ms);
+  }
+
   close(): void {
     if (this.handle === null) return;
     this.addon.connClose(this.handle);

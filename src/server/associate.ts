@@ -30,8 +30,8 @@ export function declaredPort(destination: SocksAddress, clientIp: string): numbe
  */
 export async function runAssociate(session: CommandContext, destination: SocksAddress): Promise<void> {
   const udp = session.ctx.udp;
-  const clientAddress = session.socket.remoteAddress ?? '';
-  const localHost = unmapAddress(session.socket.localAddress ?? '');
+  const clientAddress = session.peerAddress;
+  const localHost = unmapAddress(session.localAddress());
   if (isIP(clientAddress) === 0 || isIP(localHost) === 0) {
     session.fail(Reply.GENERAL_FAILURE, 'udp: control connection has no addresses');
     return;
@@ -73,7 +73,7 @@ export async function runAssociate(session: CommandContext, destination: SocksAd
   session.meter = association;
   session.details = association;
   session.holdControl();
-  if (udp.keepaliveMs > 0) session.socket.setKeepAlive(true, udp.keepaliveMs);
+  if (udp.keepaliveMs > 0) session.setKeepAlive(udp.keepaliveMs);
   session.reply(Reply.SUCCEEDED, addressFromHost(udp.advertise ?? localHost, port), () => session.handOverControl());
 }
 

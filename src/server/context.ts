@@ -112,6 +112,12 @@ export interface CommandContext {
   readonly log: Logger;
   /** The client as a net.Socket (a connection the native helper holds becomes one here). */
   readonly socket: Socket;
+  /** The client connection's peer address as its socket reports it (IPv4-mapped on a dual-stack listener). */
+  readonly peerAddress: string;
+  /** The client connection's own address (the one the client reached). */
+  localAddress(): string;
+  /** TCP keepalive on the client connection after `ms` of quiet. */
+  setKeepAlive(ms: number): void;
   /** The client connection while the native helper holds it, for a command that can go on through it. */
   readonly nativeClient: NativeConn | null;
   /** Byte counts for status pages and the session's log line. */

@@ -426,9 +426,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   private readonly frontHooks: FrontHooks = {
     connection: (conn, host, port, bytes) => {
       this.stats.connectionsAccepted++;
-      const client = addressFromHost(host, port);
-      if (!this.admits(client)) return false;
-      const session = new Session(conn, this.ctx, this.sessionClosed, client);
+      if (!this.admits(addressFromHost(host, port))) return false;
+      const session = new Session(conn, this.ctx, this.sessionClosed, { host, port });
       this.sessions.add(session);
       // Fed once the session is counted: what they lead to may already close it.
       if (bytes !== null) session.connBytes(bytes);

@@ -72,6 +72,8 @@ export class Session implements ConnEvents, CommandContext {
   private conn: NativeConn | null = null;
   /** The control connection is the helper's (handOverControl()). */
   private controlNative = false;
+  /** The peer's address as the helper reported it (a net.Socket's own remoteAddress otherwise). */
+  private peerHost = '';
 
   /**
    * A session on a client connection, from its greeting on: a net.Socket, or a connection the native
@@ -81,13 +83,14 @@ export class Session implements ConnEvents, CommandContext {
     client: Socket | NativeConn,
     readonly ctx: SessionContext,
     private readonly onClosed: (session: Session) => void,
-    remote?: SocksAddress,
+    remote?: { host: string; port: number },
   ) {
     this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
     if (client instanceof NativeConn) {
       this.sock = null;
       this.conn = client;
-      this.client = remote ?? UNSPECIFIED;
+      this.peerHost = remote?.host ?? '';
+      this.client = remote === undefined ? UNSPECIFIED : addressFromHost(remote.host, remote.port);
       client.events = this;
       return;
     }
@@ -144,6 +147,20 @@ export class Session implements ConnEvents, CommandContext {
     }
     if (this.sock === null) throw new Error('the control connection was handed to the native helper');
     return this.sock;
+  }
+
+  get peerAddress(): string {
+    return this.sock?.remoteAddress ?? this.peerHost;
+  }
+
+  localAddress(): string {
+    if (this.conn !== null) return this.conn.localAddress().host;
+    return this.sock?.localAddress ?? '';
+  }
+
+  setKeepAlive(ms: number): void {
+    if (this.conn !== null) this.conn.setKeepAlive(ms);
+    else this.sock?.setKeepAlive(true, ms);
   }
 
   /** Writes handshake bytes to the client, on whichever carries the connection. */
