@@ -10,7 +10,8 @@
 //       the connection's callbacks (or nothing: the connection is closed); length: bytes that came
 //       with it (in the arena)
 //   listenClose(listener)                stops accepting at once (the duplicate is closed); idempotent
-//   connAdopt(owner, fd) -> conn         a duplicate of an accepted socket's descriptor, read from now on
+//   connAdopt(owner, fd, nonBlocking?) -> conn   a duplicate of an accepted socket's descriptor, read from
+//                                        now on; nonBlocking: the caller knows it is (libuv's always are)
 //   connConnect(owner, host, port, timeoutMs) -> conn | errno code of an immediate failure
 //       callbacks.connected(owner, code|null, localHost, localPort) once it is connected or failed
 //   connWrite(conn, bytes) -> null | errno code      what the socket does not take at once is queued
@@ -199,11 +200,13 @@ static void on_connect_timeout(uv_timer_t *timer) {
   (void)napi_close_handle_scope(e->env, scope);
 }
 
-static void connect_done(conn_t *c) {
+// The connect's outcome: writable alone is success; an error or hang-up (reported as DISCONNECT, which
+// the connect watches for) is read from SO_ERROR.
+static void connect_done(conn_t *c, int events) {
   env_t *e = c->o.env;
   int error = 0;
   socklen_t len = sizeof error;
-  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+  if ((events & UV_DISCONNECT) && getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
   if (error == EINPROGRESS || error == EALREADY) return;
   if (c->timer != NULL) uv_timer_stop(c->timer);
   c->state = S_OPEN;
@@ -211,7 +214,6 @@ static void connect_done(conn_t *c) {
   socklen_t bound_len = sizeof bound;
   memset(&bound, 0, sizeof bound);
   if (error == 0 && getsockname(c->fd, (struct sockaddr *)&bound, &bound_len) != 0) error = errno;
-  conn_update(c);
   char host[INET6_ADDRSTRLEN];
   int port = 0;
   format_address(&bound, host, sizeof host, &port);
@@ -221,13 +223,16 @@ static void connect_done(conn_t *c) {
   if (s == napi_ok) s = napi_create_int32(e->env, port, &argv[3]);
   if (s != napi_ok) return obj_close(&c->o);
   env_call(e, e->cb_connected, &c->o, 4, argv);
+  // Usually a tunnel took it during the call and watches it as it needs (one epoll_ctl saved);
+  // otherwise it stops waiting for writability now.
+  if (!c->o.closed && c->state == S_OPEN) conn_update(c);
 }
 
 static void on_conn_ready(rpoll_t *p, int events) {
   conn_t *c = (conn_t *)p->data;
   if (c->o.closed) return;
   if (c->state == S_CONNECTING) {
-    if (events & (UV_WRITABLE | UV_READABLE | UV_DISCONNECT)) connect_done(c);
+    if (events & (UV_WRITABLE | UV_DISCONNECT)) connect_done(c, events);
     return;
   }
   if ((events & UV_WRITABLE) && c->out != NULL) {
@@ -284,7 +289,7 @@ static void on_conn_ready(rpoll_t *p, int events) {
 static void conn_update(conn_t *c) {
   if (c->o.closed || !c->poll_open) return;
   int want = 0;
-  if (c->state == S_CONNECTING) want = UV_WRITABLE;
+  if (c->state == S_CONNECTING) want = UV_WRITABLE | UV_DISCONNECT;
   else if (c->state == S_OPEN || c->state == S_LINGER) {
     if (c->out != NULL) want |= UV_WRITABLE;
     if ((c->state == S_LINGER || c->reading) && !c->eof) want |= UV_READABLE;
@@ -480,16 +485,19 @@ static napi_value js_listen_close(napi_env env, napi_callback_info info) {
 // --- connections ---
 
 static napi_value js_adopt(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
+  bool known_nonblocking = false;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   env_t *e = env_of(env);
   int32_t fd;
-  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok) return throw_message(env, NULL, "connAdopt(owner, fd): bad arguments");
+  if (argc < 2 || napi_get_value_int32(env, argv[1], &fd) != napi_ok || (argc > 2 && napi_get_value_bool(env, argv[2], &known_nonblocking) != napi_ok))
+    return throw_message(env, NULL, "connAdopt(owner, fd, nonBlocking?): bad arguments");
   if (e == NULL || e->cb_data == NULL) return throw_message(env, NULL, "setup() was not called");
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) return throw_errno(env, errno, "connAdopt: dup");
-  int flags = fcntl(own, F_GETFL);
+  // O_NONBLOCK is the file's, shared with the original: checked unless the caller knows it is set.
+  int flags = known_nonblocking ? O_NONBLOCK : fcntl(own, F_GETFL);
   if (flags < 0 || ((flags & O_NONBLOCK) == 0 && fcntl(own, F_SETFL, flags | O_NONBLOCK) != 0)) {
     int error = errno;
     close(own);
@@ -564,7 +572,7 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   if (handle == NULL) return NULL;
   int rc = conn_timer(c);
   if (rc == 0) rc = uv_timer_start(c->timer, on_connect_timeout, (uint64_t)(timeout_ms > 0 ? timeout_ms : 1), 0);
-  if (rc == 0) rc = rpoll_start(&c->poll, UV_WRITABLE, on_conn_ready);
+  if (rc == 0) rc = rpoll_start(&c->poll, UV_WRITABLE | UV_DISCONNECT, on_conn_ready);
   if (rc != 0) {
     obj_close(&c->o);
     CHECK(napi_create_string_utf8(env, errno_code(rc < 0 ? -rc : rc), NAPI_AUTO_LENGTH, &result));

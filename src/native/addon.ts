@@ -63,7 +63,7 @@ export interface Addon {
   connArena(): ArrayBuffer;
   listen(owner: ListenerOwner, fd: number): unknown;
   listenClose(listener: unknown): void;
-  connAdopt(owner: ConnOwner, fd: number): unknown;
+  connAdopt(owner: ConnOwner, fd: number, nonBlocking?: boolean): unknown;
   connConnect(owner: ConnOwner, host: string, port: number, timeoutMs: number): unknown;
   connWrite(conn: unknown, bytes: Buffer): string | null;
   connRead(conn: unknown, on: boolean): void;

@@ -55,14 +55,14 @@ export class NativeConn implements ConnOwner {
     this.handle = handle;
   }
 
-  /** Takes over (a duplicate of) an accepted socket's descriptor; null when the helper cannot. */
+  /** Takes over (a duplicate of) a libuv TCP handle's descriptor (always non-blocking); null when the helper cannot. */
   static adopt(fd: number, events: ConnEvents | null): NativeConn | null {
     const addon = nativeAddon();
     if (addon === null) return null;
     const conn = new NativeConn(addon, null);
     conn.events = events;
     try {
-      conn.handle = addon.connAdopt(conn, fd);
+      conn.handle = addon.connAdopt(conn, fd, true);
     } catch {
       return null;
     }

@@ -27,8 +27,13 @@ export function encodeGreeting(methods: readonly number[]): Buffer {
 }
 
 /** The server's METHOD selection message. */
+// One per method: replies are only ever written, never changed, so every session shares them.
+const SELECTIONS = new Map<number, Buffer>();
+
 export function encodeMethodSelection(method: MethodCode): Buffer {
-  return Buffer.from([SOCKS_VERSION, method]);
+  let reply = SELECTIONS.get(method);
+  if (reply === undefined) SELECTIONS.set(method, (reply = Buffer.from([SOCKS_VERSION, method])));
+  return reply;
 }
 
 export function parseMethodSelection(buf: Buffer): ParseResult<number> {
