@@ -160,12 +160,25 @@ obj_t *obj_unwrap(napi_env env, napi_value value, int kind) {
   bool ok = false;
   void *data = NULL;
   char message[64];
-  if (napi_check_object_type_tag(env, value, &TAGS[kind], &ok) != napi_ok || !ok || napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
+  napi_valuetype type = napi_undefined;
+  // Not an external at all (a number, null, an object): refused before the tag is looked at.
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external || napi_check_object_type_tag(env, value, &TAGS[kind], &ok) != napi_ok || !ok ||
+      napi_get_value_external(env, value, &data) != napi_ok || data == NULL) {
     snprintf(message, sizeof message, "not a %s handle", KIND_NAMES[kind]);
     napi_throw_type_error(env, NULL, message);
     return NULL;
   }
   return (obj_t *)data;
+}
+
+napi_value obj_close_entry(napi_env env, napi_callback_info info, int kind) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_message(env, NULL, "close(handle): 1 argument");
+  obj_t *o = obj_unwrap(env, argv[0], kind);
+  if (o != NULL) obj_close(o);
+  return NULL;
 }
 
 napi_value env_call(env_t *e, napi_ref fn_ref, obj_t *o, size_t argc, napi_value *argv) {

@@ -112,6 +112,8 @@ bool obj_wrap(env_t *e, obj_t *o, napi_value *out);
 obj_t *obj_unwrap(napi_env env, napi_value value, int kind);
 /** Closes `o` once: no more callbacks; its handles close (rule 4). */
 void obj_close(obj_t *o);
+/** An entry point close(handle) for objects of `kind`: idempotent, a wrong handle throws. */
+napi_value obj_close_entry(napi_env env, napi_callback_info info, int kind);
 /** One of `o`'s handles has closed; the last one drops the open reference. */
 void obj_handle_closed(obj_t *o);
 void obj_unref(obj_t *o);

@@ -362,12 +362,7 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  obj_t *o = argc < 1 ? NULL : obj_unwrap(env, argv[0], K_TUNNEL);
-  if (o != NULL) obj_close(o);
-  return NULL;
+  return obj_close_entry(env, info, K_TUNNEL);
 }
 
 napi_status tunnel_register(napi_env env, napi_value exports) {

@@ -619,12 +619,7 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  relay_t *r = argc < 1 ? NULL : get_relay(env, argv[0]);
-  if (r != NULL) obj_close(&r->o);
-  return NULL;
+  return obj_close_entry(env, info, K_RELAY);
 }
 
 static napi_value js_ntop(napi_env env, napi_callback_info info) {
