@@ -2,7 +2,8 @@
 // dgram (the pure TypeScript path), so both stay correct. Without a built helper only the second runs,
 // and it says so loudly.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 const addon = 'native/build/Release/socksgate_native.node';
 const passes = [];
@@ -10,7 +11,17 @@ if (existsSync(addon)) passes.push({ name: 'native helper (batched UDP, TCP tunn
 else process.stderr.write(`\nWARNING: ${addon} is not built (npm install builds it with a C compiler): only the TypeScript relay is tested.\n\n`);
 passes.push({ name: 'TypeScript relay (dgram)', env: '0' });
 
-const args = ['--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', 'build/test/'];
+// Only *.test.js files are tests: given a folder, node --test would also run every module under
+// build/test/ (the helpers), each as a "test" that passes by loading.
+const files = readdirSync('build/test', { recursive: true, encoding: 'utf8' })
+  .filter((f) => f.endsWith('.test.js'))
+  .map((f) => join('build/test', f))
+  .sort();
+if (files.length === 0) {
+  process.stderr.write('npm test: no build/test/**/*.test.js files (did tsc -p tsconfig.test.json run?)\n');
+  process.exit(1);
+}
+const args = ['--test', '--test-reporter=spec', '--test-concurrency=2', '--test-timeout=120000', '--test-force-exit', ...files];
 const results = [];
 for (const pass of passes) {
   process.stdout.write(`\n=== npm test: relay sockets on the ${pass.name} (SOCKSGATE_NATIVE=${pass.env}) ===\n\n`);

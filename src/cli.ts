@@ -260,7 +260,10 @@ function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => obj
       })
       .then(
         () => process.exit(0),
-        () => process.exit(1),
+        (error: unknown) => {
+          log.error({ signal, err: error }, `shutdown failed: ${(error as Error)?.message ?? String(error)}`);
+          process.exit(1);
+        },
       );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

@@ -41,7 +41,10 @@ export function linkWorker(
     steering?.close();
     actions.drain(deadlineMs).then(
       () => process.exit(0),
-      () => process.exit(1),
+      (error: unknown) => {
+        log.error({ err: error }, `shutdown failed: ${(error as Error)?.message ?? String(error)}`);
+        process.exit(1);
+      },
     );
   };
   process.on('message', (message: unknown) => {

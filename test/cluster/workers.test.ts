@@ -102,7 +102,7 @@ describe('workers (--workers 2)', () => {
       assert.equal(cli.lines.filter((l) => l.msg === 'configuration reloaded').length, 1, 'the primary reports the reload once');
       assert.equal(cli.lines.find((l) => l.msg === 'configuration reloaded')!.workers, 2);
 
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
       assert.ok(cli.lines.some((l) => l.msg === 'shutting down'));
     } finally {
       await echo.close();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { CLI } from '../helpers/cli.js';
-import { NetnsLab, netnsUnavailable, type NsProcess } from '../helpers/netns.js';
+import { NetnsLab, requireNetns, type NsProcess } from '../helpers/netns.js';
 import { waitFor } from '../helpers/peer.js';
 import { requireProgram } from '../helpers/servers.js';
 
@@ -56,8 +56,6 @@ interface Status {
   totals: { associations: number; clientDatagrams: number; deliveredDatagrams: number; dropped: number };
   drops: Record<string, number>;
 }
-
-const unavailable = netnsUnavailable();
 
 interface Topology {
   readonly instances: Instance[];
@@ -138,7 +136,8 @@ async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, opti
 }
 
 
-test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { skip: unavailable ?? false, timeout: 90_000 }, async (t) => {
+test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { timeout: 90_000 }, async (t) => {
+  requireNetns();
   requireProgram('nft', 'nftables');
   requireProgram('curl', 'curl');
   const lab = new NetnsLab('lb');
@@ -250,7 +249,8 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
   }
 });
 
-test('plain nginx stream (no transparent mode): the instance sees every client as the balancer, so declared ports never match and undeclared ones are ambiguous', { skip: unavailable ?? false, timeout: 60_000 }, async () => {
+test('plain nginx stream (no transparent mode): the instance sees every client as the balancer, so declared ports never match and undeclared ones are ambiguous', { timeout: 60_000 }, async () => {
+  requireNetns();
   requireProgram('curl', 'curl');
   const lab = new NetnsLab('sn');
   const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));

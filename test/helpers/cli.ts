@@ -14,6 +14,8 @@ export interface RunningCli {
   /** Resolves with the exit code (signals as 128+n). */
   exited(timeoutMs?: number): Promise<number>;
   stop(): Promise<number>;
+  /** The last log lines and stderr, for an assertion's message. */
+  output(): string;
 }
 
 export function startCli(args: string[], input?: string): RunningCli {
@@ -63,6 +65,9 @@ export function startCli(args: string[], input?: string): RunningCli {
     async stop() {
       if (exitCode === null) child.kill('SIGTERM');
       return running.exited();
+    },
+    output() {
+      return `last log lines: ${lines.slice(-5).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${running.stderr}`;
     },
   };
   child.stdout!.on('data', (chunk: Buffer) => {

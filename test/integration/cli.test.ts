@@ -48,7 +48,7 @@ describe('socksgate command line', () => {
       const v6 = await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.up === 7);
       assert.equal(v6.down, 7);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 
@@ -70,7 +70,7 @@ describe('socksgate command line', () => {
       assert.deepEqual(await bad.read(4), Buffer.from([5, 2, 1, 1]));
       await bad.closed();
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 
@@ -119,7 +119,7 @@ describe('socksgate command line', () => {
       assert.deepEqual([end.up, end.down, end.result], [16, 16, 'ok']);
     } finally {
       udpEcho.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 

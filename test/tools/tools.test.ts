@@ -57,7 +57,7 @@ describe('udp-forward', () => {
       assert.equal((await peer.receive()).data.toString(), 'from the command line');
     } finally {
       peer.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
     const bad = startCli(['udp-forward', '--proxy', 'http://x', '--listen', '127.0.0.1:0', '--to', 'a:1']);
     assert.notEqual(await bad.exited(), 0);
@@ -151,7 +151,7 @@ describe('dns stub', () => {
       assert.deepEqual(dnsAnswers((await client.receive(3000)).data).addresses, ['127.0.0.5']);
     } finally {
       client.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 });
