@@ -8,6 +8,7 @@ import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import { unmapAddress } from '../udp/socket.js';
+import type { RelayOptions } from '../udp/relay-socket.js';
 import type { UdpStats } from '../udp/stats.js';
 
 /** What UDP ASSOCIATE needs from the server. */
@@ -25,6 +26,8 @@ export interface UdpContext {
   readonly idleTimeoutMs: number;
   readonly keepaliveMs: number;
   readonly egress: EgressFactory | null;
+  /** Buffer sizes of per-association relay sockets, and their kernel drop counting. */
+  readonly relay: RelayOptions;
 }
 
 /** An upstream path for one association's datagrams; the session owns it (close() when it ends). */
@@ -163,6 +166,7 @@ function associationSettings(session: Session): AssociationSettings {
       amplificationRatio: limits.amplificationRatio,
       amplificationBurst: limits.amplificationBurst,
       stats: udp.stats,
+      relay: udp.relay,
     };
     settingsOf.set(limits, settings);
   }

@@ -1,6 +1,7 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { NativeRelay, nativeLoaded, type RelayReceiver } from '../native/addon.js';
 import { bindUdp } from './socket.js';
+import type { KernelDrops } from './kernel-drops.js';
 
 export type { RelayReceiver } from '../native/addon.js';
 
@@ -23,6 +24,28 @@ export interface RelaySocket {
   close(): void;
 }
 
+/** How relay sockets are made: kernel buffer sizes, and where their kernel drops are counted. */
+export interface RelayOptions {
+  /** SO_RCVBUF and SO_SNDBUF asked for, in bytes (the kernel caps them at net.core.rmem_max / wmem_max); 0 keeps the kernel's default. */
+  readonly receiveBuffer: number;
+  readonly sendBuffer: number;
+  /** Counts the datagrams the kernel dropped on a full receive queue (dgram relays; the native helper counts its own). */
+  readonly kernelDrops: KernelDrops | null;
+}
+
+/** The kernel's defaults, no drop counting: for relays made outside a server (tests, tools). */
+export const DEFAULT_RELAY_OPTIONS: RelayOptions = { receiveBuffer: 0, sendBuffer: 0, kernelDrops: null };
+
+/** Asks for the buffer sizes; a kernel that refuses leaves its defaults (the relay works either way). */
+function sizeBuffers(socket: Socket, options: RelayOptions): void {
+  try {
+    if (options.receiveBuffer > 0) socket.setRecvBufferSize(options.receiveBuffer);
+    if (options.sendBuffer > 0) socket.setSendBufferSize(options.sendBuffer);
+  } catch {
+    // EPERM or the like: the default buffers stay.
+  }
+}
+
 /** The fallback: a dgram socket. Each datagram is its own Buffer. */
 class DgramRelay implements RelaySocket {
   readonly transient = false;
@@ -32,7 +55,10 @@ class DgramRelay implements RelaySocket {
     private readonly socket: Socket,
     readonly port: number,
     readonly dualStack: boolean,
-  ) {}
+    private readonly kernelDrops: KernelDrops | null,
+  ) {
+    kernelDrops?.track(port);
+  }
 
   receive(receiver: RelayReceiver): void {
     this.receiver = receiver;
@@ -56,6 +82,7 @@ class DgramRelay implements RelaySocket {
 
   close(): void {
     this.receiver = null;
+    this.kernelDrops?.untrack(this.port);
     this.socket.close();
   }
 }
@@ -63,8 +90,9 @@ class DgramRelay implements RelaySocket {
 const FALLBACK_CODES = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EINVAL']);
 
 /** A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. */
-export async function openRelay(): Promise<RelaySocket> {
+export async function openRelay(options: RelayOptions = DEFAULT_RELAY_OPTIONS): Promise<RelaySocket> {
   if (nativeLoaded()) {
+    // The native helper takes no buffer sizes yet: its sockets keep the kernel's defaults.
     try {
       return new NativeRelay(true);
     } catch (error) {
@@ -73,5 +101,6 @@ export async function openRelay(): Promise<RelaySocket> {
     }
   }
   const bound = await bindUdp(0);
-  return new DgramRelay(bound.socket, bound.port, bound.dualStack);
+  sizeBuffers(bound.socket, options);
+  return new DgramRelay(bound.socket, bound.port, bound.dualStack, options.kernelDrops);
 }
