@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -50,6 +50,21 @@ describe('socksgate command line', () => {
     } finally {
       assert.equal(await cli.stop(), 0, cli.output());
     }
+  });
+
+  test('a shutdown that fails exits 1 with one log line that says why', async () => {
+    const pidFile = join(dir, 'undeletable.pid');
+    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--pid-file', pidFile, '--log-format', 'json']);
+    await cli.waitForLine(isListening);
+    // A directory where the pid file was: removing it on exit fails (EISDIR).
+    await rm(pidFile);
+    await mkdir(pidFile);
+    assert.equal(await cli.stop(), 1, cli.output());
+    const reason = cli.lines.find((l) => l.level === 50);
+    assert.ok(reason, `no error line before exit 1: ${cli.output()}`);
+    assert.match(String(reason.msg), /^shutdown failed: .*directory.*; exiting with code 1$/);
+    assert.equal(reason.signal, 'SIGTERM');
+    await rm(pidFile, { recursive: true });
   });
 
   test('passwd creates and updates users; serve --users requires them', async () => {

@@ -7,7 +7,7 @@ import { TARGETS } from '../../fuzz/targets.js';
 // A bounded coverage-guided run of every parser that reads untrusted bytes, from the seed corpus
 // in fuzz/corpus/. `npm run fuzz -- --seconds 600 --save` runs longer and keeps what it finds.
 // Bounded by a count of inputs, not by time: the same inputs run on a quiet or a loaded machine.
-const INPUTS = Number(process.env.SOCKSGATE_FUZZ_INPUTS ?? 600);
+const INPUTS = Number(process.env.SOCKSGATE_FUZZ_INPUTS ?? 300);
 // Only a safety net (the test runner's timeout comes first); the count decides when a run ends.
 const SECONDS_CAP = 600;
 
