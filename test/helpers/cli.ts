@@ -55,7 +55,7 @@ export function startCli(args: string[], input?: string): RunningCli {
     exited(timeoutMs = 15000) {
       return new Promise((resolve, reject) => {
         if (exitCode !== null) return resolve(exitCode);
-        const timer = setTimeout(() => reject(new Error(`socksgate did not exit within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(() => reject(new Error(`socksgate did not exit within ${timeoutMs} ms; ${running.output()}`)), timeoutMs);
         child.once('exit', () => {
           clearTimeout(timer);
           resolve(exitCode!);
