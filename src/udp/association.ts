@@ -169,6 +169,7 @@ export class Association implements RelayReceiver, ClientChannel {
   async open(): Promise<boolean> {
     const relay = await openRelay(this.settings.relay);
     if (this.closed) {
+      this.settings.relay.kernelDrops?.untrack(relay.port);
       relay.close();
       return false;
     }
@@ -221,6 +222,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.decisions = null;
     this.channel?.release();
     if (this.relay) {
+      this.settings.relay.kernelDrops?.untrack(this.relay.port);
       this.relay.close();
       this.settings.stats.associationsClosed++;
     }

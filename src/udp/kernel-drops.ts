@@ -3,10 +3,10 @@ import type { UdpStats } from './stats.js';
 
 /**
  * Datagrams the kernel dropped at the relay sockets of this process before we could read them (a
- * full receive queue), for the dgram relay: Linux reports a per-socket count in the last column
+ * full receive queue), dgram and native relays alike: Linux reports a per-socket count in the last column
  * ("drops") of /proc/self/net/udp and udp6. Read when metrics are asked for, never on the hot path;
  * what a socket dropped after the last reading and before it closed is not seen. The native helper
- * counts the same drops exactly, with SO_RXQ_OVFL on every read.
+ * is read the same way until it counts them itself (SO_RXQ_OVFL).
  */
 export class KernelDrops {
   /** Tracked relay sockets by local port (each bound on the unspecified address): drops already counted. */

@@ -29,7 +29,10 @@ export interface RelayOptions {
   /** SO_RCVBUF and SO_SNDBUF asked for, in bytes (the kernel caps them at net.core.rmem_max / wmem_max); 0 keeps the kernel's default. */
   readonly receiveBuffer: number;
   readonly sendBuffer: number;
-  /** Counts the datagrams the kernel dropped on a full receive queue (dgram relays; the native helper counts its own). */
+  /**
+   * Counts the datagrams the kernel dropped on a full receive queue of the relay sockets made with
+   * these options (the opener untracks a socket when it closes it).
+   */
   readonly kernelDrops: KernelDrops | null;
 }
 
@@ -55,10 +58,7 @@ class DgramRelay implements RelaySocket {
     private readonly socket: Socket,
     readonly port: number,
     readonly dualStack: boolean,
-    private readonly kernelDrops: KernelDrops | null,
-  ) {
-    kernelDrops?.track(port);
-  }
+  ) {}
 
   receive(receiver: RelayReceiver): void {
     this.receiver = receiver;
@@ -82,15 +82,23 @@ class DgramRelay implements RelaySocket {
 
   close(): void {
     this.receiver = null;
-    this.kernelDrops?.untrack(this.port);
     this.socket.close();
   }
 }
 
 const FALLBACK_CODES = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EINVAL']);
 
-/** A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. */
+/**
+ * A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. Its kernel drops are
+ * counted in `options.kernelDrops` until the caller untracks its port.
+ */
 export async function openRelay(options: RelayOptions = DEFAULT_RELAY_OPTIONS): Promise<RelaySocket> {
+  const relay = await openSocket(options);
+  options.kernelDrops?.track(relay.port);
+  return relay;
+}
+
+async function openSocket(options: RelayOptions): Promise<RelaySocket> {
   if (nativeLoaded()) {
     // The native helper takes no buffer sizes yet: its sockets keep the kernel's defaults.
     try {
@@ -102,5 +110,5 @@ export async function openRelay(options: RelayOptions = DEFAULT_RELAY_OPTIONS): 
   }
   const bound = await bindUdp(0);
   sizeBuffers(bound.socket, options);
-  return new DgramRelay(bound.socket, bound.port, bound.dualStack, options.kernelDrops);
+  return new DgramRelay(bound.socket, bound.port, bound.dualStack);
 }
