@@ -35,7 +35,8 @@ function busyLoop(count, seconds) {
 const load = startLoad();
 let test = null;
 const stopAll = () => {
-  if (test !== null && test.exitCode === null) test.kill('SIGTERM');
+  // npm test runs in its own process group: the whole tree (npm, the runner, its test files) ends.
+  if (test !== null && test.exitCode === null) process.kill(-test.pid, 'SIGTERM');
   if (load.child.exitCode === null) load.child.kill('SIGTERM');
 };
 process.on('exit', stopAll);
@@ -46,7 +47,7 @@ process.stdout.write(`test:stress: ${runs} run(s) of npm test beside ${load.what
 const results = [];
 for (let run = 1; run <= runs; run++) {
   const started = Date.now();
-  test = spawn('npm', ['test'], { stdio: 'inherit' });
+  test = spawn('npm', ['test'], { stdio: 'inherit', detached: true });
   const code = await new Promise((resolve) => test.once('exit', (status) => resolve(status)));
   const seconds = Math.round((Date.now() - started) / 1000);
   results.push({ run, ok: code === 0, seconds });
