@@ -28,7 +28,7 @@ function metric(text: string, name: string): number {
 async function startWorkers(extra: string[]): Promise<{ cli: RunningCli; port: number; admin: string }> {
   const adminPort = await freeTcpUdpPort();
   const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--admin', `127.0.0.1:${adminPort}`, '--log-format', 'json', '--allow-loopback-targets', ...extra]);
-  const line = await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 127.0.0.1'), 15000);
+  const line = await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 127.0.0.1'), 60_000);
   assert.equal(line.workers, 2);
   return { cli, port: listenPorts(line).get('127.0.0.1')!, admin: `http://127.0.0.1:${adminPort}` };
 }

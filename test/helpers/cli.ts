@@ -28,7 +28,7 @@ export function startCli(args: string[], input?: string): RunningCli {
     child,
     lines,
     stderr: '',
-    waitForLine(match, timeoutMs = 15000) {
+    waitForLine(match, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {
           const found = lines.find(match);
@@ -52,7 +52,7 @@ export function startCli(args: string[], input?: string): RunningCli {
         check();
       });
     },
-    exited(timeoutMs = 15000) {
+    exited(timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         if (exitCode !== null) return resolve(exitCode);
         const timer = setTimeout(() => reject(new Error(`socksgate did not exit within ${timeoutMs} ms; ${running.output()}`)), timeoutMs);
