@@ -15,8 +15,6 @@
 //       (count 0) a socket error that ended its watching ('EPOLL…': the socket can no longer be read).
 //   udpBind(owner, ipv6, receiveBuffer?, sendBuffer?) -> [handle, port]   throws an Error with .code on
 //     failure; buffer sizes in bytes (0: the kernel's default)
-//     callbacks.udpError(owner, 'kernel-overflow', count): datagrams the kernel dropped on the socket's
-//       full receive queue (SO_RXQ_OVFL), reported after the batch that learnt of them
 //   udpSend(handle, header|null, payload, port, address, offset) -> 0, or a negative errno
 //   udpNtop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
 //   udpClose(handle)                         idempotent
@@ -60,10 +58,6 @@ typedef struct relay {
   int fd;
   int ipv6;
   int send_errors;
-  // SO_RXQ_OVFL: the kernel's count of datagrams it dropped on this socket's full receive queue, as last
-  // seen, and how many of them JS has not heard of yet.
-  uint32_t overflow_seen;
-  uint32_t overflow_new;
   int last_errno;
   int error_listed;
   int gso;
@@ -80,7 +74,6 @@ struct udp_state {
   struct mmsghdr rmsgs[BATCH];
   struct iovec riov[BATCH];
   struct sockaddr_in6 raddr[BATCH];
-  char rcontrol[BATCH][CMSG_SPACE(sizeof(uint32_t))];
   int in_batch;
   uint64_t iteration;
   int ready, last_ready;
@@ -245,34 +238,6 @@ static void report_errors(state_t *st) {
 // wake-up it saves costs more than the polling. Anything else ready in the loop ends the spin.
 static void on_readable(uv_poll_t *handle, int status, int events);
 
-// The kernel's drop count comes with a datagram (SO_RXQ_OVFL) once it is not zero; it only grows, so
-// the batch's largest is the news.
-static void note_overflow(relay_t *r, int n) {
-  state_t *st = r->st;
-  for (int i = 0; i < n; i++) {
-    struct msghdr *h = &st->rmsgs[i].msg_hdr;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_RXQ_OVFL || c->cmsg_len < CMSG_LEN(sizeof(uint32_t))) continue;
-      uint32_t count;
-      memcpy(&count, CMSG_DATA(c), sizeof count);
-      if (count - r->overflow_seen < 0x80000000u && count != r->overflow_seen) {
-        r->overflow_new += count - r->overflow_seen;
-        r->overflow_seen = count;
-      }
-    }
-  }
-}
-
-// Tells JS of drops noted since it last heard: udpError(owner, 'kernel-overflow', count).
-static void report_overflow(relay_t *r) {
-  if (r->overflow_new == 0 || r->o.closed) return;
-  napi_env env = r->o.env->env;
-  napi_value argv[3];
-  uint32_t count = r->overflow_new;
-  r->overflow_new = 0;
-  if (napi_create_string_utf8(env, "kernel-overflow", NAPI_AUTO_LENGTH, &argv[1]) == napi_ok && napi_create_uint32(env, count, &argv[2]) == napi_ok)
-    call_js(r, r->o.env->cb_udp_error, 3, argv);
-}
 
 // An error the kernel reported on the socket (libuv then stopped watching it): taken off the socket,
 // reported, and the socket watched again; if it cannot be, JS hears 'EPOLL…' and ends the association.
@@ -316,8 +281,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   while (!r->o.closed) {
     for (int i = 0; i < BATCH; i++) {
       st->rmsgs[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
-      st->rmsgs[i].msg_hdr.msg_control = st->rcontrol[i];
-      st->rmsgs[i].msg_hdr.msg_controllen = sizeof st->rcontrol[i];
       st->rmsgs[i].msg_hdr.msg_flags = 0;
     }
     int n = recvmmsg(r->fd, st->rmsgs, BATCH, MSG_DONTWAIT, NULL);
@@ -343,7 +306,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
       continue;
     }
     idle_since = 0;
-    note_overflow(r, n);
     for (int i = 0; i < n; i++) {
       int32_t *m = st->meta + i * META_WORDS;
       const struct sockaddr *from = (const struct sockaddr *)&st->raddr[i];
@@ -369,7 +331,6 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     st->in_batch = 0;
     flush(st);
     report_errors(st);
-    report_overflow(r);
     rounds++;
     if (!may_spin ? (n < BATCH || rounds >= ROUNDS) : rounds >= SPIN_ROUNDS) break;
   }
@@ -576,15 +537,10 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   }
   int port = ntohs(ipv6 ? addr.sin6_port : ((struct sockaddr_in *)&addr)->sin_port);
   // Buffer sizes asked for: the kernel caps them at net.core.rmem_max / wmem_max, and one it refuses
-  // leaves its default (the relay works either way). Drop counts come with the datagrams.
+  // leaves its default (the relay works either way). Its drops are read from /proc/net/udp6 by JS
+  // (src/udp/kernel-drops.ts): SO_RXQ_OVFL would only tell of them with a later datagram.
   if (sizes[0] > 0) (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sizes[0], sizeof sizes[0]);
   if (sizes[1] > 0) (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sizes[1], sizeof sizes[1]);
-  int on = 1;
-  if (setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &on, sizeof on) != 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, e, "setsockopt SO_RXQ_OVFL");
-  }
   relay_t *r = calloc(1, sizeof *r);
   if (r == NULL) {
     close(fd);

@@ -3,7 +3,8 @@
 // helper with AddressSanitizer and UndefinedBehaviorSanitizer. Without a built helper only the
 // TypeScript pass runs, and it says so loudly.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 
 const addon = 'native/build/Release/socksgate_native.node';
 const passes = [];
@@ -11,10 +12,25 @@ if (existsSync(addon)) passes.push({ name: 'native helper (batched UDP, TCP tunn
 else process.stderr.write(`\nWARNING: ${addon} is not built (npm install builds it with a C compiler): only the TypeScript relay is tested.\n\n`);
 passes.push({ name: 'TypeScript relay (dgram)', env: '0' });
 
+// Only *.test.js files are tests: given a folder, node --test would also run every module under
+// build/test/ (the helpers), each as a "test" that passes by loading.
+function testFiles(paths) {
+  const out = [];
+  for (const path of paths) {
+    if (path.endsWith('.test.js')) out.push(path);
+    else out.push(...readdirSync(path, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.js')).map((f) => join(path, f)));
+  }
+  return out.sort();
+}
+if (testFiles(['build/test']).length === 0) {
+  process.stderr.write('npm test: no build/test/**/*.test.js files (did tsc -p tsconfig.test.json run?)\n');
+  process.exit(1);
+}
+
 // The tests that drive the helper hardest, for the sanitizer pass.
 const NATIVE_PATH_TESTS = [
-  'build/test/server/',
-  'build/test/udp/',
+  'build/test/server',
+  'build/test/udp',
   'build/test/reliability/hostile.test.js',
   'build/test/reliability/adversarial.test.js',
   'build/test/reliability/fuzz-and-leaks.test.js',
@@ -49,7 +65,7 @@ const results = [];
 for (const pass of passes) {
   process.stdout.write(`\n=== npm test: relay sockets on the ${pass.name} (SOCKSGATE_NATIVE=${pass.env}) ===\n\n`);
   const started = Date.now();
-  const run = spawnSync(process.execPath, [...args, ...(pass.files ?? ['build/test/'])], { stdio: 'inherit', env: { ...process.env, ...pass.extra, SOCKSGATE_NATIVE: pass.env } });
+  const run = spawnSync(process.execPath, [...args, ...testFiles(pass.files ?? ['build/test'])], { stdio: 'inherit', env: { ...process.env, ...pass.extra, SOCKSGATE_NATIVE: pass.env } });
   results.push({ ...pass, ok: run.status === 0, seconds: Math.round((Date.now() - started) / 1000) });
 }
 process.stdout.write('\n');

@@ -106,6 +106,7 @@ async function serveOne(first: Config, load: () => Promise<Config>, file: string
   let config = first;
   const worker = workerIdentity();
   const log = worker ? createLogger(config.log).child({ worker: worker.slot }) : createLogger(config.log);
+  exitWithReason(log);
   const steering = worker && config.udp.port !== 0 ? new WorkerSteering(log) : null;
   const server = await socksServerFromConfig(config, log, worker ? { maxClients: Math.ceil(config.maxClients / worker.of), steer: steering } : undefined);
   const pidFile = config.pidFile;
@@ -160,6 +161,7 @@ async function serveOne(first: Config, load: () => Promise<Config>, file: string
 async function servePrimary(first: Config, workers: number, load: () => Promise<Config>, file: string | undefined): Promise<void> {
   let config = first;
   const log = createLogger(config.log);
+  exitWithReason(log);
   const primary = new Primary(workers, log);
   const admin = config.admin ? new AdminServer(primary.adminSource()) : null;
   const pidFile = config.pidFile;
@@ -249,6 +251,19 @@ function watchFiles(files: Array<string | undefined>, onChange: () => void, log:
   }
 }
 
+/**
+ * An exception nothing caught, or a rejection nothing handled, ends the server with exit code 1 as
+ * Node would, but with one log line that says what happened (Node's own report goes to stderr only).
+ */
+function exitWithReason(log: Logger): void {
+  const crash = (what: string) => (error: unknown) => {
+    log.fatal({ err: error }, `${what}: ${(error as Error)?.message ?? String(error)}; exiting with code 1`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash('uncaught exception'));
+  process.on('unhandledRejection', crash('unhandled rejection'));
+}
+
 /** SIGTERM and SIGINT run `prepare` (before the "shutting down" line), then `close`, then exit 0 (1 if closing failed). */
 function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => object = () => ({}), prepare: () => Promise<void> = () => Promise.resolve()): void {
   let stopping = false;
@@ -262,7 +277,10 @@ function stopOnSignals(log: Logger, close: () => Promise<void>, state: () => obj
       })
       .then(
         () => process.exit(0),
-        () => process.exit(1),
+        (error: unknown) => {
+          log.error({ signal, err: error }, `shutdown failed: ${(error as Error)?.message ?? String(error)}; exiting with code 1`);
+          process.exit(1);
+        },
       );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

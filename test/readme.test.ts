@@ -22,6 +22,10 @@ test('the README config reference is the one the schema generates (npm run docs)
 test('the README quick start names the two commands', () => {
   assert.match(readme, /npm ci && npm start/);
   assert.match(readme, /^npm test\b/m);
+  // The stress run the README names is a real script.
+  assert.match(readme, /`npm run test:stress -- --runs 5`/);
+  const scripts = (JSON.parse(readFileSync(new URL('package.json', root), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  assert.equal(scripts['test:stress'], 'node scripts/test-stress.mjs');
 });
 
 test('the README library example runs as written', () => {

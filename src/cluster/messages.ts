@@ -25,7 +25,7 @@ export type ToWorker =
   | { sg: 'claim'; seq: number; worker: number; ip: string; port: number | null }
   | { sg: 'release'; worker: number; ip: string; port: number | null }
   | { sg: 'claimed'; seq: number; error?: string }
-  | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' }
+  | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' | 'metrics' }
   | { sg: 'drain'; seq: number; deadlineMs: number };
 
 export function isToPrimary(message: unknown): message is ToPrimary {

@@ -50,7 +50,6 @@ export class Primary {
   private readonly waiters = new Map<number, Waiter<unknown>>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
   private readonly registry = new Registry();
-  private readonly aggregator = new AggregatorRegistry();
   private readonly restarts: Counter;
   private seq = 0;
   private stopping = false;
@@ -102,11 +101,11 @@ export class Primary {
     });
   }
 
-  /** Every worker listens and the primary is not draining. */
+  /** Every worker listens and the primary is not draining: false while one starts or restarts. */
   ready(): boolean {
-    if (this.stopping) return false;
-    for (const state of this.workers.values()) if (state.listening) return true;
-    return false;
+    if (this.stopping || this.workers.size < this.count) return false;
+    for (const state of this.workers.values()) if (!state.listening) return false;
+    return true;
   }
 
   get workerCount(): number {
@@ -114,7 +113,7 @@ export class Primary {
   }
 
   /** Asks every live worker; resolves with their answers (a worker that does not answer in time is left out). */
-  request(what: 'status' | 'sample' | 'reload'): Promise<WorkerReply[]> {
+  request(what: 'status' | 'sample' | 'reload' | 'metrics'): Promise<WorkerReply[]> {
     const seq = ++this.seq;
     const live = [...this.workers.values()].filter((s) => s.listening && s.worker.isConnected());
     return this.wait<WorkerReply>(seq, live, () => {
@@ -158,8 +157,12 @@ export class Primary {
     return {
       ready: () => this.ready(),
       metrics: async () => {
-        const [workers, own] = await Promise.all([this.aggregator.clusterMetrics(), this.registry.metrics()]);
-        return { type: this.aggregator.contentType, body: `${workers}\n${own}` };
+        // Only workers that serve are asked, and one that does not answer in time is left out: the
+        // answer has what there is while workers start or restart (socksgate_workers says how many).
+        const replies = await this.request('metrics');
+        const parts = replies.filter((r) => r.ok).map((r) => r.data as object[]);
+        const workers = parts.length > 0 ? await AggregatorRegistry.aggregate(parts).metrics() : '';
+        return { type: this.registry.contentType, body: `${workers}\n${await this.registry.metrics()}` };
       },
       sample: async () => {
         const sum: Sample = { t: Date.now() / 1000, forwarded: 0, delivered: 0, forwardedBytes: 0, deliveredBytes: 0 };

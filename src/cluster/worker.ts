@@ -1,6 +1,5 @@
 import cluster from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from 'pino';
 import { localSample, localStatus } from '../observe/admin.js';
 import { createMetrics } from '../observe/metrics.js';
@@ -40,9 +39,8 @@ export function linkWorker(
   log: Logger,
   actions: { reload: () => Promise<string[]>; drain: (deadlineMs: number) => Promise<void>; shutdownMs: number },
 ): void {
-  AggregatorRegistry.setRegistries([createMetrics(server)]);
-  // Constructing one installs prom-client's answer to the primary's metrics requests.
-  new AggregatorRegistry();
+  // The primary asks for these (as JSON, to aggregate) when its /metrics is scraped.
+  const registry = createMetrics(server);
   if (steering) steering.serve(server.udpStats, (datagram, ip, port) => server.deliverSteered(datagram, ip, port));
   let draining = false;
   const drain = (deadlineMs: number): void => {
@@ -51,7 +49,10 @@ export function linkWorker(
     steering?.close();
     actions.drain(deadlineMs).then(
       () => process.exit(0),
-      () => process.exit(1),
+      (error: unknown) => {
+        log.error({ err: error }, `shutdown failed: ${(error as Error)?.message ?? String(error)}`);
+        process.exit(1);
+      },
     );
   };
   process.on('message', (message: unknown) => {
@@ -61,6 +62,11 @@ export function linkWorker(
         const { seq } = message;
         if (message.what === 'status') sendToPrimary({ sg: 'reply', seq, ok: true, data: { status: localStatus(server), claims: steering?.claims ?? null } satisfies WorkerStatus });
         else if (message.what === 'sample') sendToPrimary({ sg: 'reply', seq, ok: true, data: localSample(server) });
+        else if (message.what === 'metrics')
+          registry.getMetricsAsJSON().then(
+            (data) => sendToPrimary({ sg: 'reply', seq, ok: true, data }),
+            (error: Error) => sendToPrimary({ sg: 'reply', seq, ok: false, error: error.message }),
+          );
         else
           actions.reload().then(
             (needsRestart) => sendToPrimary({ sg: 'reply', seq, ok: true, data: needsRestart }),

@@ -67,6 +67,13 @@ const portEntry = z.union([z.number().int(), z.string()]).superRefine((value, ct
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/**
+ * Default SO_RCVBUF/SO_SNDBUF of relay sockets (udp.receiveBuffer, udp.sendBuffer): a burst of 50
+ * datagrams of 2.4 KB on average, answered at once on loopback, lost 1 or 2 in the kernel's default
+ * 208 KiB (each datagram costs its truesize, not its length). docs/udp-buffers.md has the figures.
+ */
+export const RELAY_BUFFER_BYTES = 1024 * 1024;
+
 export const ruleSchema = z
   .object({
     action: z.enum(['allow', 'deny']),
@@ -281,6 +288,24 @@ export const configSchema = z
             'Adaptive busy polling, in microseconds (native helper only): after relaying a batch, a relay socket that was the only one ready is read again for up to this long before the process sleeps; anything else becoming ready ends it at once. Saves a wake-up per datagram at a few busy associations for at most this much CPU per batch; 0 turns it off.',
           )
           .meta({ arg: 'MICROSECONDS' }),
+        receiveBuffer: z
+          .number()
+          .int()
+          .min(0)
+          .max(1024 * 1024 * 1024)
+          .default(RELAY_BUFFER_BYTES)
+          .describe(
+            "Receive buffer (SO_RCVBUF) of each association's relay socket, in bytes: room for a burst of replies while the process is busy. The kernel caps it at net.core.rmem_max; 0 keeps the kernel's default (about 208 KiB, which lost datagrams of a 50-datagram burst). Datagrams the kernel still drops are counted as socksgate_udp_dropped_total{reason=\"kernel-overflow\"}.",
+          )
+          .meta({ arg: 'BYTES' }),
+        sendBuffer: z
+          .number()
+          .int()
+          .min(0)
+          .max(1024 * 1024 * 1024)
+          .default(RELAY_BUFFER_BYTES)
+          .describe("Send buffer (SO_SNDBUF) of each association's relay socket, in bytes; the kernel caps it at net.core.wmem_max; 0 keeps the kernel's default.")
+          .meta({ arg: 'BYTES' }),
       })
       .strict()
       .prefault({}),

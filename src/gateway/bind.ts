@@ -3,6 +3,7 @@ import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/a
 import { Command, describeReply, Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { pipeSession } from '../server/connect.js';
+import { closeWhenClientLeaves } from '../server/bind.js';
 import { admit } from '../server/gate.js';
 import type { CommandContext, CommandRunner } from '../server/context.js';
 import { unmapAddress } from '../udp/socket.js';
@@ -40,7 +41,8 @@ export function gatewayBind(pool: UpstreamPool, timeoutMs: number): CommandRunne
         const listening = unspecified ? addressFromHost(control.socket.remoteAddress ?? upstream.proxy.host, first.bound.port) : first.bound;
         session.target = `${formatAddress(destination)} via ${upstream.name}`;
         session.reply(Reply.SUCCEEDED, listening);
-        const second = await control.expectReply('BIND incoming connection', session.ctx.bindTimeoutMs);
+        const stopWatching = closeWhenClientLeaves(session);
+        const second = await control.expectReply('BIND incoming connection', session.ctx.bindTimeoutMs).finally(stopWatching);
         if (session.isClosed) return;
         session.target = `${formatAddress(destination)} <- ${formatAddress(second.bound)} via ${upstream.name}`;
         session.reply(Reply.SUCCEEDED, second.bound);

@@ -53,7 +53,8 @@ export interface Addon {
     tunnelEnd(owner: TunnelOwner, reason: string): void;
   }): void;
   udpArena(): { arena: ArrayBuffer; meta: ArrayBuffer; batch: number; slot: number };
-  udpBind(owner: UdpOwner, ipv6: boolean): [unknown, number];
+  /** Buffer sizes in bytes (0: the kernel's default). */
+  udpBind(owner: UdpOwner, ipv6: boolean, receiveBuffer?: number, sendBuffer?: number): [unknown, number];
   /** Sends header + payload[offset..]; 0 or -errno. */
   udpSend(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string, offset: number): number;
   udpNtop(index: number): string;

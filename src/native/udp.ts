@@ -44,8 +44,8 @@ export class NativeRelay implements UdpOwner {
   private lastAddress = '';
 
   /** Throws an Error with the errno code (EADDRINUSE, EAFNOSUPPORT, EMFILE…) when it cannot bind. */
-  constructor(ipv6: boolean) {
-    const [handle, port] = addon().udpBind(this, ipv6);
+  constructor(ipv6: boolean, receiveBuffer = 0, sendBuffer = 0) {
+    const [handle, port] = addon().udpBind(this, ipv6, receiveBuffer, sendBuffer);
     this.handle = handle;
     this.port = port;
     this.dualStack = ipv6;

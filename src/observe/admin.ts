@@ -76,6 +76,7 @@ const HISTORY = 300;
 
 /** The figures of one server in this process. */
 export function localStatus(server: SocksServer): StatusData {
+  server.sampleKernelDrops();
   const udp = server.udpStats;
   const tcp = server.stats;
   return {

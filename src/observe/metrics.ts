@@ -128,6 +128,7 @@ export function createMetrics(server: SocksServer): Registry {
     labelNames: ['reason'],
     registers: [registry],
     collect() {
+      server.sampleKernelDrops();
       this.reset();
       for (const reason of DROP_REASONS) this.inc({ reason }, udp.drops[reason]);
     },

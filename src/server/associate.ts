@@ -132,6 +132,7 @@ function associationSettings(session: CommandContext): AssociationSettings {
       amplificationRatio: limits.amplificationRatio,
       amplificationBurst: limits.amplificationBurst,
       stats: udp.stats,
+      relay: udp.relay,
     };
     settingsOf.set(limits, settings);
   }

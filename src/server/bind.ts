@@ -42,7 +42,9 @@ export async function runBind(session: CommandContext, destination: SocksAddress
   const port = (listener.address() as { port: number }).port;
   session.reply(Reply.SUCCEEDED, { ...local, port });
 
+  const stopWatching = closeWhenClientLeaves(session);
   const peer = await acceptFrom(listener, expected, session);
+  stopWatching();
   listener.close();
   if (!peer) {
     if (!session.isClosed) {
@@ -58,6 +60,28 @@ export async function runBind(session: CommandContext, destination: SocksAddress
   session.reply(Reply.SUCCEEDED, from);
   peer.resume();
   await pipeSession(session, peer);
+}
+
+/**
+ * While a BIND waits for its incoming connection, the client closing its side (FIN or reset) ends the
+ * session at once: nobody is left to relay to, and the listener should not wait for bindTimeout. The
+ * session reads the client meanwhile (early data is kept for the relay), so its FIN shows here.
+ * Returns the function that stops watching (once the wait is over).
+ */
+export function closeWhenClientLeaves(session: CommandContext): () => void {
+  const client = session.socket;
+  const gone = (): void => session.close('client closed while waiting for the incoming connection');
+  const stop = (): void => {
+    client.off('end', gone);
+    client.off('close', gone);
+  };
+  if (client.readableEnded || client.destroyed) {
+    gone();
+    return stop;
+  }
+  client.once('end', gone);
+  client.once('close', gone);
+  return stop;
 }
 
 async function expectedHosts(session: CommandContext, destination: SocksAddress): Promise<Set<string> | null> {
@@ -91,5 +115,6 @@ function acceptFrom(listener: Server, expected: Set<string> | null, session: Com
     const timer = setTimeout(() => done(null), session.ctx.bindTimeoutMs);
     listener.on('connection', onConnection);
     session.signal.addEventListener('abort', onAbort, { once: true });
+    if (session.signal.aborted) done(null);
   });
 }

@@ -12,6 +12,7 @@ import type { Resolver } from '../dns/resolver.js';
 import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import type { UdpStats } from '../udp/stats.js';
+import type { RelayOptions } from '../udp/relay-socket.js';
 
 // What the server's parts share: the server-wide context every session reads, and the narrow view of
 // a session that a command gets (session.ts implements it; command files never import the session).
@@ -153,6 +154,8 @@ export interface UdpContext {
   readonly idleTimeoutMs: number;
   readonly keepaliveMs: number;
   readonly egress: EgressFactory | null;
+  /** Buffer sizes of per-association relay sockets, and their kernel drop counting. */
+  readonly relay: RelayOptions;
 }
 
 /** An upstream path for one association's datagrams; the session owns it (close() when it ends). */

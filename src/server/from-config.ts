@@ -71,6 +71,8 @@ export async function serverOptionsFromConfig(config: Config, logger: Logger, wo
       idleTimeoutMs: config.udp.idleTimeout * 1000,
       keepaliveMs: config.udp.keepalive * 1000,
       busyPollUs: config.udp.busyPoll,
+      receiveBuffer: config.udp.receiveBuffer,
+      sendBuffer: config.udp.sendBuffer,
     },
   };
 }

@@ -20,6 +20,8 @@ import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';
 import { UdpStats } from '../udp/stats.js';
+import { KernelDrops } from '../udp/kernel-drops.js';
+import { RELAY_BUFFER_BYTES } from '../config/schema.js';
 import { setBusyPoll } from '../native/addon.js';
 import { NativeFront, type FrontHooks } from './native-front.js';
 
@@ -48,7 +50,14 @@ export interface UdpOptions {
    * made sets it); 0 turns it off. Default: the schema's udp.busyPoll.
    */
   readonly busyPollUs?: number;
+  /**
+   * SO_RCVBUF and SO_SNDBUF of each association's relay socket, in bytes (capped by the kernel at
+   * net.core.rmem_max / wmem_max); 0 keeps the kernel's default. Default: RELAY_BUFFER_BYTES.
+   */
+  readonly receiveBuffer?: number;
+  readonly sendBuffer?: number;
 }
+
 
 export interface Endpoint {
   readonly host: string;
@@ -206,6 +215,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   private readonly demux: FixedPortDemux | null;
   /** Counters of the UDP relay. */
   readonly udpStats = new UdpStats();
+  /** Kernel receive-queue drops of the dgram relay sockets, read when metrics are asked for. */
+  private readonly kernelDrops = new KernelDrops(this.udpStats);
   /** Counters of the TCP side: failed logins, blocked addresses, limits, denials. */
   readonly stats = new ServerStats();
 
@@ -232,6 +243,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       idleTimeoutMs: udp.idleTimeoutMs ?? DEFAULTS.udp.idleTimeout * 1000,
       keepaliveMs: udp.keepaliveMs ?? DEFAULTS.udp.keepalive * 1000,
       egress: options.udpEgress ?? null,
+      relay: { receiveBuffer: udp.receiveBuffer ?? RELAY_BUFFER_BYTES, sendBuffer: udp.sendBuffer ?? RELAY_BUFFER_BYTES, kernelDrops: this.kernelDrops },
     };
     const limits = options.limits ?? {};
     this.ctx = {
@@ -292,6 +304,11 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         overLimitReply: options.limits?.overLimitReply === 'not-allowed' ? Reply.NOT_ALLOWED : Reply.GENERAL_FAILURE,
       },
     };
+  }
+
+  /** Brings udpStats.drops['kernel-overflow'] up to date (reads what the kernel reports; for metrics, not per datagram). */
+  sampleKernelDrops(): void {
+    this.kernelDrops.sample();
   }
 
   /** Live client connections. */

@@ -76,7 +76,7 @@ export async function runCheck(options: CheckOptions): Promise<CheckReport> {
   progress('UDP ASSOCIATE: the reply');
   const probe = await UdpProbe.open(proxy, timeoutMs).catch((error: Error) => error);
   if (probe instanceof Error) {
-    add({ id: 'associate', title: 'UDP ASSOCIATE', status: 'fail', detail: probe.message, hint: hintFor(probe) });
+    add({ id: 'associate', title: 'UDP ASSOCIATE', status: 'fail', detail: probe.message, hint: hintFor(probe, 'UDP ASSOCIATE') });
     return report(proxy, checks);
   }
   try {
@@ -129,10 +129,15 @@ function report(proxy: ProxyOptions, checks: CheckResult[]): CheckReport {
 
 const skip = (id: string, title: string, why: string): CheckResult => ({ id, title, status: 'skip', detail: why });
 
-function hintFor(error: Error): string | undefined {
+/** A hint for a failed step; `command` names the SOCKS command that got the reply, if any. */
+function hintFor(error: Error, command?: 'CONNECT' | 'UDP ASSOCIATE'): string | undefined {
   const code = (error as SocksError).code;
-  if (code === 'ERR_SOCKS_REPLY' && (error as SocksError).reply === 0x07) return 'the server does not support UDP ASSOCIATE (command not supported)';
-  if (code === 'ERR_SOCKS_REPLY' && (error as SocksError).reply === 0x02) return 'a rule on the server forbids UDP ASSOCIATE for this client';
+  const reply = code === 'ERR_SOCKS_REPLY' ? (error as SocksError).reply : null;
+  const what = command ?? 'this request';
+  if (reply === 0x07) return `the server does not support ${what} (command not supported)`;
+  if (reply === 0x02) return `a rule on the server forbids ${what} for this client`;
+  if (reply === 0x05 && command === 'CONNECT') return 'the target refused the connection: is something listening on that port?';
+  if ((reply === 0x03 || reply === 0x04) && command === 'CONNECT') return 'the server cannot reach the target (network or host unreachable from the server)';
   if (code === 'ERR_PROXY_UNREACHABLE') return 'is the server running, and is the address and port right?';
   if (code === 'ERR_AUTH_FAILED') return 'check the username and password in the URL';
   if (code === 'ERR_NO_ACCEPTABLE_METHOD') return 'put a username and password in the URL (socks5://user:pass@host:port)';
@@ -217,7 +222,7 @@ async function checkConnect(proxy: ProxyOptions, target: { host: string; port: n
     socket.destroy();
     return { id: 'connect', title: 'CONNECT', status: 'pass', detail: `connected to ${target.host}:${target.port} in ${(performance.now() - started).toFixed(1)} ms` };
   } catch (error) {
-    return { id: 'connect', title: 'CONNECT', status: 'fail', detail: (error as Error).message, hint: hintFor(error as Error) };
+    return { id: 'connect', title: 'CONNECT', status: 'fail', detail: (error as Error).message, hint: hintFor(error as Error, 'CONNECT') };
   }
 }
 
@@ -236,9 +241,10 @@ class UdpProbe {
 
   static async open(proxy: ProxyOptions, timeoutMs: number): Promise<UdpProbe> {
     const control = await ControlConnection.open(proxy, { timeoutMs });
+    let udp: Awaited<ReturnType<typeof bindLocal>> | null = null;
     try {
       const local = (control.socket.localAddress ?? '0.0.0.0').replace(/^::ffff:/, '');
-      const udp = await bindLocal(local);
+      udp = await bindLocal(local);
       const port = udp.address().port;
       const reply = await control.request(Command.UDP_ASSOCIATE, addressFromHost(isIPv6(local) ? '::' : '0.0.0.0', port));
       control.release();
@@ -247,6 +253,8 @@ class UdpProbe {
       const relayHost = unspecified ? (control.socket.remoteAddress ?? proxy.host).replace(/^::ffff:/, '') : reply.bound.host;
       return new UdpProbe(control, reply.bound, relayHost, udp, port);
     } catch (error) {
+      // A refused ASSOCIATE leaves no probe to own the local socket: close it here.
+      udp?.close();
       control.destroy();
       throw error;
     }

@@ -4,7 +4,7 @@ import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
 import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
 import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
-import { openRelay, type RelayReceiver, type RelaySocket } from './relay-socket.js';
+import { openRelay, type RelayOptions, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
 import type { Policy } from '../policy/policy.js';
@@ -37,6 +37,8 @@ export interface AssociationSettings {
   readonly amplificationRatio: number;
   readonly amplificationBurst: number;
   readonly stats: UdpStats;
+  /** Buffer sizes of the relay sockets, and where their kernel drops are counted. */
+  readonly relay: RelayOptions;
 }
 
 /** Who owns the association (its session): the logger, and what an idle timeout ends. */
@@ -165,8 +167,9 @@ export class Association implements RelayReceiver, ClientChannel {
    * Returns false when the association was closed meanwhile (nothing is left open then).
    */
   async open(): Promise<boolean> {
-    const relay = await openRelay();
+    const relay = await openRelay(this.settings.relay);
     if (this.closed) {
+      this.settings.relay.kernelDrops?.untrack(relay.port);
       relay.close();
       return false;
     }
@@ -219,6 +222,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.decisions = null;
     this.channel?.release();
     if (this.relay) {
+      this.settings.relay.kernelDrops?.untrack(this.relay.port);
       this.relay.close();
       this.settings.stats.associationsClosed++;
     }

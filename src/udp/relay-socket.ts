@@ -2,6 +2,7 @@ import type { RemoteInfo, Socket } from 'node:dgram';
 import { nativeLoaded, type RelayReceiver } from '../native/addon.js';
 import { NativeRelay } from '../native/udp.js';
 import { bindUdp } from './socket.js';
+import type { KernelDrops } from './kernel-drops.js';
 
 export type { RelayReceiver } from '../native/addon.js';
 
@@ -22,6 +23,31 @@ export interface RelaySocket {
    */
   send(header: Buffer | null, payload: Buffer, port: number, address: string, offset?: number): string | null;
   close(): void;
+}
+
+/** How relay sockets are made: kernel buffer sizes, and where their kernel drops are counted. */
+export interface RelayOptions {
+  /** SO_RCVBUF and SO_SNDBUF asked for, in bytes (the kernel caps them at net.core.rmem_max / wmem_max); 0 keeps the kernel's default. */
+  readonly receiveBuffer: number;
+  readonly sendBuffer: number;
+  /**
+   * Counts the datagrams the kernel dropped on a full receive queue of the relay sockets made with
+   * these options (the opener untracks a socket when it closes it).
+   */
+  readonly kernelDrops: KernelDrops | null;
+}
+
+/** The kernel's defaults, no drop counting: for relays made outside a server (tests, tools). */
+export const DEFAULT_RELAY_OPTIONS: RelayOptions = { receiveBuffer: 0, sendBuffer: 0, kernelDrops: null };
+
+/** Asks for the buffer sizes; a kernel that refuses leaves its defaults (the relay works either way). */
+function sizeBuffers(socket: Socket, options: RelayOptions): void {
+  try {
+    if (options.receiveBuffer > 0) socket.setRecvBufferSize(options.receiveBuffer);
+    if (options.sendBuffer > 0) socket.setSendBufferSize(options.sendBuffer);
+  } catch {
+    // EPERM or the like: the default buffers stay.
+  }
 }
 
 /** The fallback: a dgram socket. Each datagram is its own Buffer. */
@@ -63,16 +89,26 @@ class DgramRelay implements RelaySocket {
 
 const FALLBACK_CODES = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EINVAL']);
 
-/** A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. */
-export async function openRelay(): Promise<RelaySocket> {
+/**
+ * A relay socket: dual-stack where the machine has IPv6, IPv4 only otherwise. Its kernel drops are
+ * counted in `options.kernelDrops` until the caller untracks its port.
+ */
+export async function openRelay(options: RelayOptions = DEFAULT_RELAY_OPTIONS): Promise<RelaySocket> {
+  const relay = await openSocket(options);
+  options.kernelDrops?.track(relay.port);
+  return relay;
+}
+
+async function openSocket(options: RelayOptions): Promise<RelaySocket> {
   if (nativeLoaded()) {
     try {
-      return new NativeRelay(true);
+      return new NativeRelay(true, options.receiveBuffer, options.sendBuffer);
     } catch (error) {
       if (!FALLBACK_CODES.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
-      return new NativeRelay(false);
+      return new NativeRelay(false, options.receiveBuffer, options.sendBuffer);
     }
   }
   const bound = await bindUdp(0);
+  sizeBuffers(bound.socket, options);
   return new DgramRelay(bound.socket, bound.port, bound.dualStack);
 }

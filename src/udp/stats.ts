@@ -17,6 +17,7 @@ export const DROP_REASONS = [
   'unreachable', // the destination's family cannot be reached from this relay
   'send-error', // the operating system refused to send (EHOSTUNREACH, EMSGSIZE, ENOBUFS, …)
   'congested', // UDP over TCP: the oldest queued reply, dropped because the TCP connection could not keep up
+  'kernel-overflow', // the relay socket's receive queue was full: the kernel dropped it before we could read it
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];

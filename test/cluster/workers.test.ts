@@ -28,7 +28,7 @@ function metric(text: string, name: string): number {
 async function startWorkers(extra: string[]): Promise<{ cli: RunningCli; port: number; admin: string }> {
   const adminPort = await freeTcpUdpPort();
   const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--admin', `127.0.0.1:${adminPort}`, '--log-format', 'json', '--allow-loopback-targets', ...extra]);
-  const line = await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 127.0.0.1'), 15000);
+  const line = await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 127.0.0.1'), 60_000);
   assert.equal(line.workers, 2);
   return { cli, port: listenPorts(line).get('127.0.0.1')!, admin: `http://127.0.0.1:${adminPort}` };
 }
@@ -102,7 +102,7 @@ describe('workers (--workers 2)', () => {
       assert.equal(cli.lines.filter((l) => l.msg === 'configuration reloaded').length, 1, 'the primary reports the reload once');
       assert.equal(cli.lines.find((l) => l.msg === 'configuration reloaded')!.workers, 2);
 
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
       assert.ok(cli.lines.some((l) => l.msg === 'shutting down'));
     } finally {
       await echo.close();
@@ -193,6 +193,40 @@ describe('workers (--workers 2)', () => {
       release(open);
       echo.close();
       await cli.stop();
+    }
+  });
+
+  test('the primary: /readyz says 503 until every worker serves, /metrics answers with what it has', async () => {
+    const { cli, admin } = await startWorkers([]);
+    running.push(cli);
+    let stopped: number | null = null;
+    try {
+      assert.equal((await fetchText(`${admin}/readyz`)).status, 200);
+      const status = JSON.parse((await fetchText(`${admin}/api/status`)).body) as Status;
+      const victim = status.workers.find((w) => w.worker === 1)!;
+      // A worker that cannot answer (stopped): the scrape leaves it out instead of failing.
+      process.kill(victim.pid, 'SIGSTOP');
+      stopped = victim.pid;
+      const partial = await fetchText(`${admin}/metrics`);
+      assert.equal(partial.status, 200, partial.body);
+      assert.doesNotMatch(partial.body, /timed out/i);
+      assert.equal(metric(partial.body, 'socksgate_workers'), 2);
+      assert.ok(partial.body.includes('socksgate_udp_dropped_total{reason="kernel-overflow"}'), 'the serving worker\'s metrics are in');
+      // Gone: not ready until its replacement serves; metrics meanwhile come from the one left.
+      process.kill(victim.pid, 'SIGKILL');
+      stopped = null;
+      await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('worker 1 exited'), 10_000);
+      const restarted = (): boolean => cli.lines.some((l) => l.msg === 'worker restarted and listening');
+      const during = await fetchText(`${admin}/readyz`);
+      if (!restarted()) assert.equal(during.status, 503, 'not ready while a worker restarts');
+      const metricsDuring = await fetchText(`${admin}/metrics`);
+      assert.equal(metricsDuring.status, 200, metricsDuring.body);
+      await cli.waitForLine((l) => l.msg === 'worker restarted and listening', 15_000);
+      assert.equal((await fetchText(`${admin}/readyz`)).status, 200);
+      assert.equal(metric((await fetchText(`${admin}/metrics`)).body, 'socksgate_workers'), 2);
+    } finally {
+      if (stopped !== null) process.kill(stopped, 'SIGKILL');
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import { CLI } from '../helpers/cli.js';
-import { NetnsLab, netnsUnavailable, type NsProcess } from '../helpers/netns.js';
+import { NetnsLab, requireNetns, type NsProcess } from '../helpers/netns.js';
 import { waitFor } from '../helpers/peer.js';
 import { requireProgram } from '../helpers/servers.js';
 
@@ -57,8 +57,6 @@ interface Status {
   drops: Record<string, number>;
 }
 
-const unavailable = netnsUnavailable();
-
 interface Topology {
   readonly instances: Instance[];
   readonly clients: Client[];
@@ -93,7 +91,7 @@ async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, opti
   if (options.transparent) lab.exec(lb, 'sh', [script, 'balancer', '10.0.0.0/24']);
 
   const echo = lab.spawn(lb, process.execPath, [PEER, 'echo', ECHO.host, String(ECHO.port)]);
-  await echo.waitForLine((l) => l.ready === true, 10_000, 'the UDP echo');
+  await echo.waitForLine((l) => l.ready === true, 30_000, 'the UDP echo');
   const instances: Instance[] = options.instances.map((ip, i) => {
     const name = `b${i + 1}`;
     const namespace = attach(name, 'brb', ip);
@@ -103,7 +101,7 @@ async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, opti
     const args = ['serve', '--listen', '0.0.0.0:1080', '--allow-open', '--workers', '2', '--udp-port', '1080', '--udp-advertise', BALANCER, '--admin', '127.0.0.1:9090', '--log-format', 'json'];
     return { name, ip, namespace, process: lab.spawn(namespace, process.execPath, [CLI, ...args]) };
   });
-  for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 15_000, 'socksgate listening');
+  for (const instance of instances) await instance.process.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 0.0.0.0:1080'), 60_000, 'socksgate listening');
   const balancer = lab.spawn(lb, nginx, ['-c', nginxConf, '-e', join(dir, 'nginx-error.log'), '-g', `daemon off; pid ${join(dir, 'nginx.pid')};`]);
 
   const clients: Client[] = options.clients.map((ip, i) => {
@@ -138,7 +136,8 @@ async function startTopology(lab: NetnsLab, dir: string, nginxConf: string, opti
 }
 
 
-test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { skip: unavailable ?? false, timeout: 90_000 }, async (t) => {
+test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the instance of its control connection, and one instance lost ends only its own clients', { timeout: 180_000 }, async (t) => {
+  requireNetns();
   requireProgram('nft', 'nftables');
   requireProgram('curl', 'curl');
   const lab = new NetnsLab('lb');
@@ -250,7 +249,8 @@ test('nginx stream in front of three instances: UDP ASSOCIATE sticks to the inst
   }
 });
 
-test('plain nginx stream (no transparent mode): the instance sees every client as the balancer, so declared ports never match and undeclared ones are ambiguous', { skip: unavailable ?? false, timeout: 60_000 }, async () => {
+test('plain nginx stream (no transparent mode): the instance sees every client as the balancer, so declared ports never match and undeclared ones are ambiguous', { timeout: 120_000 }, async () => {
+  requireNetns();
   requireProgram('curl', 'curl');
   const lab = new NetnsLab('sn');
   const dir = mkdtempSync(join(tmpdir(), 'socksgate-lb-'));

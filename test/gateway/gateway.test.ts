@@ -358,6 +358,14 @@ describe('gateway mode: sessions carried to upstream SOCKS5 servers', () => {
         incoming.destroy();
         await peer.closed(5000);
         await waitFor(() => upstreamOf(gateway, name).sessionsActive === 0, 3000, 'the BIND session to end');
+        // A client that goes away while waiting ends its BIND (and the upstream's) at once, not at bindTimeout (60 s).
+        const leaving = await Peer.connect(gateway.port, '127.0.0.1', client);
+        await handshake(leaving);
+        leaving.write(request(2, '127.0.0.1', 0));
+        assert.equal((await readReply(leaving, 5000)).code, 0);
+        assert.equal(upstreamOf(gateway, name).sessionsActive, 1);
+        leaving.end();
+        await waitFor(() => upstreamOf(gateway, name).sessionsActive === 0 && gateway.server.sessionCount === 0, 10_000, `the BIND via ${name} to end with its client`);
       }
     } finally {
       closeOpened();

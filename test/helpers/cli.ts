@@ -14,6 +14,8 @@ export interface RunningCli {
   /** Resolves with the exit code (signals as 128+n). */
   exited(timeoutMs?: number): Promise<number>;
   stop(): Promise<number>;
+  /** The last log lines and stderr, for an assertion's message. */
+  output(): string;
 }
 
 export function startCli(args: string[], input?: string): RunningCli {
@@ -26,7 +28,7 @@ export function startCli(args: string[], input?: string): RunningCli {
     child,
     lines,
     stderr: '',
-    waitForLine(match, timeoutMs = 15000) {
+    waitForLine(match, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         const check = (): void => {
           const found = lines.find(match);
@@ -50,10 +52,10 @@ export function startCli(args: string[], input?: string): RunningCli {
         check();
       });
     },
-    exited(timeoutMs = 15000) {
+    exited(timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         if (exitCode !== null) return resolve(exitCode);
-        const timer = setTimeout(() => reject(new Error(`socksgate did not exit within ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(() => reject(new Error(`socksgate did not exit within ${timeoutMs} ms; ${running.output()}`)), timeoutMs);
         child.once('exit', () => {
           clearTimeout(timer);
           resolve(exitCode!);
@@ -63,6 +65,9 @@ export function startCli(args: string[], input?: string): RunningCli {
     async stop() {
       if (exitCode === null) child.kill('SIGTERM');
       return running.exited();
+    },
+    output() {
+      return `last log lines: ${lines.slice(-5).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${running.stderr}`;
     },
   };
   child.stdout!.on('data', (chunk: Buffer) => {

@@ -1,12 +1,19 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { waitFor } from './peer.js';
 
-/** Why network-namespace tests cannot run here, or null when they can (root and `ip netns`). */
+/** Why network-namespace tests cannot run here, with the command that fixes it; null when they can. */
 export function netnsUnavailable(): string | null {
-  if (process.getuid?.() !== 0) return 'network namespaces need root';
+  if (process.getuid?.() !== 0) return 'network namespaces need root: run the tests as root (sudo npm test), as .ci/run does';
   const probe = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) return `\`ip netns\` is not available: ${probe.error?.message ?? probe.stderr.trim()}`;
+  if (probe.error) return `\`ip netns\` is not available (${probe.error.message}); install it with: apt-get install -y iproute2`;
+  if (probe.status !== 0) return `\`ip netns list\` failed: ${probe.stderr.trim()} (the kernel needs network namespaces; run as root)`;
   return null;
+}
+
+/** Fails (never skips) a test that needs network namespaces where they are not available. */
+export function requireNetns(): void {
+  const why = netnsUnavailable();
+  if (why !== null) throw new Error(why);
 }
 
 /** A process started inside a namespace, with its stdout read as JSON lines. */

@@ -89,4 +89,24 @@ describe('BIND (RFC 1928 §4)', () => {
     await waitFor(() => socks.server.sessionCount === 0, 3000, 'the session to close');
     await assert.rejects(Peer.connect(first.port, first.host, '127.0.0.2'), { code: 'ECONNREFUSED' });
   });
+
+  test('a BIND ends as soon as its client goes away, long before bindTimeout: listeners and sessions back to baseline', async () => {
+    // bindTimeout 60 s: only the client's going away can end these sessions within the wait below.
+    const server = await startSocks({ bindTimeoutMs: 60_000 });
+    try {
+      const listeners = (): number => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
+      const baseline = listeners();
+      const binds = await Promise.all(Array.from({ length: 20 }, () => bindThrough(server.port, '127.0.0.2')));
+      for (const { first } of binds) assert.equal(first.code, 0);
+      assert.equal(server.server.sessionCount, 20);
+      assert.equal(listeners(), baseline + 20);
+      // Half close gently (FIN), half reset.
+      binds.forEach(({ control }, i) => (i % 2 === 0 ? control.end() : control.destroy()));
+      await waitFor(() => server.server.sessionCount === 0, 10_000, `the sessions to close (${server.server.sessionCount} left)`);
+      await waitFor(() => listeners() === baseline, 10_000, `the BIND listeners to close (${listeners() - baseline} left)`);
+      for (const { first } of binds) await assert.rejects(Peer.connect(first.port, first.host, '127.0.0.2'), { code: 'ECONNREFUSED' });
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -48,8 +48,23 @@ describe('socksgate command line', () => {
       const v6 = await cli.waitForLine((l) => l.msg === 'session end' && l.result === 'ok' && l.up === 7);
       assert.equal(v6.down, 7);
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
+  });
+
+  test('a shutdown that fails exits 1 with one log line that says why', async () => {
+    const pidFile = join(dir, 'undeletable.pid');
+    const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--pid-file', pidFile, '--log-format', 'json']);
+    await cli.waitForLine(isListening);
+    // A directory where the pid file was: removing it on exit fails (EISDIR).
+    await rm(pidFile);
+    await mkdir(pidFile);
+    assert.equal(await cli.stop(), 1, cli.output());
+    const reason = cli.lines.find((l) => l.level === 50);
+    assert.ok(reason, `no error line before exit 1: ${cli.output()}`);
+    assert.match(String(reason.msg), /^shutdown failed: .*directory.*; exiting with code 1$/);
+    assert.equal(reason.signal, 'SIGTERM');
+    await rm(pidFile, { recursive: true });
   });
 
   test('passwd creates and updates users; serve --users requires them', async () => {
@@ -70,7 +85,7 @@ describe('socksgate command line', () => {
       assert.deepEqual(await bad.read(4), Buffer.from([5, 2, 1, 1]));
       await bad.closed();
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 
@@ -119,7 +134,7 @@ describe('socksgate command line', () => {
       assert.deepEqual([end.up, end.down, end.result], [16, 16, 'ok']);
     } finally {
       udpEcho.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 

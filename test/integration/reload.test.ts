@@ -79,7 +79,7 @@ describe('hot reload', () => {
       relay.destroy();
       udp.close();
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
       udpA.close();
       udpB.close();
       await tcp.close();
@@ -103,7 +103,7 @@ describe('hot reload', () => {
       await handshake(peer, { user: 'second', pass: 'two' });
       peer.destroy();
     } finally {
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 

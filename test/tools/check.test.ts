@@ -88,6 +88,30 @@ describe('socksgate check', () => {
     }
   });
 
+  test('a hint names the command that was refused: CONNECT denied, then UDP ASSOCIATE denied', async () => {
+    const noConnect = await startSocks({ rules: [{ action: 'deny', commands: ['connect'] }] });
+    const noUdp = await startSocks({ rules: [{ action: 'deny', commands: ['udp'] }] });
+    try {
+      const targets = { tcp: { host: '127.0.0.1', port: tcp.port }, udpEcho: { host: '127.0.0.1', port: echo.port } };
+      const connectDenied = await runCheck({ proxy: `socks5://127.0.0.1:${noConnect.port}`, ...targets });
+      assert.equal(check(connectDenied, 'connect').status, 'fail');
+      assert.equal(check(connectDenied, 'connect').hint, 'a rule on the server forbids CONNECT for this client');
+      assert.equal(check(connectDenied, 'associate').status, 'pass');
+      const udpDenied = await runCheck({ proxy: `socks5://127.0.0.1:${noUdp.port}`, ...targets });
+      assert.equal(check(udpDenied, 'connect').status, 'pass');
+      assert.equal(check(udpDenied, 'associate').status, 'fail');
+      assert.equal(check(udpDenied, 'associate').hint, 'a rule on the server forbids UDP ASSOCIATE for this client');
+      // A target that refuses: the hint is about the target, not a rule.
+      const closed = await startEcho();
+      const closedPort = closed.port;
+      await closed.close();
+      const refused = await runCheck({ proxy: `socks5://127.0.0.1:${noUdp.port}`, tcp: { host: '127.0.0.1', port: closedPort } });
+      assert.equal(check(refused, 'connect').hint, 'the target refused the connection: is something listening on that port?');
+    } finally {
+      await Promise.all([noConnect.close(), noUdp.close()]);
+    }
+  });
+
   test('a DNS target, a server that needs a login, and a server that is not there', async () => {
     const dns = await startDnsmasq({ 'example.org': ['127.0.0.8'] });
     const socks = await startSocks();

