@@ -2,7 +2,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect, isIPv6, type Socket } from 'node:net';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { Command, Method, describeMethod } from '../protocol/constants.js';
+import { Command, MAX_UDP_PAYLOAD, Method, describeMethod } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
 import { ControlConnection } from '../client/control.js';
@@ -315,7 +315,8 @@ class UdpProbe {
 
   async sizeCheck(target: UdpTarget, timeoutMs: number): Promise<CheckResult> {
     let low = 1;
-    let high = 65507 - 10;
+    // The largest payload that fits with the smallest header (IPv4 destination: 10 bytes).
+    let high = MAX_UDP_PAYLOAD - 10;
     const probeTimeout = Math.min(timeoutMs, 1000);
     while (low < high) {
       const middle = Math.ceil((low + high) / 2);
