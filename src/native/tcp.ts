@@ -12,11 +12,6 @@ export interface ConnEvents {
   connEnd(reason: string): void;
 }
 
-/** The TCP side of the helper, or null without it. */
-export function nativeTcp(): Addon | null {
-  return nativeAddon();
-}
-
 let arena: Buffer | null = null;
 
 /** The first `length` bytes of this thread's connection arena (the helper reads into it for JS). */
@@ -167,7 +162,11 @@ export class NativeConn implements ConnOwner {
 export class NativeListener {
   private handle: unknown;
 
-  private constructor(addon: Addon, owner: ListenerOwner, fd: number) {
+  private constructor(
+    private readonly addon: Addon,
+    owner: ListenerOwner,
+    fd: number,
+  ) {
     this.handle = addon.listen(owner, fd);
   }
 
@@ -185,7 +184,7 @@ export class NativeListener {
   /** Stops accepting at once; idempotent. */
   close(): void {
     if (this.handle === null) return;
-    nativeAddon()!.listenClose(this.handle);
+    this.addon.listenClose(this.handle);
     this.handle = null;
   }
 }

@@ -3,7 +3,8 @@ import type { Resolver } from '../dns/resolver.js';
 import type { SocksAddress } from '../protocol/address.js';
 import { Reply, type ReplyCode } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
-import { NativeConn, nativeTcp } from '../native/tcp.js';
+import { nativeLoaded } from '../native/addon.js';
+import { NativeConn } from '../native/tcp.js';
 
 /** Who a dial is for: a dialer that picks among upstreams per client (gateway mode) reads it. */
 export interface DialOrigin {
@@ -52,7 +53,7 @@ export class DirectDialer implements Dialer {
 
   /** dial()'s twin on the native helper (where it is loaded): the same addresses, order and deadline. */
   get dialNative(): ((destination: SocksAddress, addresses?: readonly string[]) => Promise<NativeConn>) | undefined {
-    return nativeTcp() === null ? undefined : this.connectNative;
+    return nativeLoaded() ? this.connectNative : undefined;
   }
 
   // No AbortSignal (one per session costs an AbortController and an Error with its stack): the caller
