@@ -24,7 +24,12 @@ if (!nodeGyp) {
   process.stderr.write('build-native-sanitized: node-gyp was not found (it ships with npm)\n');
   process.exit(1);
 }
-const run = spawnSync(process.execPath, [nodeGyp, 'rebuild', '--loglevel=warn'], { cwd: out, stdio: ['ignore', 'ignore', 'inherit'] });
+// Node's own headers where they are installed beside it (npm passes them itself; a direct run would
+// otherwise make node-gyp download them).
+const prefix = join(dirname(process.execPath), '..');
+const nodedir = process.env.npm_config_nodedir || (existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : null);
+const args = [nodeGyp, 'rebuild', '--loglevel=warn', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
+const run = spawnSync(process.execPath, args, { cwd: out, stdio: ['ignore', 'ignore', 'inherit'] });
 if (run.status !== 0) {
   process.stderr.write(`build-native-sanitized: node-gyp exit ${run.status ?? run.signal}\n`);
   process.exit(1);
