@@ -4,7 +4,7 @@ import { Command, describeReply, Reply } from '../protocol/constants.js';
 import { SocksError } from '../protocol/errors.js';
 import { pipeSession } from '../server/connect.js';
 import { closeWhenClientLeaves } from '../server/bind.js';
-import { admit } from '../server/gate.js';
+import { admit } from '../server/admit.js';
 import type { CommandContext, CommandRunner } from '../server/context.js';
 import { unmapAddress } from '../udp/socket.js';
 import { Lease, type UpstreamPool } from './pool.js';

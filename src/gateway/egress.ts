@@ -3,6 +3,7 @@ import type { SocksAddress } from '../protocol/address.js';
 import { SocksError } from '../protocol/errors.js';
 import type { Egress, EgressFactory } from '../server/associate.js';
 import type { CommandContext } from '../server/context.js';
+import type { DestinationMemo } from '../policy/gate.js';
 import { unmapAddress } from '../udp/socket.js';
 import { Lease, type UpstreamPool } from './pool.js';
 
@@ -15,10 +16,6 @@ export interface GatewayUdpOptions {
 
 // Datagrams held while the upstream association is being set up.
 const MAX_WAITING = 64;
-// Policy decisions remembered per association (oldest forgotten first).
-const MAX_DECISIONS = 4096;
-// Datagrams that may wait for DNS answers a rule needs.
-const MAX_WAITING_FOR_DNS = 64;
 
 const ignore = (): void => {};
 
@@ -32,7 +29,7 @@ export function gatewayEgress(pool: UpstreamPool, options: GatewayUdpOptions): E
   return (deliver, log, session): Egress => {
     const ranked = pool.rank(unmapAddress(session.client.host));
     if (ranked.length === 0) throw pool.noUpstream();
-    const gate = new UdpGate(session);
+    const gate = new EgressGate(session);
     let upstream: UdpAssociation | null = null;
     let lease: Lease | null = null;
     let waiting: Array<[SocksAddress, Buffer]> | null = [];
@@ -96,71 +93,45 @@ export function gatewayEgress(pool: UpstreamPool, options: GatewayUdpOptions): E
 
 /**
  * The gateway's rules for each datagram destination (the association hands egress datagrams on
- * unchecked). Decided by name text and address literal; a name only a resolved address can decide
- * (a rule with CIDR destinations) is resolved here, as for CONNECT, while the name itself still
- * goes to the upstream. Decisions are kept per destination while the same policy is in force.
+ * unchecked), through the gate's destination memo: decided by name text and address literal; a
+ * name only a resolved address can decide (a rule with CIDR destinations) is resolved, as for
+ * CONNECT, while the name itself still goes to the upstream.
  */
-class UdpGate {
-  private readonly decisions = new Map<string, boolean>();
-  private decidedBy: unknown = null;
-  private waitingForDns = 0;
-  private closed = false;
+class EgressGate {
+  private readonly memo: DestinationMemo;
 
-  constructor(private readonly session: CommandContext) {}
+  constructor(private readonly session: CommandContext) {
+    this.memo = session.ctx.gate.memo(session.client.host, session.user, (host, port, ip, reason) =>
+      session.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy'),
+    );
+  }
 
   /** True to send now; false when denied, or when `later` will run once DNS has answered and allowed it. */
   check(destination: SocksAddress, later: () => void): boolean {
-    const policy = this.session.ctx.live.policy;
-    if (this.decidedBy !== policy) {
-      this.decisions.clear();
-      this.decidedBy = policy;
-    }
-    const key = `${destination.host}|${destination.port}`;
-    const known = this.decisions.get(key);
-    if (known !== undefined) return known || this.deny();
-    const request = {
-      client: unmapAddress(this.session.client.host),
-      user: this.session.user,
-      command: 'udp' as const,
-      host: destination.host,
-      port: destination.port,
-      ip: destination.type === 'domain' ? null : destination.host,
-    };
-    const decision = policy.decide(request);
-    if (decision) return this.remember(key, decision.allowed, destination, decision.reason);
-    if (this.waitingForDns >= MAX_WAITING_FOR_DNS) return this.drop('dns');
-    this.waitingForDns++;
-    this.session.ctx.resolver.resolve(destination.host).then(
-      (addresses) => {
-        this.waitingForDns--;
-        if (this.closed) return;
-        const ip = addresses[0];
-        const byAddress = ip === undefined ? null : policy.decide({ ...request, ip });
-        if (this.remember(key, byAddress?.allowed ?? false, destination, byAddress?.reason ?? 'undecidable', ip)) later();
+    if (destination.type !== 'domain') return this.allowed(this.memo.allows(destination.host, destination.host, destination.port) ?? false);
+    let result = false;
+    let waited = false;
+    const answered = this.memo.decideName(
+      destination.host,
+      destination.port,
+      false,
+      (allowed) => {
+        result = this.allowed(allowed);
+        if (waited && result) later();
       },
-      () => {
-        this.waitingForDns--;
-        if (!this.closed) this.drop('dns');
-      },
+      () => this.drop('dns'),
     );
-    return false;
+    waited = !answered;
+    return answered && result;
   }
 
   close(): void {
-    this.closed = true;
-    this.decisions.clear();
+    this.memo.close();
   }
 
-  private remember(key: string, allowed: boolean, destination: SocksAddress, reason: string, ip?: string): boolean {
-    if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
-    this.decisions.set(key, allowed);
-    if (allowed) return true;
-    this.session.log.info({ command: 'udp', target: `${destination.host}:${destination.port}`, address: ip, rule: reason }, 'denied by policy');
-    return this.deny();
-  }
-
-  private deny(): false {
-    return this.drop('denied');
+  private allowed(allowed: boolean): boolean {
+    if (!allowed) this.drop('denied');
+    return allowed;
   }
 
   private drop(reason: 'denied' | 'dns'): false {

@@ -72,7 +72,12 @@ export class RateBuckets {
   /** Sessions using these buckets now. */
   sessions = 0;
 
-  constructor(limits: RateLimits) {
+  /** `table` holds these buckets under `key` while sessions use them. */
+  constructor(
+    limits: RateLimits,
+    readonly table: RateTable | null = null,
+    readonly key = '',
+  ) {
     const [packets, bytes, tcp] = RateBuckets.shapes(limits);
     this.udpPackets = new TokenBucket(...packets);
     this.udpBytes = new TokenBucket(...bytes);
@@ -136,13 +141,14 @@ export class RateTable {
 
   acquire(key: string): RateBuckets {
     let buckets = this.entries.get(key);
-    if (!buckets) this.entries.set(key, (buckets = new RateBuckets(this.limits)));
+    if (!buckets) this.entries.set(key, (buckets = new RateBuckets(this.limits, this, key)));
     buckets.sessions++;
     return buckets;
   }
 
-  release(key: string, buckets: RateBuckets): void {
-    if (--buckets.sessions <= 0 && this.entries.get(key) === buckets) this.entries.delete(key);
+  /** A session is done with `buckets` (from acquire()); they go when the last one is. */
+  release(buckets: RateBuckets): void {
+    if (--buckets.sessions <= 0 && this.entries.get(buckets.key) === buckets) this.entries.delete(buckets.key);
   }
 
   get size(): number {

@@ -82,7 +82,7 @@ export async function runAssociate(session: CommandContext, destination: SocksAd
  * at all (otherwise 0x02 is sent and null returned). The session owns it from here.
  */
 export function openAssociation(session: CommandContext, clientAddress: string, how: { shared: boolean; declaredPort: number | null }): Association | null {
-  const decision = session.ctx.live.policy.decideAssociate(unmapAddress(clientAddress), session.user);
+  const decision = session.ctx.gate.associate(clientAddress, session.user);
   if (!decision.allowed) {
     session.ctx.stats.denied++;
     session.log.info({ command: session.command, rule: decision.reason }, 'denied by policy');
@@ -109,14 +109,13 @@ export function openAssociation(session: CommandContext, clientAddress: string, 
   return association;
 }
 
-// One settings object per server and limits in force (a reload brings a new limits object), shared by its associations.
+// One settings object per server, shared by its associations.
 const settingsOf = new WeakMap<object, AssociationSettings>();
 
 /** The server-wide part of an association's settings. */
 function associationSettings(session: CommandContext): AssociationSettings {
   const udp = session.ctx.udp;
-  const limits = session.ctx.live.limits;
-  let settings = settingsOf.get(limits);
+  let settings = settingsOf.get(udp);
   if (settings === undefined) {
     settings = {
       endpointIndependent: udp.endpointIndependent,
@@ -126,15 +125,11 @@ function associationSettings(session: CommandContext): AssociationSettings {
       budget: udp.budget,
       maxPayload: udp.maxPayload,
       idleTimeoutMs: udp.idleTimeoutMs,
-      resolver: session.ctx.resolver,
-      policy: session.ctx.currentPolicy,
-      maxDestinations: limits.destinationsPerAssociation,
-      amplificationRatio: limits.amplificationRatio,
-      amplificationBurst: limits.amplificationBurst,
+      gate: session.ctx.gate,
       stats: udp.stats,
       relay: udp.relay,
     };
-    settingsOf.set(limits, settings);
+    settingsOf.set(udp, settings);
   }
   return settings;
 }

@@ -2,7 +2,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { CommandContext } from './context.js';
 import { pipeSession } from './connect.js';
 import { replyForError } from './dialer.js';
-import { admit } from './gate.js';
+import { admit } from './admit.js';
 import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
 import { Reply } from '../protocol/constants.js';
 

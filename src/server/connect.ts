@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { CommandContext } from './context.js';
 import { replyForError } from './dialer.js';
-import { admit } from './gate.js';
+import { admit } from './admit.js';
 import { NativeTunnel } from '../native/tcp.js';
 import type { NativeConn } from '../native/tcp.js';
 import { relay } from './relay.js';

@@ -2,9 +2,8 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Dialer } from './dialer.js';
 import type { UserStore } from './users.js';
-import type { Policy } from '../policy/policy.js';
-import type { AuthLockout } from '../policy/lockout.js';
-import type { RateBuckets, RateTable, SessionCounter } from '../policy/limits.js';
+import type { Gate } from '../policy/gate.js';
+import type { RateBuckets } from '../policy/limits.js';
 import type { NativeConn } from '../native/tcp.js';
 import type { SocksAddress } from '../protocol/address.js';
 import type { ReplyCode } from '../protocol/constants.js';
@@ -17,21 +16,11 @@ import type { RelayOptions } from '../udp/relay-socket.js';
 // What the server's parts share: the server-wide context every session reads, and the narrow view of
 // a session that a command gets (session.ts implements it; command files never import the session).
 
-/** Limits a reload may change. */
-export interface LiveLimits {
-  readonly clientRates: RateTable;
-  readonly userRates: RateTable;
-  readonly destinationsPerAssociation: number;
-  readonly amplificationRatio: number;
-  readonly amplificationBurst: number;
-  readonly overLimitReply: ReplyCode;
-}
-
-/** What a reload replaces at once; sessions read it at each decision. */
+/** What a reload replaces at once besides the gate's rules; sessions read it at each step. */
 export interface LiveSettings {
   readonly users: UserStore | null;
-  readonly policy: Policy;
-  readonly limits: LiveLimits;
+  /** The reply to a request over a session limit. */
+  readonly overLimitReply: ReplyCode;
 }
 
 /** Counters of the TCP side, read by exporters. */
@@ -73,9 +62,8 @@ export type CommandRunner = (session: CommandContext, destination: SocksAddress)
 /** What every session of one server shares. */
 export interface SessionContext {
   live: LiveSettings;
-  readonly sessionsPerClient: SessionCounter;
-  readonly sessionsPerUser: SessionCounter;
-  readonly lockout: AuthLockout | null;
+  /** Every decision: rules, limits, lockout, destinations (src/policy/gate.ts). */
+  readonly gate: Gate;
   readonly stats: ServerStats;
   readonly dialer: Dialer;
   readonly resolver: Resolver;
@@ -88,8 +76,6 @@ export interface SessionContext {
   /** Runs BIND: a local listener (bind.ts), or another way to get one (gateway mode: the upstream's BIND). */
   readonly runBind: CommandRunner;
   readonly udp: UdpContext;
-  /** The policy in force now (a reload replaces it); one function for every association of the server. */
-  readonly currentPolicy: () => Policy;
 }
 
 /**

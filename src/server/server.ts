@@ -7,7 +7,8 @@ import { Session } from './session.js';
 import { ServerStats, type CommandRunner, type LiveSettings, type SessionContext } from './context.js';
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
-import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
+import type { RateLimits } from '../policy/limits.js';
+import { Gate, type GateRules } from '../policy/gate.js';
 import { Reply } from '../protocol/constants.js';
 import { configSchema } from '../config/schema.js';
 import { networkInterfaces } from 'node:os';
@@ -146,6 +147,11 @@ const NO_RATES: RateLimits = { udpPacketsPerSecond: 0, udpBytesPerSecond: 0, tcp
 /** The parts of the options a reload may change. */
 export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets' | 'limits'>;
 
+/** What a reload replaces besides the gate's rules. */
+function liveSettings(options: ReloadableOptions): LiveSettings {
+  return { users: options.users ?? null, overLimitReply: options.limits?.overLimitReply === 'not-allowed' ? Reply.NOT_ALLOWED : Reply.GENERAL_FAILURE };
+}
+
 /** Every address of this machine: destinations the safe defaults deny unless a rule names them. */
 function ownAddresses(listen: readonly Endpoint[], log: Logger): string[] {
   const own = new Set<string>();
@@ -245,13 +251,10 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       egress: options.udpEgress ?? null,
       relay: { receiveBuffer: udp.receiveBuffer ?? RELAY_BUFFER_BYTES, sendBuffer: udp.sendBuffer ?? RELAY_BUFFER_BYTES, kernelDrops: this.kernelDrops },
     };
-    const limits = options.limits ?? {};
     this.ctx = {
       udp: udpContext,
-      live: this.liveSettings(options),
-      sessionsPerClient: new SessionCounter(limits.sessionsPerClient ?? DEFAULTS.limits.sessionsPerClient),
-      sessionsPerUser: new SessionCounter(limits.sessionsPerUser ?? DEFAULTS.limits.sessionsPerUser),
-      lockout: new AuthLockout(options.auth ?? { slowAfter: 3, blockAfter: 10, blockMs: 600_000, windowMs: 600_000 }),
+      live: liveSettings(options),
+      gate: new Gate(this.gateRules(options), resolver, new AuthLockout(options.auth ?? { slowAfter: 3, blockAfter: 10, blockMs: 600_000, windowMs: 600_000 })),
       stats: this.stats,
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
@@ -261,32 +264,21 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,
       runBind: options.bind ?? runBind,
-      currentPolicy: () => this.ctx.live.policy,
     };
   }
 
   /**
-   * Replaces users and policy at once. Live sessions keep running; their next decision (a new
-   * UDP destination, say) uses the new settings.
+   * Replaces users, rules and limits at once. Live sessions keep running; their next decision (a new
+   * UDP destination, say) uses the new settings. Session counts and rate buckets carry over.
    */
   reload(options: ReloadableOptions): void {
-    this.ctx.live = this.liveSettings(options);
-    // The counters carry over (live sessions are in them); only their caps change.
-    this.ctx.sessionsPerClient.limit = options.limits?.sessionsPerClient ?? DEFAULTS.limits.sessionsPerClient;
-    this.ctx.sessionsPerUser.limit = options.limits?.sessionsPerUser ?? DEFAULTS.limits.sessionsPerUser;
+    this.ctx.live = liveSettings(options);
+    this.ctx.gate.update(this.gateRules(options));
   }
 
-  /** The rate table in force, with new limits; created once, so a reload never refills buckets. */
-  private rateTable(which: 'clientRates' | 'userRates', limits: RateLimits): RateTable {
-    const existing = (this.ctx as SessionContext | undefined)?.live.limits[which];
-    if (!existing) return new RateTable(limits);
-    existing.update(limits);
-    return existing;
-  }
-
-  private liveSettings(options: ReloadableOptions): LiveSettings {
+  private gateRules(options: ReloadableOptions): GateRules {
+    const limits = options.limits ?? {};
     return {
-      users: options.users ?? null,
       policy: new Policy({
         rules: options.rules ?? [],
         defaultAction: options.defaultAction ?? 'allow',
@@ -296,12 +288,13 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         destinationChecks: this.options.destinationChecks ?? true,
       }),
       limits: {
-        clientRates: this.rateTable('clientRates', { ...NO_RATES, ...options.limits?.client }),
-        userRates: this.rateTable('userRates', { ...NO_RATES, ...options.limits?.user }),
-        destinationsPerAssociation: options.limits?.destinationsPerAssociation ?? DEFAULTS.limits.destinationsPerAssociation,
-        amplificationRatio: options.limits?.amplificationRatio ?? DEFAULTS.limits.amplificationRatio,
-        amplificationBurst: options.limits?.amplificationBurst ?? DEFAULTS.limits.amplificationBurst,
-        overLimitReply: options.limits?.overLimitReply === 'not-allowed' ? Reply.NOT_ALLOWED : Reply.GENERAL_FAILURE,
+        sessionsPerClient: limits.sessionsPerClient ?? DEFAULTS.limits.sessionsPerClient,
+        sessionsPerUser: limits.sessionsPerUser ?? DEFAULTS.limits.sessionsPerUser,
+        client: { ...NO_RATES, ...limits.client },
+        user: { ...NO_RATES, ...limits.user },
+        destinationsPerAssociation: limits.destinationsPerAssociation ?? DEFAULTS.limits.destinationsPerAssociation,
+        amplificationRatio: limits.amplificationRatio ?? DEFAULTS.limits.amplificationRatio,
+        amplificationBurst: limits.amplificationBurst ?? DEFAULTS.limits.amplificationBurst,
       },
     };
   }
@@ -470,7 +463,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
 
   /** Whether a new client may have a session: its address is not blocked and the server is not full. */
   private admits(client: SocksAddress): boolean {
-    if (this.ctx.live.users && this.ctx.lockout?.isBlocked(client.host)) {
+    if (this.ctx.live.users && this.ctx.gate.blocked(client.host)) {
       this.stats.authBlocked++;
       return false;
     }

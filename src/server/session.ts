@@ -3,7 +3,6 @@ import type { Logger } from 'pino';
 import type { RateBuckets } from '../policy/limits.js';
 import type { Closable, CommandContext, Describable, Metered, ServerStats, SessionContext } from './context.js';
 import type { UserStore } from './users.js';
-import { unmapAddress } from '../udp/socket.js';
 import { NativeConn, type ConnEvents } from '../native/tcp.js';
 import { Handshake } from './handshake.js';
 import { runConnect } from './connect.js';
@@ -14,7 +13,6 @@ import { runAssociate } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
 
 const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
-// Shared by every session whose client and user have no rate limits (most of them): no array each.
 const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
 // Bytes a client may send ahead while its command is being set up (optimistic data), before we stop reading.
 const EARLY_DATA_LIMIT = 64 * 1024;
@@ -53,9 +51,8 @@ export class Session implements ConnEvents, CommandContext {
   private readonly started = performance.now();
   // Made on the first own(): one slot for the usual single resource (an array grows to 17 slots on its first push).
   private releases: Array<(() => void) | Closable> | null = null;
-  /** The keys this session is counted under in the per-client and per-user session counters (null: not counted). */
-  private countedClient: string | null = null;
-  private countedUser: string | null = null;
+  /** The gate counts this session against the session caps (enter() admitted it; leave() at close). */
+  private counted = false;
   // Made when first needed: an idle association should cost as little memory as possible.
   private abort: AbortController | null = null;
   private logger: Logger | null = null;
@@ -321,10 +318,9 @@ export class Session implements ConnEvents, CommandContext {
     this.phase = 'closing';
     if (this.timer) clearTimeout(this.timer);
     this.abort?.abort(new Error(`session closed: ${this.result}`));
-    // The session counters first, as when they were the first releases.
-    if (this.countedClient !== null) this.ctx.sessionsPerClient.leave(this.countedClient);
-    if (this.countedUser !== null) this.ctx.sessionsPerUser.leave(this.countedUser);
-    this.countedClient = this.countedUser = null;
+    // The session counts first, so a client may come back as soon as its session is gone.
+    if (this.counted) this.ctx.gate.leave(this.client.host, this.user, this.rates);
+    this.counted = false;
     const releases = this.releases;
     this.releases = null;
     for (const release of releases ?? []) {
@@ -440,44 +436,37 @@ export class Session implements ConnEvents, CommandContext {
   private verify(username: string, password: Buffer): void {
     const users = this.ctx.live.users;
     if (!users) return this.close('credentials without users');
-    const address = unmapAddress(this.client.host);
-    const lockout = this.ctx.lockout;
-    const wait = lockout?.delayFor(address) ?? 0;
-    if (wait < 0) {
+    const login = this.ctx.gate.loginBegins(this.client.host);
+    if (login.wait < 0) {
       this.ctx.stats.authBlocked++;
       return this.close('blocked after repeated failed logins');
     }
-    // Counted as a failure before it runs (taken back on success), so parallel guesses count at once.
-    if (lockout?.fail(address)) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
+    if (login.blocksNow) this.log.warn({ user: username }, 'address blocked after repeated failed logins');
     // An address that keeps failing waits before each new check: guessing gets slow.
-    if (wait > 0) {
+    if (login.wait > 0) {
       this.pauseClient();
       if (this.timer) clearTimeout(this.timer);
       this.timer = setTimeout(() => {
         this.timer = setTimeout(() => this.timedOut('handshake'), this.ctx.handshakeTimeoutMs);
-        this.check(users, username, password, address);
-      }, wait);
+        this.check(users, username, password);
+      }, login.wait);
       return;
     }
-    this.check(users, username, password, address);
+    this.check(users, username, password);
   }
 
-  private check(users: UserStore, username: string, password: Buffer, address: string): void {
-    const lockout = this.ctx.lockout;
+  private check(users: UserStore, username: string, password: Buffer): void {
     users.verify(username, password).then(
       (right) => {
         if (this.closed) return;
-        if (right) lockout?.succeed(address);
-        // A blocked address is refused even with the right password: guesses in flight cannot get through.
-        const ok = right && !(lockout?.isBlocked(address) ?? false);
+        const ok = this.ctx.gate.loginChecked(this.client.host, right);
         this.debug({ user: username, ok }, 'username/password');
         this.send(this.handshake.loginChecked(ok));
+        this.user = username;
         if (!ok) {
-          this.user = username;
           this.ctx.stats.authFailures++;
           return this.closeGently(right ? 'blocked after repeated failed logins' : 'authentication failed');
         }
-        this.user = username;
         this.phase = 'request';
         this.resumeClient();
         this.advance();
@@ -487,30 +476,17 @@ export class Session implements ConnEvents, CommandContext {
     );
   }
 
-  /** Session limits per client address and per user, and the shared rate buckets. */
+  /** The session caps per client address and per user (the gate counts), and the shared rate buckets. */
   private admitSession(): boolean {
-    const address = unmapAddress(this.client.host);
-    const limits = this.ctx.live.limits;
-    const over = (what: string): false => {
+    const admitted = this.ctx.gate.enter(this.client.host, this.user);
+    if (typeof admitted === 'string') {
       this.ctx.stats.sessionsOverLimit++;
-      this.log.info({ command: this.command, limit: what }, 'session limit reached');
-      this.fail(limits.overLimitReply, `too many sessions from this ${what}`);
+      this.log.info({ command: this.command, limit: admitted }, 'session limit reached');
+      this.fail(this.ctx.live.overLimitReply, `too many sessions from this ${admitted}`);
       return false;
-    };
-    // Counted here, left in close(): no release closure per session.
-    if (!this.ctx.sessionsPerClient.enter(address)) return over('client address');
-    this.countedClient = address;
-    const user = this.user;
-    if (user !== null) {
-      if (!this.ctx.sessionsPerUser.enter(user)) return over('user');
-      this.countedUser = user;
     }
-    for (const [table, key] of [[limits.clientRates, address], [limits.userRates, user]] as const) {
-      if (key === null || !table.active) continue;
-      const buckets = table.acquire(key);
-      this.rates = [...this.rates, buckets];
-      this.own(() => table.release(key, buckets));
-    }
+    this.counted = true;
+    this.rates = admitted;
     return true;
   }
 

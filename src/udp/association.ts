@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import type { Resolver } from '../dns/resolver.js';
 import { addressFromHost, type SocksAddress } from '../protocol/address.js';
 import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
 import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
@@ -7,6 +6,7 @@ import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
 import { openRelay, type RelayOptions, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
+import type { DestinationMemo, Gate } from '../policy/gate.js';
 import type { Policy } from '../policy/policy.js';
 
 /** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
@@ -19,7 +19,7 @@ export interface ClientChannel {
   release(): void;
 }
 
-/** What every association of a server shares: one object per server (and per reload of the limits). */
+/** What every association of a server shares: one object per server. */
 export interface AssociationSettings {
   readonly endpointIndependent: boolean;
   readonly reassemble: boolean;
@@ -28,14 +28,8 @@ export interface AssociationSettings {
   readonly budget: ReassemblyBudget;
   readonly maxPayload: number;
   readonly idleTimeoutMs: number;
-  readonly resolver: Resolver;
-  /** The policy in force now (a reload may replace it). */
-  readonly policy: () => Policy;
-  /** Most distinct destinations the client may send to. */
-  readonly maxDestinations: number;
-  /** Replies may total at most ratio × what the client sent, plus burst bytes; ratio 0: no limit. */
-  readonly amplificationRatio: number;
-  readonly amplificationBurst: number;
+  /** Every decision: destinations (with DNS), the destination cap, amplification. */
+  readonly gate: Gate;
   readonly stats: UdpStats;
   /** Buffer sizes of the relay sockets, and where their kernel drops are counted. */
   readonly relay: RelayOptions;
@@ -73,10 +67,6 @@ export interface AssociationOptions {
 // Largest UDP payload over IPv4 (65535 - 20 - 8); a wrapped reply must fit in it.
 // Senders remembered for their reply headers under endpoint-independent filtering (oldest forgotten first).
 const MAX_STRANGERS = 1024;
-// Policy decisions remembered per association (oldest forgotten first).
-const MAX_DECISIONS = 4096;
-// Datagrams that may wait for one association's DNS answers.
-const MAX_WAITING_FOR_DNS = 64;
 
 /**
  * One UDP ASSOCIATE (RFC 1928 §7). Owns its relay socket, fragment queue and idle timer; close()
@@ -104,18 +94,11 @@ export class Association implements RelayReceiver, ClientChannel {
   private morePeers: Map<string, Buffer> | null = null;
   /** Endpoint-independent filtering: headers for senders the client never sent to. */
   private strangers: Map<string, Buffer> | null = null;
-  /**
-   * Policy decisions per destination ("host|ip|port"), valid while `decidedBy` is in force: the first
-   * in two fields, the others in a map made for them (most associations only ever have one).
-   */
-  private firstDecided: string | null = null;
-  private firstAllowed = false;
-  private decisions: Map<string, boolean> | null = null;
-  private decidedBy: Policy | null = null;
+  /** The gate's decisions for this association's destinations (made with the first that needs one). */
+  private memo: DestinationMemo | null = null;
   private fragments: FragmentQueue | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
   private lastActivity = Date.now();
-  private waitingForDns = 0;
   private closed = false;
   /**
    * The hot path's memo: the header bytes (RSV FRAG ATYP ADDR PORT, FRAG 0) of the last destination
@@ -219,7 +202,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.fragments?.close();
     this.firstPeer = this.firstPeerHeader = this.morePeers = null;
     this.strangers = null;
-    this.decisions = null;
+    this.memo?.close();
     this.channel?.release();
     if (this.relay) {
       this.settings.relay.kernelDrops?.untrack(this.relay.port);
@@ -236,7 +219,7 @@ export class Association implements RelayReceiver, ClientChannel {
     this.lastActivity = Date.now();
     if (datagram.length < 4 || datagram[0] !== 0 || datagram[1] !== 0) return this.drop('malformed', 1);
     const last = this.lastHeader;
-    if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.settings.policy()) {
+    if (last !== null && datagram.length >= last.length && datagram.compare(last, 0, last.length, 0, last.length) === 0 && this.lastPolicy === this.settings.gate.policy) {
       return this.forwardToLast(datagram, last.length);
     }
     const header = parseUdpHeader(datagram);
@@ -248,7 +231,7 @@ export class Association implements RelayReceiver, ClientChannel {
       this.lastHeader = Buffer.from(datagram.subarray(0, header.size));
       this.lastTarget = this.sentTo;
       this.lastPort = header.value.address.port;
-      this.lastPolicy = this.decidedBy;
+      this.lastPolicy = this.memo!.policy;
       this.sentTo = null;
     }
   }
@@ -327,62 +310,41 @@ export class Association implements RelayReceiver, ClientChannel {
   }
 
   /**
-   * Whether policy lets this association send to `ip` (the address `host` names) and `port`;
-   * decided once per destination while the same policy is in force. A denial is dropped, counted
-   * and logged once with the rule that decided.
+   * Whether the gate lets this association send to `ip` (the address `host` names) and `port`;
+   * decided once per destination while the same rules are in force. A denial is dropped and counted
+   * (and logged once, by the memo's hook).
    */
   private allowed(host: string, ip: string, port: number): boolean {
-    const policy = this.settings.policy();
-    if (this.decidedBy !== policy) {
-      this.firstDecided = null;
-      this.decisions = null;
-      this.decidedBy = policy;
-    }
-    const key = `${host}|${ip}|${port}`;
-    let allowed = key === this.firstDecided ? this.firstAllowed : this.decisions?.get(key);
-    if (allowed === undefined) {
-      const decision = policy.decide({ client: this.clientIp, user: this.user, command: 'udp', host, port, ip: unmapAddress(ip) });
-      allowed = decision?.allowed ?? false;
-      if (this.firstDecided === null) {
-        this.firstDecided = key;
-        this.firstAllowed = allowed;
-      } else {
-        this.decisions ??= new Map();
-        if (this.decisions.size >= MAX_DECISIONS) this.decisions.delete(this.decisions.keys().next().value as string);
-        this.decisions.set(key, allowed);
-      }
-      if (!allowed) this.owner.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: decision?.reason ?? 'undecidable' }, 'denied by policy');
-    }
+    const allowed = this.destinations().allows(host, ip, port) ?? false;
     if (!allowed) this.drop('denied', 1, host);
     return allowed;
   }
 
+  private destinations(): DestinationMemo {
+    return (this.memo ??= this.settings.gate.memo(this.clientIp, this.user, (host, port, ip, reason) =>
+      this.owner.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy'),
+    ));
+  }
+
   private forwardToName(address: SocksAddress, payload: Buffer): void {
-    const cached = this.settings.resolver.cached(address.host);
-    if (cached) {
-      if (this.allowed(address.host, cached[0]!, address.port)) this.forward(cached[0]!, address.port, payload);
-      return;
-    }
-    if (this.waitingForDns >= MAX_WAITING_FOR_DNS) return this.drop('dns', 1);
-    this.waitingForDns++;
-    // Kept past this call while the name resolves.
-    payload = Buffer.from(payload);
-    this.settings.resolver.resolve(address.host).then(
-      (addresses) => {
-        this.waitingForDns--;
-        if (this.closed) return;
+    let data = payload;
+    const now = this.destinations().decideName(
+      address.host,
+      address.port,
+      true,
+      (allowed, ip) => {
+        if (!allowed || ip === undefined) return this.drop('denied', 1, address.host);
         try {
-          if (this.allowed(address.host, addresses[0]!, address.port)) this.forward(addresses[0]!, address.port, payload);
+          this.forward(ip, address.port, data);
         } catch (error) {
           // Nothing a name resolves to may take the relay down.
           this.drop('dns', 1, (error as Error).message);
         }
       },
-      () => {
-        this.waitingForDns--;
-        if (!this.closed) this.drop('dns', 1, address.host);
-      },
+      (reason) => this.drop('dns', 1, reason === 'busy' ? 'too many lookups waiting' : address.host),
     );
+    // Kept past this call while the name resolves (the callback reads `data` then).
+    if (!now) data = Buffer.from(payload);
   }
 
   private forward(ip: string, port: number, payload: Buffer): void {
@@ -390,7 +352,7 @@ export class Association implements RelayReceiver, ClientChannel {
     if (target === null) return this.drop('unreachable', 1, ip);
     const key = `${target}|${port}`;
     if (this.peerHeader(key) === undefined) {
-      if (this.peerCount() >= this.settings.maxDestinations) return this.drop('too-many-destinations', 1, ip);
+      if (this.peerCount() >= this.settings.gate.limits.destinationsPerAssociation) return this.drop('too-many-destinations', 1, ip);
       const header = replyHeader(ip, port);
       if (this.firstPeer === null) {
         this.firstPeer = key;
@@ -500,9 +462,7 @@ export class Association implements RelayReceiver, ClientChannel {
     }
     if (this.clientPort === null) return this.drop('filtered', 1);
     // Anti-amplification: what comes back stays within a ratio of what the client sent.
-    if (this.settings.amplificationRatio > 0 && this.down + datagram.length > this.up * this.settings.amplificationRatio + this.settings.amplificationBurst) {
-      return this.drop('amplification', 1);
-    }
+    if (this.settings.gate.amplifies(this.up, this.down, datagram.length)) return this.drop('amplification', 1);
     if (datagram.length > this.settings.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     if (this.channel === null) return this.drop('filtered', 1);
     const bytes = this.relay.transient && this.channel.keepsPayload ? Buffer.from(datagram) : datagram;
