@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { configSchema } from '../config/schema.js';
 import { parseProxy, type ProxyInput } from '../client/proxy.js';
 import { SERVER_DEFAULTS, SocksServer, type ServerOptions } from '../server/server.js';
 import { gatewayBind } from './bind.js';
@@ -18,7 +19,16 @@ export interface GatewayOptions {
   readonly healthFailures?: number;
 }
 
-export const GATEWAY_DEFAULTS = { select: 'hash', udp: 'udp', healthIntervalMs: 5000, healthTimeoutMs: 2000, healthFailures: 2 } as const;
+// The config schema is the one source of defaults, for the library API as for `socksgate serve`.
+const UPSTREAM = configSchema.parse({}).upstream;
+
+export const GATEWAY_DEFAULTS = {
+  select: UPSTREAM.select,
+  udp: UPSTREAM.udp,
+  healthIntervalMs: UPSTREAM.healthInterval * 1000,
+  healthTimeoutMs: UPSTREAM.healthTimeout * 1000,
+  healthFailures: UPSTREAM.healthFailures,
+} as const;
 
 /**
  * Gateway mode: a SOCKS5 server that terminates each client session itself (auth, rules, limits,

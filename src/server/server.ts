@@ -172,6 +172,13 @@ function ownAddresses(listen: readonly Endpoint[], log: Logger): string[] {
 // API) gets the same ones as `socksgate serve`.
 const DEFAULTS = configSchema.parse({});
 
+const LOCKOUT_DEFAULTS: LockoutOptions = {
+  slowAfter: DEFAULTS.auth.slowAfter,
+  blockAfter: DEFAULTS.auth.blockAfter,
+  blockMs: DEFAULTS.auth.blockFor * 1000,
+  windowMs: DEFAULTS.auth.window * 1000,
+};
+
 export const SERVER_DEFAULTS = {
   maxClients: DEFAULTS.maxClients,
   handshakeTimeoutMs: DEFAULTS.handshakeTimeout * 1000,
@@ -254,7 +261,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.ctx = {
       udp: udpContext,
       live: liveSettings(options),
-      gate: new Gate(this.gateRules(options), resolver, new AuthLockout(options.auth ?? { slowAfter: 3, blockAfter: 10, blockMs: 600_000, windowMs: 600_000 })),
+      gate: new Gate(this.gateRules(options), resolver, new AuthLockout(options.auth ?? LOCKOUT_DEFAULTS)),
       stats: this.stats,
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
