@@ -3,7 +3,7 @@ import type { SocksAddress } from '../protocol/address.js';
 import { SocksError } from '../protocol/errors.js';
 import type { Egress, EgressFactory } from '../server/associate.js';
 import type { CommandContext } from '../server/context.js';
-import type { DestinationMemo } from '../policy/gate.js';
+import type { DestinationMemo, MemoOwner } from '../policy/gate.js';
 import { unmapAddress } from '../udp/socket.js';
 import { Lease, type UpstreamPool } from './pool.js';
 
@@ -97,13 +97,15 @@ export function gatewayEgress(pool: UpstreamPool, options: GatewayUdpOptions): E
  * name only a resolved address can decide (a rule with CIDR destinations) is resolved, as for
  * CONNECT, while the name itself still goes to the upstream.
  */
-class EgressGate {
+class EgressGate implements MemoOwner {
   private readonly memo: DestinationMemo;
 
   constructor(private readonly session: CommandContext) {
-    this.memo = session.ctx.gate.memo(session.client.host, session.user, (host, port, ip, reason) =>
-      session.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy'),
-    );
+    this.memo = session.ctx.gate.memo(session.client.host, session.user, this);
+  }
+
+  policyDenied(host: string, port: number, ip: string | undefined, reason: string): void {
+    this.session.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy');
   }
 
   /** True to send now; false when denied, or when `later` will run once DNS has answered and allowed it. */

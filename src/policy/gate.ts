@@ -58,7 +58,7 @@ export class Gate {
 
   constructor(
     rules: GateRules,
-    private readonly resolver: Resolver,
+    readonly resolver: Resolver,
     private readonly lockout: AuthLockout | null,
   ) {
     this.rules = rules;
@@ -173,9 +173,9 @@ export class Gate {
     return this.rules.policy.decideAssociate(unmapAddress(client), user);
   }
 
-  /** The memo one association (or gateway egress) decides its datagrams' destinations with. */
-  memo(client: string, user: string | null, onDenied: DeniedHook): DestinationMemo {
-    return new DestinationMemo(this, this.resolver, unmapAddress(client), user, onDenied);
+  /** The memo one association (or gateway egress) decides its datagrams' destinations with; `owner` is told of denials. */
+  memo(client: string, user: string | null, owner: MemoOwner): DestinationMemo {
+    return new DestinationMemo(this, unmapAddress(client), user, owner);
   }
 
   /** Whether `bytes` more coming back would pass the amplification limit for an association that has sent `up` and got `down`. */
@@ -185,8 +185,11 @@ export class Gate {
   }
 }
 
-/** Told once per destination the rules deny (for the log line that names the rule). */
-export type DeniedHook = (host: string, port: number, ip: string | undefined, reason: string) => void;
+/** Who a memo decides for (an association, a gateway egress): told once per destination the rules deny. */
+export interface MemoOwner {
+  /** For the log line that names the rule (no closure per memo: the owner implements it). */
+  policyDenied(host: string, port: number, ip: string | undefined, reason: string): void;
+}
 
 /** A name's verdict: allowed or not, and the address it resolved to (undefined when not looked up). */
 export type NameVerdict = (allowed: boolean, ip: string | undefined) => void;
@@ -206,10 +209,9 @@ export class DestinationMemo {
 
   constructor(
     private readonly gate: Gate,
-    private readonly resolver: Resolver,
     private readonly client: string,
     private readonly user: string | null,
-    private readonly onDenied: DeniedHook,
+    private readonly owner: MemoOwner,
   ) {}
 
   /** The rules these decisions were made under (a fast path keyed on it is valid while it is the gate's). */
@@ -242,7 +244,7 @@ export class DestinationMemo {
       if (this.more.size >= MAX_DECISIONS) this.more.delete(this.more.keys().next().value as string);
       this.more.set(key, allowed);
     }
-    if (!allowed) this.onDenied(host, port, ip ?? undefined, decision?.reason ?? 'undecidable');
+    if (!allowed) this.owner.policyDenied(host, port, ip ?? undefined, decision?.reason ?? 'undecidable');
     return allowed;
   }
 
@@ -260,7 +262,7 @@ export class DestinationMemo {
         return true;
       }
     }
-    const cached = this.resolver.cached(host);
+    const cached = this.gate.resolver.cached(host);
     if (cached !== undefined && cached[0] !== undefined) {
       done(this.allows(host, cached[0], port) ?? false, cached[0]);
       return true;
@@ -270,7 +272,7 @@ export class DestinationMemo {
       return true;
     }
     this.waitingForDns++;
-    this.resolver.resolve(host).then(
+    this.gate.resolver.resolve(host).then(
       (addresses) => {
         this.waitingForDns--;
         if (this.closed) return;

@@ -6,7 +6,7 @@ import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
 import { openRelay, type RelayOptions, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
-import type { DestinationMemo, Gate } from '../policy/gate.js';
+import type { DestinationMemo, Gate, MemoOwner } from '../policy/gate.js';
 import type { Policy } from '../policy/policy.js';
 
 /** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
@@ -73,7 +73,7 @@ const MAX_STRANGERS = 1024;
  * releases all of them. Datagrams from the client are unwrapped and sent on from the relay socket;
  * datagrams from destinations are wrapped with their real source and sent to the client.
  */
-export class Association implements RelayReceiver, ClientChannel {
+export class Association implements RelayReceiver, ClientChannel, MemoOwner {
   /** Payload bytes client → destinations, and destinations → client. */
   up = 0;
   down = 0;
@@ -321,9 +321,12 @@ export class Association implements RelayReceiver, ClientChannel {
   }
 
   private destinations(): DestinationMemo {
-    return (this.memo ??= this.settings.gate.memo(this.clientIp, this.user, (host, port, ip, reason) =>
-      this.owner.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy'),
-    ));
+    return (this.memo ??= this.settings.gate.memo(this.clientIp, this.user, this));
+  }
+
+  /** The memo's report of a destination the rules deny (once each). */
+  policyDenied(host: string, port: number, ip: string | undefined, reason: string): void {
+    this.owner.log.info({ command: 'udp', target: `${host}:${port}`, address: ip, rule: reason }, 'denied by policy');
   }
 
   private forwardToName(address: SocksAddress, payload: Buffer): void {

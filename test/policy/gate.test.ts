@@ -73,7 +73,7 @@ describe('the policy gate', () => {
   test('a destination memo decides once per destination and decides again after a reload', () => {
     const gate = new Gate(rules({ rules: [{ action: 'deny', destinations: ['198.51.100.0/24'] }] }), noDns, null);
     const denied: string[] = [];
-    const memo = gate.memo('127.0.0.2', null, (host, port, _ip, reason) => denied.push(`${host}:${port} ${reason}`));
+    const memo = gate.memo('127.0.0.2', null, { policyDenied: (host, port, _ip, reason) => denied.push(`${host}:${port} ${reason}`) });
     assert.equal(memo.allows('198.51.100.7', '198.51.100.7', 53), false);
     assert.equal(memo.allows('198.51.100.7', '198.51.100.7', 53), false);
     assert.equal(memo.allows('203.0.113.7', '203.0.113.7', 53), true);
@@ -102,7 +102,7 @@ describe('the policy gate', () => {
       const missing = await gate.destination('127.0.0.2', null, 'connect', 'missing.test', 443);
       assert.equal(missing.allowed, null);
 
-      const memo = gate.memo('127.0.0.2', null, () => {});
+      const memo = gate.memo('127.0.0.2', null, { policyDenied: () => {} });
       const answers: Array<[boolean, string | undefined]> = [];
       const byName = memo.decideName('x.blocked.test', 53, false, (allowed, ip) => answers.push([allowed, ip]), () => assert.fail('no lookup'));
       assert.equal(byName, true, 'decided at once by the name');
