@@ -13,6 +13,7 @@ export interface RunningCli {
   waitForLine(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** Resolves with the exit code (signals as 128+n). */
   exited(timeoutMs?: number): Promise<number>;
+  /** SIGTERM, then the exit code; throws (with the output) if it had already exited with an error by itself. */
   stop(): Promise<number>;
   /** The last log lines and stderr, for an assertion's message. */
   output(): string;
@@ -63,6 +64,9 @@ export function startCli(args: string[], input?: string): RunningCli {
       });
     },
     async stop() {
+      // A server that had already exited by itself (say, at start-up) did not exit on SIGTERM: say so
+      // with its output, instead of an exit code that reads like a failed shutdown.
+      if (exitCode !== null && exitCode !== 0) throw new Error(`socksgate had already exited with ${exitCode} before it was stopped; ${running.output()}`);
       if (exitCode === null) child.kill('SIGTERM');
       return running.exited();
     },

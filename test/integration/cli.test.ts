@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,16 +148,22 @@ describe('socksgate command line', () => {
     assert.match(top.stdout, /passwd \[options\] <USER>/);
   });
 
-  test('npx socksgate runs the installed package (the README contract)', () => {
+  test('npx socksgate runs the installed package (the README contract), and rebuilds nothing under the suite', () => {
     // The first npx in a project path installs the project for itself, running its prepare and install
-    // scripts: dist/ and the native helper were rebuilt under the running suite, and tests that loaded
-    // the helper meanwhile failed. The contract is that the bin resolves and runs, so no scripts.
+    // scripts: dist/ and the native helper were rebuilt under the running suite. A server started
+    // meanwhile found no helper and exited 1 at start-up (SOCKSGATE_NATIVE=1), which other tests
+    // reported as a failed shutdown. The contract is that the bin resolves and runs, so no scripts.
+    const root = join(CLI, '../../..');
+    const built = [join(root, 'dist', 'cli.js'), join(root, 'native', 'build', 'Release', 'socksgate_native.node')].filter((f) => existsSync(f));
+    const before = built.map((f) => `${f} ${statSync(f).ino} ${statSync(f).mtimeMs}`);
     const result = spawnSync('npx', ['--no-install', 'socksgate', 'serve', '--help'], {
       encoding: 'utf8',
-      cwd: join(CLI, '../../..'),
+      cwd: root,
       env: { ...process.env, npm_config_ignore_scripts: 'true' },
     });
     assert.equal(result.status, 0, `${result.stderr} (npm ci builds dist/; run it first)`);
     assert.match(result.stdout, /--listen <HOST:PORT>/);
+    const after = built.map((f) => (existsSync(f) ? `${f} ${statSync(f).ino} ${statSync(f).mtimeMs}` : `${f} gone`));
+    assert.deepEqual(after, before, 'npx ran the package scripts: it rebuilt files other tests are using');
   });
 });
