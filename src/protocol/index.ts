@@ -2,6 +2,7 @@ export * from './constants.js';
 export * from './errors.js';
 export * from './parse.js';
 export * from './address.js';
+export * from './ipv6.js';
 export * from './greeting.js';
 export * from './auth.js';
 export * from './request.js';
