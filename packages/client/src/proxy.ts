@@ -1,4 +1,4 @@
-import { SocksError } from '../protocol/errors.js';
+import { SocksError } from './protocol/errors.js';
 
 /** Where the proxy is and how to talk to it. */
 export interface ProxyOptions {

@@ -1,11 +1,11 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIPv4, isIPv6 } from 'node:net';
-import { addressFromHost, unmapAddress, type SocksAddress } from '../protocol/address.js';
-import { Command } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
-import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
-import { encodeUotFrame, UotFrameReader } from '../protocol/uot.js';
+import { addressFromHost, unmapAddress, type SocksAddress } from './protocol/address.js';
+import { Command } from './protocol/constants.js';
+import { SocksError } from './protocol/errors.js';
+import { encodeUdpDatagram, parseUdpHeader } from './protocol/udp-header.js';
+import { encodeUotFrame, UotFrameReader } from './protocol/uot.js';
 import { ControlConnection, destinationFor, type DialOptions } from './control.js';
 import { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
 

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { Command } from '../protocol/constants.js';
+import { Command } from './protocol/constants.js';
 import { ControlConnection, destinationFor, type DialOptions } from './control.js';
 import { parseProxy, type ProxyInput } from './proxy.js';
 

@@ -1,13 +1,13 @@
 import { connect as tcpConnect, isIP, type Socket } from 'node:net';
 import { lookup } from 'node:dns/promises';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { encodeCredentials, parseAuthStatus } from '../protocol/auth.js';
-import { describeReply, Method, Reply, type CommandCode, type ReplyCode } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
-import { encodeGreeting, parseMethodSelection } from '../protocol/greeting.js';
-import type { ParseResult } from '../protocol/parse.js';
-import { ByteReader } from '../protocol/reader.js';
-import { encodeRequest, parseReply, type ReplyMessage } from '../protocol/request.js';
+import { addressFromHost, type SocksAddress } from './protocol/address.js';
+import { encodeCredentials, parseAuthStatus } from './protocol/auth.js';
+import { describeReply, Method, Reply, type CommandCode, type ReplyCode } from './protocol/constants.js';
+import { SocksError } from './protocol/errors.js';
+import { encodeGreeting, parseMethodSelection } from './protocol/greeting.js';
+import type { ParseResult } from './protocol/parse.js';
+import { ByteReader } from './protocol/reader.js';
+import { encodeRequest, parseReply, type ReplyMessage } from './protocol/request.js';
 import type { ProxyOptions } from './proxy.js';
 
 export interface DialOptions {

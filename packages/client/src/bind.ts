@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { Command } from '../protocol/constants.js';
+import { addressFromHost, type SocksAddress } from './protocol/address.js';
+import { Command } from './protocol/constants.js';
 import { ControlConnection, destinationFor, type DialOptions } from './control.js';
 import { parseProxy, type ProxyInput } from './proxy.js';
 
