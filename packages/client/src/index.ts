@@ -1,10 +1,10 @@
 // The public API of socksgate-client: `import { connect } from 'socksgate-client'` (or `require`).
-export { connect, type ConnectOptions } from './connect.js';
+export { connect, connectWithReply, type ConnectOptions, type ConnectResult } from './connect.js';
 export { bind, type BindOptions, type BindHandle } from './bind.js';
 export { associate, UdpAssociation, type AssociateOptions, type ReassociateOptions, type UdpMessage } from './associate.js';
 export { maxDatagramSize, roundTrip, type ProbeOptions } from './probe.js';
 export { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
-export type { DialOptions } from './control.js';
+export type { DialOptions, LookupFunction, SocketOptions } from './control.js';
 export { SocksError } from './protocol/errors.js';
 export { formatAddress, type SocksAddress, type HostType } from './protocol/address.js';
 export { Reply, describeReply, type ReplyCode } from './protocol/constants.js';
