@@ -1,4 +1,10 @@
-// The public API of socksgate-client: `import { connect } from 'socksgate-client'` (or `require`).
+/**
+ * The client API: `import { connect } from 'socksgate-client'` (or `require('socksgate-client')`).
+ * Names go to the proxy with `socks5h://` and with proxy options `{ host, port }`; `socks5://`
+ * resolves them on this host.
+ *
+ * @module socksgate-client
+ */
 export { connect, connectWithReply, type ConnectOptions, type ConnectResult } from './connect.js';
 export { bind, type BindOptions, type BindHandle } from './bind.js';
 export { associate, UdpAssociation, type AssociateOptions, type ReassociateOptions, type UdpMessage } from './associate.js';

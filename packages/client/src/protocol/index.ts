@@ -1,3 +1,9 @@
+/**
+ * The SOCKS5 codec (`socksgate-client/protocol`): pure functions over Buffers and incremental
+ * readers, shared by the client and the socksgate server.
+ *
+ * @module socksgate-client/protocol
+ */
 export * from './constants.js';
 export * from './errors.js';
 export * from './parse.js';
