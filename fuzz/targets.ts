@@ -16,7 +16,8 @@ import type { FuzzTarget } from './engine.js';
 // Every parser that reads untrusted bytes, with the properties it must keep on any input: it never
 // throws (errors are values), what it accepts re-encodes to the bytes it read, and sizes stay in bounds.
 
-const PROTOCOL = ['/src/protocol/'];
+// The codec as loaded: the client package's build (node_modules/socksgate-client links there).
+const PROTOCOL = ['/packages/client/dist/protocol/'];
 
 function expectError(result: { status: string; error?: unknown }): void {
   if (result.status === 'error') assert.ok((result as { error: unknown }).error instanceof SocksError, 'errors are SocksErrors');
