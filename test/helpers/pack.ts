@@ -34,5 +34,9 @@ export function packCopy(scratch: string, only?: 'client'): { server: string | n
     const out = run('npm', ['pack', '--json', '--pack-destination', scratch, ...args], { cwd: copy, env: cleanEnv() });
     return join(scratch, (JSON.parse(out.slice(out.indexOf('['))) as Array<{ filename: string }>)[0]!.filename);
   };
-  return { server: only === 'client' ? null : packed([]), client: packed(['--workspace', 'socksgate-client']) };
+  // The server's pack builds the client too (its prepare runs build:client): the client's pack need not
+  // build it again. Packed alone, the client is built first.
+  const server = only === 'client' ? null : packed([]);
+  if (server === null) run('npm', ['run', 'build:client'], { cwd: copy, env: cleanEnv() });
+  return { server, client: packed(['--workspace', 'socksgate-client', '--ignore-scripts']) };
 }
