@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { parse as parseYaml } from 'yaml';
-import { parseAddress, writeAddress, addressSize } from '../src/protocol/address.js';
-import { parseCredentials, encodeCredentials } from '../src/protocol/auth.js';
-import { parseGreeting } from '../src/protocol/greeting.js';
-import { ByteReader } from '../src/protocol/reader.js';
-import { encodeReply, encodeRequest, parseReply, parseRequest } from '../src/protocol/request.js';
-import { encodeUdpDatagram, parseUdpHeader } from '../src/protocol/udp-header.js';
-import { SocksError } from '../src/protocol/errors.js';
-import { encodeUotFrame, parseUotFrame } from '../src/protocol/uot.js';
+import { parseAddress, writeAddress, addressSize } from 'socksgate-client/protocol';
+import { parseCredentials, encodeCredentials } from 'socksgate-client/protocol';
+import { parseGreeting } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
+import { encodeReply, encodeRequest, parseReply, parseRequest } from 'socksgate-client/protocol';
+import { encodeUdpDatagram, parseUdpHeader } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
+import { encodeUotFrame, parseUotFrame } from 'socksgate-client/protocol';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfigText, validateConfig } from '../src/config/load.js';
 import { UserStore } from '../src/server/users.js';
@@ -16,7 +16,8 @@ import type { FuzzTarget } from './engine.js';
 // Every parser that reads untrusted bytes, with the properties it must keep on any input: it never
 // throws (errors are values), what it accepts re-encodes to the bytes it read, and sizes stay in bounds.
 
-const PROTOCOL = ['/src/protocol/'];
+// The codec as loaded: the client package's build (node_modules/socksgate-client links there).
+const PROTOCOL = ['/packages/client/dist/protocol/'];
 
 function expectError(result: { status: string; error?: unknown }): void {
   if (result.status === 'error') assert.ok((result as { error: unknown }).error instanceof SocksError, 'errors are SocksErrors');

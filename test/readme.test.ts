@@ -59,14 +59,14 @@ test('the README client library example runs against a real proxy and echo targe
   const { startEcho, startSocks } = await import('./helpers/servers.js');
   const { startUdpEcho } = await import('./helpers/udp.js');
   const { spawn } = await import('node:child_process');
-  const block = /## Client library\n\n```js\n([\s\S]*?)```/.exec(readme);
+  const block = /## Client library\n[^#]*?```js\n([\s\S]*?)```/.exec(readme);
   assert.ok(block, 'a js block under "## Client library"');
   const socks = await startSocks();
   const tcp = await startEcho();
   const udp = await startUdpEcho();
   try {
     const script = block[1]!
-      .replace("'socks5://127.0.0.1:1080'", `'socks5://127.0.0.1:${socks.port}'`)
+      .replace("'socks5h://127.0.0.1:1080'", `'socks5h://127.0.0.1:${socks.port}'`)
       .replace('port: 8080', `port: ${tcp.port}`)
       .replace("'127.0.0.1', 7)", `'127.0.0.1', ${udp.port})`)
       .replace('port: 7 }', `port: ${udp.port} }`);

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { configSchema } from '../config/schema.js';
-import { parseProxy, type ProxyInput } from '../client/proxy.js';
+import { parseProxy, type ProxyInput } from 'socksgate-client';
 import { SERVER_DEFAULTS, SocksServer, type ServerOptions } from '../server/server.js';
 import { gatewayBind } from './bind.js';
 import { GatewayDialer } from './dialer.js';

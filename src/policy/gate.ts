@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
-import { unmapAddress } from '../protocol/address.js';
+import { unmapAddress } from 'socksgate-client/protocol';
 import { RateTable, SessionCounter, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
 import type { Decision, Policy } from './policy.js';

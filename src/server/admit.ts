@@ -1,6 +1,6 @@
 import type { CommandContext } from './context.js';
-import type { SocksAddress } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
+import type { SocksAddress } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
 import type { CommandName } from '../policy/request.js';
 
 /** What a command may go on with: for a domain checked address by address, those addresses. */

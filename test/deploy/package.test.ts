@@ -9,35 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connectRoundTrip, run, startProgram, udpRoundTrip } from '../helpers/ship.js';
+import { cleanEnv, packCopy } from '../helpers/pack.js';
 import { listenPorts } from '../helpers/cli.js';
 import { requireProgram } from '../helpers/servers.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-
-/**
- * This environment without what npm passes to scripts (npm_config_local_prefix and the like): under
- * `npm test` those would point an inner npm at this tree instead of the copy or scratch project.
- */
-function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!/^npm_/i.test(key) && key !== 'INIT_CWD') env[key] = value;
-  return { ...env, ...extra };
-}
-
-/** Packs a copy of the working tree (so the pack's builds leave this tree alone); returns the tarball. */
-function packCopy(scratch: string): string {
-  const copy = join(scratch, 'tree');
-  mkdirSync(copy);
-  const files = run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: ROOT })
-    .split('\0')
-    .filter((f) => f !== '' && existsSync(join(ROOT, f)));
-  run('tar', ['-C', ROOT, '--null', '-T', '-', '-cf', join(scratch, 'tree.tar')], { input: files.join('\0') });
-  run('tar', ['-C', copy, '-xf', join(scratch, 'tree.tar')]);
-  symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
-  const out = run('npm', ['pack', '--json', '--pack-destination', scratch], { cwd: copy, env: cleanEnv() });
-  const name = (JSON.parse(out.slice(out.indexOf('['))) as Array<{ filename: string }>)[0]!.filename;
-  return join(scratch, name);
-}
 
 /** What the build needs from native/: binding.gyp's sources and every header they include, transitively. */
 function neededNativeFiles(): string[] {
@@ -92,7 +68,9 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
   requireProgram('git', 'git');
   const scratch = mkdtempSync(join(tmpdir(), 'socksgate-pack-'));
   t.after(() => rmSync(scratch, { recursive: true, force: true }));
-  const tarball = packCopy(scratch);
+  const packs = packCopy(scratch);
+  const tarball = packs.server!;
+  const client = packs.client;
   const listed = new Set(run('tar', ['-tzf', tarball]).split('\n').filter(Boolean));
 
   await t.test('the tarball holds what the build and the runtime need', () => {
@@ -100,13 +78,16 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
     assert.deepEqual(missing, [], 'files the build or runtime needs are in the tarball');
     const prebuilds = [...listed].filter((f) => /^package\/native\/prebuilds\/linux-x64\/[^/]+\.node$/.test(f));
     assert.equal(prebuilds.length, 1, `one linux-x64 prebuild (${prebuilds.join(', ')})`);
-    assert.equal([...listed].filter((f) => f.startsWith('package/src/') || f.startsWith('package/test/') || f.startsWith('package/native/build/')).length, 0, 'no sources of the tests or local builds');
+    assert.equal([...listed].filter((f) => f.startsWith('package/src/') || f.startsWith('package/test/') || f.startsWith('package/packages/') || f.startsWith('package/native/build/')).length, 0, 'no sources of the tests or local builds, no workspace folders');
+    const manifest = JSON.parse(run('tar', ['-xzOf', tarball, 'package/package.json'])) as { dependencies: Record<string, string> };
+    const clientManifest = JSON.parse(run('tar', ['-xzOf', client, 'package/package.json'])) as { version: string };
+    assert.equal(manifest.dependencies['socksgate-client'], clientManifest.version, 'the server depends on the client package packed with it');
   });
 
   await t.test('built from source by the install hook', async () => {
     const project = scratchProject(scratch, 'built');
     const env = cleanEnv({ SOCKSGATE_NATIVE: '' });
-    run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', tarball], { cwd: project, env });
+    run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--build-from-source', '--foreground-scripts', client, tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(existsSync(join(installed, 'native', 'build', 'Release', 'socksgate_native.node')), 'the hook built the helper');
     assert.ok(!existsSync(join(installed, 'native', 'build-error.txt')), 'and recorded no build error');
@@ -130,7 +111,7 @@ test('the npm tarball installs, builds or takes the prebuild, and serves as inst
     ] as const) symlinkSync(target, join(bin, name));
     assert.deepEqual(readdirSync(bin).sort(), ['node', 'npm', 'npx', 'sh']);
     const env = cleanEnv({ PATH: bin, SOCKSGATE_NATIVE: '' });
-    const out = run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', tarball], { cwd: project, env });
+    const out = run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', client, tarball], { cwd: project, env });
     const installed = join(project, 'node_modules', 'socksgate');
     assert.ok(!existsSync(join(installed, 'native', 'build')), `nothing was compiled:\n${out}`);
     assert.ok(existsSync(join(installed, 'native', 'prebuilds', 'linux-x64')), 'the prebuild is installed');

@@ -1,11 +1,12 @@
 import type { Socket } from 'node:net';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { Command } from '../protocol/constants.js';
-import { ControlConnection, destinationFor, type DialOptions } from './control.js';
-import { parseProxy, type ProxyInput } from './proxy.js';
+import { addressFromHost, type SocksAddress } from './protocol/address.js';
+import { Command } from './protocol/constants.js';
+import { destinationFor, dialChain, type DialOptions } from './control.js';
+import { parseChain, type ProxyChain } from './proxy.js';
 
 export interface BindOptions extends DialOptions {
-  readonly proxy: ProxyInput;
+  /** A proxy URL or options, or an array of them for a chain (the last one listens). */
+  readonly proxy: ProxyChain;
   /** The host expected to connect (DST.ADDR); '0.0.0.0' lets the proxy accept any host, if it allows that. */
   readonly host: string;
   readonly port?: number;
@@ -24,9 +25,10 @@ export interface BindHandle {
 
 /** BIND through the proxy, in its two steps: where to connect, then the connection. */
 export async function bind(options: BindOptions): Promise<BindHandle> {
-  const proxy = parseProxy(options.proxy);
-  const destination = await destinationFor(options.host, options.port ?? 0, proxy.remoteDns ?? false);
-  const control = await ControlConnection.open(proxy, options);
+  const hops = parseChain(options.proxy);
+  const proxy = hops[hops.length - 1]!;
+  const destination = await destinationFor(options.host, options.port ?? 0, proxy.remoteDns !== false, options.lookup);
+  const { control } = await dialChain(hops, options);
   let first;
   try {
     first = await control.request(Command.BIND, destination);

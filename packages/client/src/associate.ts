@@ -1,13 +1,13 @@
 import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { isIPv4, isIPv6 } from 'node:net';
-import { addressFromHost, unmapAddress, type SocksAddress } from '../protocol/address.js';
-import { Command } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
-import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
-import { encodeUotFrame, UotFrameReader } from '../protocol/uot.js';
-import { ControlConnection, destinationFor, type DialOptions } from './control.js';
-import { parseProxy, type ProxyInput, type ProxyOptions } from './proxy.js';
+import { addressFromHost, unmapAddress, type SocksAddress } from './protocol/address.js';
+import { Command } from './protocol/constants.js';
+import { SocksError } from './protocol/errors.js';
+import { encodeUdpDatagram, parseUdpHeader } from './protocol/udp-header.js';
+import { encodeUotFrame, UotFrameReader } from './protocol/uot.js';
+import { dialChain, destinationFor, type ControlConnection, type DialOptions } from './control.js';
+import { parseChain, type ProxyChain, type ProxyOptions } from './proxy.js';
 
 export interface ReassociateOptions {
   /** First wait before trying again (default 200 ms); doubles after each failure. */
@@ -19,7 +19,11 @@ export interface ReassociateOptions {
 }
 
 export interface AssociateOptions extends DialOptions {
-  readonly proxy: ProxyInput;
+  /**
+   * A proxy URL or options, or an array of them for a chain. Through a chain, datagrams travel over
+   * TCP (transport 'tcp', the default there) to the last proxy, which must support it.
+   */
+  readonly proxy: ProxyChain;
   /** Declare our UDP port in the request (DST 0.0.0.0:port, as PySocks does). Default true; false sends 0.0.0.0:0. */
   readonly declarePort?: boolean;
   /** TCP keepalive delay on the control connection in ms, so a dead proxy is noticed (default 30000; 0 disables). */
@@ -76,13 +80,17 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   /** transport 'auto' until UDP is known to work: the datagrams sent so far, and the deadline timer. */
   private unconfirmed: { sent: Array<[Uint8Array, string, number]>; timer: NodeJS.Timeout | null } | null = null;
 
+  /** The last hop: the proxy that relays the datagrams. */
+  private readonly proxy: ProxyOptions;
+
   private constructor(
     /** The local UDP socket; null when datagrams travel over TCP. */
     private udp: UdpSocket | null,
-    private readonly proxy: ProxyOptions,
+    private readonly hops: readonly ProxyOptions[],
     private readonly options: AssociateOptions,
   ) {
     super();
+    this.proxy = hops[hops.length - 1]!;
     this.relayAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
     if (udp) void this.localPort;
     udp?.on('message', this.onDatagram);
@@ -119,10 +127,17 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   }
 
   static async open(options: AssociateOptions): Promise<UdpAssociation> {
-    const proxy = parseProxy(options.proxy);
-    const control = await ControlConnection.open(proxy, options);
-    if (options.transport === 'tcp') {
-      const association = new UdpAssociation(null, proxy, options);
+    const hops = parseChain(options.proxy);
+    const transport = options.transport ?? (hops.length > 1 ? 'tcp' : 'udp');
+    if (hops.length > 1 && transport !== 'tcp') {
+      throw new SocksError(
+        'ERR_CHAIN_UDP',
+        `through a chain of ${hops.length} proxies datagrams can only travel over TCP to the last one (transport 'tcp', which that proxy must support); UDP ASSOCIATE needs a UDP path from here to the proxy that relays`,
+      );
+    }
+    const { control } = await dialChain(hops, options);
+    if (transport === 'tcp') {
+      const association = new UdpAssociation(null, hops, options);
       try {
         await association.establish(control);
       } catch (error) {
@@ -144,9 +159,9 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
           resolve();
         });
       });
-      const association = new UdpAssociation(udp, proxy, options);
+      const association = new UdpAssociation(udp, hops, options);
       await association.establish(control);
-      if (options.transport === 'auto') association.unconfirmed = { sent: [], timer: null };
+      if (transport === 'auto') association.unconfirmed = { sent: [], timer: null };
       return association;
     } catch (error) {
       control.destroy();
@@ -159,7 +174,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
   async send(payload: Uint8Array, host: string, port: number): Promise<void> {
     if (this.closed) throw new SocksError('ERR_CLOSED', 'the association is closed');
     if (this.control === null) throw new SocksError('ERR_REASSOCIATING', 'the association is being set up again; try again after the reassociate event');
-    const destination = await destinationFor(host, port, this.proxy.remoteDns ?? false);
+    const destination = await destinationFor(host, port, this.proxy.remoteDns !== false, this.options.lookup);
     const udp = this.udp;
     if (udp === null) {
       const socket = this.control.socket;
@@ -196,7 +211,7 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
       if (!probing || this.closed) return;
       this.unconfirmed = null;
       if (probing.timer) clearTimeout(probing.timer);
-      const control = await ControlConnection.open(this.proxy, { timeoutMs: this.options.timeoutMs ?? 10_000 });
+      const { control } = await dialChain(this.hops, this.redial());
       const old = this.control;
       this.control = null;
       old?.destroy();
@@ -320,8 +335,8 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
     const delay = Math.min((retry.initialDelayMs ?? 200) * 2 ** this.failures, retry.maxDelayMs ?? 10_000);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      ControlConnection.open(this.proxy, { timeoutMs: this.options.timeoutMs ?? 10_000 })
-        .then(async (control) => {
+      dialChain(this.hops, this.redial())
+        .then(async ({ control }) => {
           if (this.closed) return control.destroy();
           try {
             await this.establish(control);
@@ -337,6 +352,12 @@ export class UdpAssociation extends EventEmitter<UdpAssociationEvents> {
           if (!this.closed) this.scheduleRetry(retry);
         });
     }, delay);
+  }
+
+  /** Options for a new control connection: not the caller's socket (gone with the old one) or signal. */
+  private redial(): DialOptions {
+    const { timeoutMs, localAddress, socketOptions, lookup } = this.options;
+    return { timeoutMs: timeoutMs ?? 10_000, localAddress, socketOptions, lookup };
   }
 
   private startKeepalive(): void {

@@ -1,19 +1,39 @@
-import { connect as tcpConnect, isIP, type Socket } from 'node:net';
-import { lookup } from 'node:dns/promises';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { encodeCredentials, parseAuthStatus } from '../protocol/auth.js';
-import { describeReply, Method, Reply, type CommandCode, type ReplyCode } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
-import { encodeGreeting, parseMethodSelection } from '../protocol/greeting.js';
-import type { ParseResult } from '../protocol/parse.js';
-import { ByteReader } from '../protocol/reader.js';
-import { encodeRequest, parseReply, type ReplyMessage } from '../protocol/request.js';
-import type { ProxyOptions } from './proxy.js';
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import { connect as tcpConnect, isIP, type Socket, type TcpNetConnectOpts } from 'node:net';
+import { addressFromHost, type SocksAddress } from './protocol/address.js';
+import { encodeCredentials, parseAuthStatus } from './protocol/auth.js';
+import { Command, describeReply, Method, Reply, type CommandCode, type ReplyCode } from './protocol/constants.js';
+import { SocksError } from './protocol/errors.js';
+import { encodeGreeting, parseMethodSelection } from './protocol/greeting.js';
+import type { ParseResult } from './protocol/parse.js';
+import { ByteReader } from './protocol/reader.js';
+import { encodeRequest, parseReply, type ReplyMessage } from './protocol/request.js';
+import { parseChain, type ProxyChain, type ProxyOptions } from './proxy.js';
+
+/** Resolves a name to addresses, with the signature of Node's dns.lookup (as net.connect takes it). */
+export type LookupFunction = (hostname: string, options: LookupOptions, callback: (error: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => void;
+
+/** Options of the TCP connection to the (first) proxy, as net.connect takes them. */
+export type SocketOptions = Omit<TcpNetConnectOpts, 'host' | 'port' | 'timeout' | 'signal' | 'onread'>;
 
 export interface DialOptions {
-  /** Milliseconds for reaching the proxy and completing the handshake and request (default 10000). */
+  /** Milliseconds for reaching each proxy and completing its handshake and request (default 10000). */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /**
+   * A socket already connected (or connecting) to the first proxy, to use instead of opening one:
+   * for example a stream from another tunnel. It is destroyed on failure.
+   */
+  readonly socket?: Socket;
+  /** The local address the connection to the first proxy leaves from. */
+  readonly localAddress?: string;
+  /** More options for the connection to the first proxy (noDelay defaults to true). */
+  readonly socketOptions?: SocketOptions;
+  /**
+   * Resolves destination names when this host resolves them (socks5://, or remoteDns false);
+   * default dns.lookup. Never called for names the proxy resolves.
+   */
+  readonly lookup?: LookupFunction;
 }
 
 /**
@@ -39,8 +59,12 @@ export class ControlConnection {
 
   /** Connects to the proxy and negotiates a method (and credentials). */
   static async open(proxy: ProxyOptions, options: DialOptions = {}): Promise<ControlConnection> {
-    if (options.signal?.aborted) throw aborted(options.signal);
-    const socket = tcpConnect({ host: proxy.host, port: proxy.port, noDelay: true });
+    if (options.signal?.aborted) {
+      options.socket?.destroy();
+      throw aborted(options.signal);
+    }
+    const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
+    const socket = options.socket ?? tcpConnect({ noDelay: true, ...options.socketOptions, ...local, host: proxy.host, port: proxy.port });
     const control = new ControlConnection(socket, proxy, options.signal);
     control.startDeadline(options.timeoutMs ?? 10_000, `SOCKS5 handshake with ${proxy.host}:${proxy.port}`);
     try {
@@ -179,16 +203,48 @@ function aborted(signal: AbortSignal): SocksError {
 }
 
 /**
- * The destination as the proxy should see it: names go to the proxy with `remoteDns` (socks5h),
- * otherwise they are resolved here first.
+ * The destination as the proxy should see it: names go to the proxy with `remoteDns` (socks5h, the
+ * default), otherwise they are resolved here first, with `lookup` (default dns.lookup).
  */
-export async function destinationFor(host: string, port: number, remoteDns: boolean): Promise<SocksAddress> {
+export async function destinationFor(host: string, port: number, remoteDns: boolean, lookup: LookupFunction = dnsLookup): Promise<SocksAddress> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new SocksError('ERR_PORT', `port ${port} is not a number from 0 to 65535`);
   if (isIP(host) || remoteDns) return addressFromHost(host, port);
   try {
-    const { address } = await lookup(host);
+    const address = await new Promise<string>((resolve, reject) =>
+      lookup(host, {}, (error, found) => {
+        const first = Array.isArray(found) ? found[0]?.address : found;
+        if (error || !first) reject(error ?? Object.assign(new Error(`no address for ${host}`), { code: 'ENOTFOUND' }));
+        else resolve(first);
+      }),
+    );
     return addressFromHost(address, port);
   } catch (error) {
     throw new SocksError('ERR_DNS', `cannot resolve ${host} locally (${(error as NodeJS.ErrnoException).code}); use socks5h:// to let the proxy resolve it`, null, { cause: error });
   }
+}
+
+/**
+ * Reaches the last proxy of a chain, handshake done: the first hop directly (or on `options.socket`),
+ * each next one through a CONNECT on the hop before it. Each hop resolves the next hop's name
+ * unless it says remoteDns false.
+ */
+export async function dialChain(chain: ProxyChain | readonly ProxyOptions[], options: DialOptions = {}): Promise<{ control: ControlConnection; hops: ProxyOptions[] }> {
+  const hops = parseChain(chain);
+  let control = await ControlConnection.open(hops[0]!, options);
+  for (let i = 1; i < hops.length; i++) {
+    const next = hops[i]!;
+    let socket: Socket;
+    try {
+      const to = await destinationFor(next.host, next.port, hops[i - 1]!.remoteDns !== false, options.lookup);
+      await control.request(Command.CONNECT, to);
+      const early = control.release();
+      if (early.length > 0) control.socket.unshift(early);
+      socket = control.socket;
+    } catch (error) {
+      control.destroy();
+      throw error;
+    }
+    control = await ControlConnection.open(next, { timeoutMs: options.timeoutMs, signal: options.signal, socket });
+  }
+  return { control, hops };
 }

@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import ipaddr from 'ipaddr.js';
 import { AddressType, Reply } from './constants.js';
 import { SocksError } from './errors.js';
+import { canonicalIpv6, ipv6FromBytes, ipv6ToBytes } from './ipv6.js';
 import { fail, MORE, ok, type ParseResult } from './parse.js';
 
 export type HostType = 'ipv4' | 'ipv6' | 'domain';
@@ -35,13 +35,7 @@ export function addressFromHost(host: string, port: number): SocksAddress {
     if (lower.startsWith(MAPPED_PREFIX) && isIPv4(lower.slice(MAPPED_PREFIX.length))) {
       return { host: lower.slice(MAPPED_PREFIX.length), port, type: 'ipv4' };
     }
-    let canonical = lower;
-    try {
-      canonical = ipaddr.IPv6.parse(bare).toString();
-    } catch {
-      // Node and ipaddr.js disagree on a few exotic spellings; keep Node's.
-    }
-    return { host: canonical, port, type: 'ipv6' };
+    return { host: canonicalIpv6(bare), port, type: 'ipv6' };
   }
   return { host, port, type: 'domain' };
 }
@@ -75,7 +69,7 @@ export function writeAddress(buf: Buffer, offset: number, address: SocksAddress)
     }
     case 'ipv6': {
       buf[at++] = AddressType.IPV6;
-      const bytes = ipaddr.IPv6.parse(address.host).toByteArray();
+      const bytes = ipv6ToBytes(address.host);
       for (let i = 0; i < 16; i++) buf[at++] = bytes[i] ?? 0;
       break;
     }
@@ -119,7 +113,7 @@ export function parseAddress(buf: Buffer, offset: number): ParseResult<SocksAddr
     }
     case AddressType.IPV6: {
       if (buf.length < offset + 19) return MORE;
-      const host = ipaddr.fromByteArray([...buf.subarray(offset + 1, offset + 17)]).toString();
+      const host = ipv6FromBytes(buf.subarray(offset + 1, offset + 17));
       return ok({ host, port: buf.readUInt16BE(offset + 17), type: 'ipv6' }, 19);
     }
     case AddressType.DOMAIN: {
