@@ -13,6 +13,14 @@ export interface RunningServer {
   port: number;
   udp: boolean;
   process: Started;
+  /** socksgate's admin listener (its /metrics). */
+  admin?: number;
+}
+
+/** How socksgate runs: its defaults, or fixed-port mode (UDP on the TCP port) with a given worker count. */
+export interface SocksgateMode {
+  fixedPort?: boolean;
+  workers?: number;
 }
 
 /**
@@ -85,11 +93,13 @@ export function socksgateArgs(cli: string, port: number, adminPort: number, extr
     '--max-clients', '60000', '--log-level', 'warn', ...extra];
 }
 
-export async function startServer(name: ServerName, cli: string, nofile: number): Promise<RunningServer> {
+export async function startServer(name: ServerName, cli: string, nofile: number, mode: SocksgateMode = {}): Promise<RunningServer> {
   const port = await freePort();
-  let command: string, args: string[], udp = true;
+  let command: string, args: string[], udp = true, admin: number | undefined;
   if (name === 'socksgate') {
-    [command, args] = limited(nofile, process.execPath, socksgateArgs(cli, port, await freePort()));
+    admin = await freePort();
+    const extra = [...(mode.fixedPort ? ['--udp-port', String(port)] : []), ...(mode.workers ? ['--workers', String(mode.workers)] : [])];
+    [command, args] = limited(nofile, process.execPath, socksgateArgs(cli, port, admin, extra));
   } else if (name === 'dante') {
     const binary = requireProgram('danted', 'dante-server');
     const dir = tempDir();
@@ -118,5 +128,18 @@ export async function startServer(name: ServerName, cli: string, nofile: number)
     await stop(p);
     throw e;
   }
-  return { name, port, udp, process: p };
+  return { name, port, udp, process: p, admin };
+}
+
+/** The value of one counter (summed over its labels) in socksgate's /metrics; 0 when absent. */
+export async function scrapeCounter(adminPort: number, name: string, labels = ''): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  if (!response.ok) throw new Error(`/metrics: HTTP ${response.status}`);
+  let sum = 0;
+  for (const l of (await response.text()).split('\n')) {
+    if (!l.startsWith(name) || (l[name.length] !== ' ' && l[name.length] !== '{')) continue;
+    if (labels && !l.includes(labels)) continue;
+    sum += Number(l.slice(l.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }

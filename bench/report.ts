@@ -3,12 +3,13 @@
 
 export const SERVERS = ['socksgate', 'dante', 'v2ray', 'microsocks'] as const;
 export type ServerName = (typeof SERVERS)[number];
-export type Peer = ServerName | 'direct';
+// 'socksgate-default' is socksgate in its default mode, measured beside fixed-port mode in the fixed-port group.
+export type Peer = ServerName | 'direct' | 'socksgate-default';
 
 /** One figure: its samples per peer (one per run), how to read it, and the target as a ratio to Dante. */
 export interface Figure {
   id: string;
-  group: 'udp' | 'latency' | 'tcp' | 'rate' | 'memory';
+  group: 'udp' | 'latency' | 'tcp' | 'rate' | 'memory' | 'fixed';
   label: string;
   unit: string;
   /** true when more is better (datagrams/s), false when less is (latency, memory). */
@@ -18,6 +19,8 @@ export interface Figure {
   /** An absolute bound for socksgate (memory: KiB per association). */
   absoluteTarget?: number;
   samples: Partial<Record<Peer, number[]>>;
+  /** Fixed-port group: per run, the client datagrams socksgate's workers passed on to a sibling, and all client datagrams. */
+  steered?: { steered: number; total: number }[];
   notes?: string[];
 }
 
@@ -48,7 +51,7 @@ export function addedLatency(figures: Figure[]): void {
   for (const f of figures) {
     const direct = median(f.samples.direct ?? []);
     if (direct === undefined) continue;
-    for (const peer of SERVERS) {
+    for (const peer of [...SERVERS, 'socksgate-default' as const]) {
       const samples = f.samples[peer];
       if (samples) f.samples[peer] = samples.map((v) => v - direct);
     }
@@ -90,6 +93,35 @@ function targetText(figure: Figure): string {
   if (figure.target !== undefined) parts.push(`${figure.higherIsBetter ? '≥' : '≤'} ${figure.target}× Dante`);
   if (figure.absoluteTarget !== undefined) parts.push(`${figure.higherIsBetter ? '≥' : '≤'} ${figure.absoluteTarget} ${figure.unit}`);
   return parts.join(', ') || '—';
+}
+
+/** The share of client datagrams passed on between workers, summed over the runs ('—' without data). */
+export function steeredShare(figure: Figure): string {
+  const runs = figure.steered ?? [];
+  const steered = runs.reduce((n, r) => n + r.steered, 0), total = runs.reduce((n, r) => n + r.total, 0);
+  return total > 0 ? `${((100 * steered) / total).toFixed(1)}% (${steered.toLocaleString('en')} of ${total.toLocaleString('en')})` : '—';
+}
+
+/** The fixed-port group: socksgate with --udp-port beside its default mode, Dante and the direct path. */
+export function fixedPortTable(figures: readonly Figure[]): string {
+  const head = '| figure | unit | direct | socksgate --udp-port | socksgate default | Dante | --udp-port ÷ Dante | default ÷ Dante | steered between workers | target | |';
+  const rows = figures.map((f) => {
+    const cells = [
+      f.label,
+      f.unit,
+      formatNumber(medianOf(f, 'direct')),
+      formatNumber(medianOf(f, 'socksgate')),
+      formatNumber(medianOf(f, 'socksgate-default')),
+      formatNumber(medianOf(f, 'dante')),
+      formatRatio(ratioToDante(f, 'socksgate')),
+      formatRatio(ratioToDante(f, 'socksgate-default')),
+      steeredShare(f),
+      targetText(f),
+      verdict(f),
+    ];
+    return `| ${cells.join(' | ')} |`;
+  });
+  return [head, '|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|', ...rows].join('\n');
 }
 
 export function markdownTable(figures: readonly Figure[]): string {

@@ -1,18 +1,21 @@
 // npm run bench — socksgate side by side with Dante, v2ray and microsocks on loopback, every figure a median of
 // several runs and a ratio to Dante measured in the same run. See README "Benchmarks".
 //
-//   npm run bench -- [--quick] [--only udp,latency,tcp,rate,memory,scale] [--runs N] [--seconds S]
+//   npm run bench -- [--quick] [--only udp,latency,tcp,rate,memory,fixed,scale] [--runs N] [--seconds S]
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measureMemory, removeNamespace, scale, type MemorySample, type ScaleResult } from './capacity.js';
-import { removeTempDirs, startEcho, startServer, type RunningServer } from './peers.js';
+import { removeTempDirs, scrapeCounter, startEcho, startServer, type RunningServer } from './peers.js';
 import { killAllNow, line, nofileHardLimit, start, stop, stopAll } from './procs.js';
-import { SERVERS, addedLatency, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
+import { SERVERS, addedLatency, fixedPortTable, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'scale'] as const;
+const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed', 'scale'] as const;
+// Workers of both socksgate instances in the fixed-port group: the mode exists for many instances and workers
+// sharing one port, so it is measured with the steering between workers at work.
+const FIXED_WORKERS = 2;
 // How long the direct UDP path's generator and echo poll before they sleep (µs).
 const DIRECT_SPIN_US = 50;
 const RATE_DESTINATIONS = 16;
@@ -115,11 +118,22 @@ async function main(): Promise<void> {
   const memory = o.only.has('memory')
     ? figure({ id: 'memory', group: 'memory', label: `memory per idle UDP association (${memoryCount.toLocaleString('en')} open)`, unit: 'KiB', higherIsBetter: false, absoluteTarget: 4 })
     : undefined;
+  // Fixed-port mode (--udp-port: TCP and UDP on one port) beside the default mode, both with FIXED_WORKERS workers.
+  const fixedFigures = new Map<number, Figure>();
+  if (o.only.has('fixed')) {
+    for (const assoc of assocs) {
+      fixedFigures.set(assoc, figure({ id: `fixed-512-${assoc}`, group: 'fixed', label: `fixed port: UDP 512 B, ${assoc} assoc`, unit: 'datagrams/s',
+        higherIsBetter: true, target: assoc === 1 ? 1.3 : 2.0, steered: [] }));
+    }
+  }
+  const fixedP50 = o.only.has('fixed') ? figure({ id: 'fixed-latency-p50', group: 'fixed', label: 'fixed port: added latency p50', unit: 'µs', higherIsBetter: false }) : undefined;
+  const fixedP99 = o.only.has('fixed') ? figure({ id: 'fixed-latency-p99', group: 'fixed', label: 'fixed port: added latency p99', unit: 'µs', higherIsBetter: false, target: 1.0 }) : undefined;
   const memorySamples: MemorySample[] = [];
   let scaleResults: ScaleResult[] = [];
   const generatorErrors: string[] = [];
 
-  const needsPeers = ['udp', 'latency', 'tcp', 'rate', 'memory'].some((g) => o.only.has(g));
+  const needsPeers = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed'].some((g) => o.only.has(g));
+  const needsAll = ['udp', 'latency', 'tcp', 'rate', 'memory'].some((g) => o.only.has(g));
   if (needsPeers) {
     const udpEcho = await startEcho(generator, 'echo-udp');
     // The direct UDP figures' echo and generator poll instead of sleeping between datagrams: what they can
@@ -135,11 +149,15 @@ async function main(): Promise<void> {
     // TIME_WAIT is the echo's, on its own port.
     const rateEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, [`addrs=${RATE_DESTINATIONS}`, 'once=1']);
     const servers: RunningServer[] = [];
-    for (const name of SERVERS) servers.push(await startServer(name, cli, nofile));
+    for (const name of SERVERS) if (needsAll || name === 'dante') servers.push(await startServer(name, cli, nofile));
     const byName = (n: ServerName): RunningServer => servers.find((s) => s.name === n)!;
+    const fixed = fixedFigures.size > 0 ? await startServer('socksgate', cli, nofile, { fixedPort: true, workers: FIXED_WORKERS }) : undefined;
+    const fixedDefault = fixedFigures.size > 0 ? await startServer('socksgate', cli, nofile, { workers: FIXED_WORKERS }) : undefined;
+    const fixedPeers: Peer[] = ['direct', 'socksgate', 'socksgate-default', 'dante'];
+    const fixedProxyOf = (p: Peer): number => (p === 'socksgate' ? fixed!.port : p === 'socksgate-default' ? fixedDefault!.port : proxyOf(p));
     const udpPeers: Peer[] = ['direct', 'socksgate', 'dante', 'v2ray'];
     const tcpPeers: Peer[] = ['direct', 'socksgate', 'dante', 'v2ray', 'microsocks'];
-    const proxyOf = (p: Peer): number => (p === 'direct' ? 0 : byName(p).port);
+    const proxyOf = (p: Peer): number => (p === 'direct' ? 0 : byName(p as ServerName).port);
     const secs = String(o.seconds);
     // One failed generator run (a server refusing, a crash) is recorded and leaves that sample out.
     const attempt = async (what: string, f: () => Promise<void>): Promise<void> => {
@@ -190,6 +208,44 @@ async function main(): Promise<void> {
           });
         }
       }
+      for (const [assoc, f] of fixedFigures) {
+        for (const peer of rotate(fixedPeers, round)) {
+          await attempt(`${f.label} ${peer}`, async () => {
+            const direct = peer === 'direct';
+            const counters = async (): Promise<[number, number, number]> => (peer === 'socksgate'
+              ? [await scrapeCounter(fixed!.admin!, 'socksgate_udp_steered_total'),
+                await scrapeCounter(fixed!.admin!, 'socksgate_udp_datagrams_total', 'direction="client_to_proxy"'),
+                await scrapeCounter(fixed!.admin!, 'socksgate_udp_dropped_total')]
+              : [0, 0, 0]);
+            const before = await counters();
+            const r = await generate(generator, ['udp', `proxy=${fixedProxyOf(peer)}`, `target=${(direct ? directUdpEcho : udpEcho).port}`, `assoc=${assoc}`, 'size=512',
+              'window=8', `seconds=${secs}`, `threads=${assoc > 1 ? 2 : 1}`, `spin=${direct ? DIRECT_SPIN_US : 0}`], o.seconds);
+            const after = await counters();
+            push(f, peer, Number(r.pps));
+            let extra = '';
+            if (peer === 'socksgate') {
+              f.steered!.push({ steered: after[0] - before[0], total: after[1] - before[1] });
+              extra = `, steered ${after[0] - before[0]} of ${after[1] - before[1]}, dropped ${after[2] - before[2]}`;
+            }
+            log(`  ${f.label.padEnd(34)} ${peer.padEnd(18)} ${Number(r.pps).toFixed(0).padStart(8)} datagrams/s (lost ${String(r.lost)}${extra})`);
+          });
+        }
+      }
+      if (fixedP50 && fixedP99) {
+        const order = rotate(fixedPeers, round);
+        await attempt('fixed-port latency', async () => {
+          const r = await generate(generator, ['latency', `proxies=${order.map(fixedProxyOf).join(',')}`, `target=${udpEcho.port}`, 'rate=2000', 'size=64',
+            `seconds=${secs}`, 'slice=100'], o.seconds * order.length);
+          const results = r.peers as { proxy: number; sent: number; received: number; p50us: number; p99us: number }[];
+          order.forEach((peer, i) => {
+            const m = results[i];
+            if (!m || m.proxy !== fixedProxyOf(peer)) throw new Error(`fixed-port latency: no result for ${peer}`);
+            push(fixedP50, peer, m.p50us);
+            push(fixedP99, peer, m.p99us);
+            log(`  fixed port: latency at 2000/s      ${peer.padEnd(18)} p50 ${String(m.p50us)} µs p99 ${String(m.p99us)} µs (${String(m.received)}/${String(m.sent)} back)`);
+          });
+        });
+      }
       if (rate) {
         for (const peer of rotate(tcpPeers, round)) {
           await attempt(`rate ${peer}`, async () => {
@@ -226,7 +282,10 @@ async function main(): Promise<void> {
     }
     // Added latency: each server's median round trip minus the direct one (same generator, same echo, no proxy).
     if (p50 && p99) addedLatency([p50, p99]);
+    if (fixedP50 && fixedP99) addedLatency([fixedP50, fixedP99]);
     for (const s of servers) await stop(s.process);
+    if (fixed) await stop(fixed.process);
+    if (fixedDefault) await stop(fixedDefault.process);
     await stop(udpEcho.process);
     await stop(directUdpEcho.process);
     await stop(tcpEcho.process);
@@ -267,7 +326,7 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
     '',
     '## Figures',
     '',
-    markdownTable(figures),
+    markdownTable(figures.filter((f) => f.group !== 'fixed')),
     '',
     '- UDP: closed loop, 8 datagrams in flight per association, round trips per second through the proxy to a UDP echo.',
     '- Added latency: 64-byte datagrams at a fixed 2000/s on one association; the proxied round-trip percentile of each run minus the median direct one (the "direct" column is the direct round trip itself). The p99 of a few thousand samples on a shared machine is noisy.',
@@ -276,6 +335,17 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
     `- Memory: Pss summed over the server's process tree (/proc/PID/smaps_rollup) with ${memorySamples[0]?.count ?? '—'} idle associations open, each having relayed one datagram, minus the Pss before; `
       + 'Pss counts pages shared between Dante\'s forked processes once. Target: ≤ 4 KiB for socksgate.',
     '',
+    ...(figures.some((f) => f.group === 'fixed') ? [
+      '## Fixed-port mode',
+      '',
+      `socksgate with \`--udp-port\` (TCP and UDP on one port, as behind an L4 load balancer) and, beside it, in its default mode, both with \`--workers ${FIXED_WORKERS}\`; `
+        + 'the same generator runs as above (512-byte datagrams, 8 in flight per association, each association declaring its UDP address) and the latency run with these peers. '
+        + '"Steered" is the share of client datagrams that reached a worker other than their association\'s and were passed on to it (socksgate_udp_steered_total against '
+        + 'socksgate_udp_datagrams_total{direction="client_to_proxy"}, over all runs).',
+      '',
+      fixedPortTable(figures.filter((f) => f.group === 'fixed')),
+      '',
+    ] : []),
     '## The generator is not the bottleneck',
     '',
     'The "direct" column is the same generator against the same echo targets with no proxy in between. For the UDP '

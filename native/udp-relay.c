@@ -13,8 +13,10 @@
 //       views are valid only during the call: whatever must outlive it is copied.
 //     callbacks.udpError(owner, code, count): sends queued during a batch that the kernel refused, or
 //       (count 0) a socket error that ended its watching ('EPOLL…': the socket can no longer be read).
-//   udpBind(owner, ipv6, receiveBuffer?, sendBuffer?) -> [handle, port]   throws an Error with .code on
-//     failure; buffer sizes in bytes (0: the kernel's default)
+//   udpBind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?) -> [handle, port]
+//     throws an Error with .code on failure; buffer sizes in bytes (0: the kernel's default); host: an
+//     IP literal of the family (absent or null: all addresses), port (absent: an ephemeral one);
+//     reusePort: SO_REUSEPORT, so each process of a server holds its own socket of one shared port
 //   udpSend(handle, header|null, payload, port, address, offset) -> 0, or a negative errno
 //   udpNtop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
 //   udpClose(handle)                         idempotent
@@ -496,14 +498,39 @@ static napi_value js_send(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// bind(owner, ipv6) -> [handle, port]
+// The host text of udpBind (a string argument, else all addresses): 1 when given, 0 when absent, -1
+// when not a string, with a TypeError thrown.
+static int host_argument(napi_env env, napi_value value, char *text, size_t size) {
+  napi_valuetype type;
+  if (napi_typeof(env, value, &type) != napi_ok) return -1;
+  if (type == napi_undefined || type == napi_null) return 0;
+  size_t length = 0;
+  if (type != napi_string || napi_get_value_string_latin1(env, value, text, size, &length) != napi_ok || length + 1 >= size) {
+    napi_throw_type_error(env, NULL, "udpBind: host must be an IP literal");
+    return -1;
+  }
+  return 1;
+}
+
+// bind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?) -> [handle, port]
 static napi_value js_bind(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 7;
+  napi_value argv[7];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_message(env, NULL, "udpBind(owner, ipv6, receiveBuffer?, sendBuffer?): 2 arguments at least");
+  if (argc < 2) return throw_message(env, NULL, "udpBind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?): 2 arguments at least");
   int32_t sizes[2] = { 0, 0 };
   for (size_t i = 2; i < argc && i < 4; i++) CHECK(napi_get_value_int32(env, argv[i], &sizes[i - 2]));
+  char host[INET6_ADDRSTRLEN + 1];
+  int has_host = argc > 4 ? host_argument(env, argv[4], host, sizeof host) : 0;
+  if (has_host < 0) return NULL;
+  int32_t want_port = 0;
+  if (argc > 5) CHECK(napi_get_value_int32(env, argv[5], &want_port));
+  if (want_port < 0 || want_port > 65535) {
+    napi_throw_range_error(env, NULL, "udpBind: port out of range");
+    return NULL;
+  }
+  bool reuse_port = false;
+  if (argc > 6) CHECK(napi_get_value_bool(env, argv[6], &reuse_port));
   state_t *st = udp_state(env);
   if (st == NULL) return throw_errno(env, ENOMEM, "udpBind");
   if (st->e->tearing_down) return throw_errno(env, ESHUTDOWN, "udpBind");
@@ -511,6 +538,14 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_bool(env, argv[1], &ipv6));
   int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
+  if (reuse_port) {
+    int on = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, e, "setsockopt SO_REUSEPORT");
+    }
+  }
   struct sockaddr_in6 addr;
   memset(&addr, 0, sizeof addr);
   socklen_t len;
@@ -523,12 +558,22 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
     }
     addr.sin6_family = AF_INET6;
     addr.sin6_addr = in6addr_any;
+    addr.sin6_port = htons((uint16_t)want_port);
     len = sizeof(struct sockaddr_in6);
+    if (has_host && inet_pton(AF_INET6, host, &addr.sin6_addr) != 1) {
+      close(fd);
+      return throw_errno(env, EINVAL, "udpBind: not an IPv6 literal");
+    }
   } else {
     struct sockaddr_in *a = (struct sockaddr_in *)&addr;
     a->sin_family = AF_INET;
     a->sin_addr.s_addr = htonl(INADDR_ANY);
+    a->sin_port = htons((uint16_t)want_port);
     len = sizeof(struct sockaddr_in);
+    if (has_host && inet_pton(AF_INET, host, &a->sin_addr) != 1) {
+      close(fd);
+      return throw_errno(env, EINVAL, "udpBind: not an IPv4 literal");
+    }
   }
   if (bind(fd, (struct sockaddr *)&addr, len) < 0 || getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
     int e = errno;

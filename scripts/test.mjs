@@ -31,6 +31,9 @@ if (testFiles(['build/test']).length === 0) {
 const NATIVE_PATH_TESTS = [
   'build/test/server',
   'build/test/udp',
+  // Fixed-port mode's sockets on the helper, one per worker process (SO_REUSEPORT), and the steering between them.
+  'build/test/cluster/workers.test.js',
+  'build/test/cluster/fixed-port-nat.test.js',
   'build/test/reliability/hostile.test.js',
   'build/test/reliability/adversarial.test.js',
   'build/test/reliability/fuzz-and-leaks.test.js',

@@ -1,7 +1,6 @@
-import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { DemuxSteer } from '../udp/demux.js';
-import { bindUdp, enlargeReceiveBuffer, type BoundUdp } from '../udp/socket.js';
+import { openSharedSocket, type RelayReceiver, type RelaySocket } from '../udp/relay-socket.js';
 import type { UdpStats } from '../udp/stats.js';
 import type { ClaimCounts } from '../observe/admin.js';
 import { sendToPrimary, type ToWorker } from './messages.js';
@@ -104,13 +103,17 @@ const MAX_STEER_PAYLOAD_V4 = MAX_UDP_PAYLOAD;
  * acknowledged by every sibling before the ASSOCIATE reply goes out, so no first datagram can
  * arrive before the workers know where it belongs.
  */
-export class WorkerSteering implements DemuxSteer {
+export class WorkerSteering implements DemuxSteer, RelayReceiver {
   private readonly table = new ClaimTable();
   private readonly peers = new Map<number, { port: number; host: string }>();
   private readonly peerPorts = new Set<number>();
   private readonly pending = new Map<number, { resolve: () => void; reject: (error: Error) => void }>();
   private seq = 0;
-  private socket: BoundUdp | null = null;
+  private socket: RelaySocket | null = null;
+  // The header of the last sender passed on: a steady client costs no header per datagram.
+  private lastIp = '';
+  private lastPort = -1;
+  private lastHeader: Buffer | null = null;
   private host = '::1';
   private deliver: (datagram: Buffer, ip: string, port: number) => void = () => {};
   private stats: UdpStats | null = null;
@@ -120,14 +123,12 @@ export class WorkerSteering implements DemuxSteer {
   /** Binds the loopback steer socket and tells the primary where it is. */
   async open(): Promise<void> {
     try {
-      this.socket = await bindUdp(0, '::1');
+      this.socket = await openSharedSocket('::1', 0, false);
     } catch {
       this.host = '127.0.0.1';
-      this.socket = await bindUdp(0, '127.0.0.1');
+      this.socket = await openSharedSocket('127.0.0.1', 0, false);
     }
-    enlargeReceiveBuffer(this.socket.socket);
-    this.socket.socket.on('message', this.onMessage);
-    this.socket.socket.on('error', (error) => this.log.warn({ err: error }, 'steer socket error'));
+    this.socket.receive(this);
     sendToPrimary({ sg: 'steer-port', port: this.socket.port, host: this.host });
   }
 
@@ -166,14 +167,29 @@ export class WorkerSteering implements DemuxSteer {
       if (stats) stats.drops['unknown-client']++;
       return;
     }
-    const header = steerHeader(ip, port);
+    let header = this.lastHeader;
+    if (header === null || port !== this.lastPort || ip !== this.lastIp) {
+      header = this.lastHeader = steerHeader(ip, port);
+      this.lastIp = ip;
+      this.lastPort = port;
+    }
     if (header.length + datagram.length > (peer.host === '::1' ? MAX_STEER_PAYLOAD_V6 : MAX_STEER_PAYLOAD_V4)) {
       if (stats) stats.drops['too-large']++;
       return;
     }
-    socket.socket.send([header, datagram], peer.port, peer.host, (error) => {
-      if (error && stats) stats.drops['send-error']++;
-    });
+    // A dgram send keeps what it is given until it completes: the header is not reused under it.
+    if (!socket.transient) this.lastHeader = null;
+    if (socket.send(header, datagram, peer.port, peer.host) !== null && stats) stats.drops['send-error']++;
+  }
+
+  /** Passed-on datagrams the OS refused after accepting them. */
+  onSendError(code: string, count: number): void {
+    if (this.stats) this.stats.drops['send-error'] += count;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ code, count }, 'steer send refused');
+  }
+
+  onSocketFailed(reason: string): void {
+    this.log.error({ reason }, 'steer socket failed');
   }
 
   /** A message from the primary about siblings and claims. */
@@ -212,17 +228,17 @@ export class WorkerSteering implements DemuxSteer {
   close(): void {
     for (const waiter of this.pending.values()) waiter.reject(new Error('worker shutting down'));
     this.pending.clear();
-    this.socket?.socket.close();
+    this.socket?.close();
     this.socket = null;
   }
 
-  private readonly onMessage = (data: Buffer, from: RemoteInfo): void => {
+  /** A datagram on the steer socket (with the helper, a view valid only during the call). */
+  onDatagram(data: Buffer, address: string, port: number): void {
     // Only a sibling's steer socket may pass datagrams on: anyone else could forge a client's address.
-    if (from.address !== this.host || !this.peerPorts.has(from.port)) return;
+    if (address !== this.host || !this.peerPorts.has(port)) return;
     const length = data[0] ?? 0;
     if (data.length < 3 + length) return;
     const ip = data.toString('latin1', 1, 1 + length);
-    const port = data.readUInt16BE(1 + length);
-    this.deliver(data.subarray(3 + length), ip, port);
-  };
+    this.deliver(data.subarray(3 + length), ip, data.readUInt16BE(1 + length));
+  }
 }

@@ -43,9 +43,14 @@ export class NativeRelay implements UdpOwner {
   private w3 = 0;
   private lastAddress = '';
 
-  /** Throws an Error with the errno code (EADDRINUSE, EAFNOSUPPORT, EMFILE…) when it cannot bind. */
-  constructor(ipv6: boolean, receiveBuffer = 0, sendBuffer = 0) {
-    const [handle, port] = addon().udpBind(this, ipv6, receiveBuffer, sendBuffer);
+  /**
+   * Throws an Error with the errno code (EADDRINUSE, EAFNOSUPPORT, EMFILE…) when it cannot bind.
+   * Without `at`, on all addresses and an ephemeral port.
+   */
+  constructor(ipv6: boolean, receiveBuffer = 0, sendBuffer = 0, at?: { host: string | null; port: number; reusePort: boolean }) {
+    const [handle, port] = at === undefined
+      ? addon().udpBind(this, ipv6, receiveBuffer, sendBuffer)
+      : addon().udpBind(this, ipv6, receiveBuffer, sendBuffer, at.host, at.port, at.reusePort);
     this.handle = handle;
     this.port = port;
     this.dualStack = ipv6;

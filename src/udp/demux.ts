@@ -1,13 +1,14 @@
-import type { RemoteInfo } from 'node:dgram';
 import type { Logger } from 'pino';
 import type { Association, ClientChannel } from './association.js';
-import { addressForSocket, bindUdp, enlargeReceiveBuffer, unmapAddress, type BoundUdp } from './socket.js';
+import { openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
+import { addressForSocket, unmapAddress } from './socket.js';
 import type { UdpStats } from './stats.js';
 
 /**
- * How a fixed-port demultiplexer shares its port with sibling worker processes. Every worker holds
- * the same socket, so a datagram reaches whichever worker reads first; the steer knows which
- * endpoints the siblings own and passes their datagrams on. See src/cluster/steering.ts.
+ * How a fixed-port demultiplexer shares its port with sibling worker processes. A datagram reaches
+ * whichever worker the kernel gives it to (each worker's own socket of the port on the native
+ * helper, one socket all workers read on dgram); the steer knows which endpoints the siblings own
+ * and passes their datagrams on. See src/cluster/steering.ts.
  */
 export interface DemuxSteer {
   /** Announces that this worker owns `ip` (and `port`, or any port while waiting for it); resolves once every sibling knows. */
@@ -28,10 +29,15 @@ export interface DemuxSteer {
  * datagram is dropped as ambiguous — never guessed, since a wrong guess hands one client's
  * association to another.
  */
-export class FixedPortDemux {
-  private readonly sockets = new Map<string, BoundUdp>();
+export class FixedPortDemux implements RelayReceiver {
+  private readonly sockets = new Map<string, RelaySocket>();
   private readonly byEndpoint = new Map<string, Association>();
   private readonly waiting = new Map<string, Set<Association>>();
+  // The last sender heard and its association: a steady client costs no key string or map lookup. The
+  // address is compared as the socket reported it (the helper hands out one string per steady sender).
+  private memoAddress = '';
+  private memoPort = -1;
+  private memoOwner: Association | null = null;
 
   constructor(
     private readonly stats: UdpStats,
@@ -59,12 +65,10 @@ export class FixedPortDemux {
   private async bindNow(host: string, port: number): Promise<number> {
     const existing = this.sockets.get(host);
     if (existing) return existing.port;
-    const bound = await bindUdp(port, host, this.steer !== null);
-    enlargeReceiveBuffer(bound.socket);
-    bound.socket.on('message', this.onMessage);
-    bound.socket.on('error', (error) => this.log.warn({ err: error, host, port }, 'fixed-port UDP socket error'));
-    this.sockets.set(host, bound);
-    return bound.port;
+    const socket = await openSharedSocket(host, port, this.steer !== null);
+    socket.receive(this);
+    this.sockets.set(host, socket);
+    return socket.port;
   }
 
   /**
@@ -84,22 +88,11 @@ export class FixedPortDemux {
       if (!set) this.waiting.set(ip, (set = new Set()));
       set.add(association);
     }
-    const socket = bound.socket;
     const target = addressForSocket(ip, bound.dualStack) ?? ip;
-    const stats = this.stats;
-    const onSent = (error: Error | null): void => {
-      if (error) stats.drops['send-error']++;
-    };
     const channel: ClientChannel = {
-      keepsPayload: true,
-      send: (header, payload, port) => {
-        try {
-          socket.send([header, payload], port, target, onSent);
-          return null;
-        } catch (error) {
-          return (error as NodeJS.ErrnoException).code ?? 'EIO';
-        }
-      },
+      // A dgram socket may keep the payload until its send completes; the helper copies it at once.
+      keepsPayload: !bound.transient,
+      send: (header, payload, port) => bound.send(header, payload, port, target),
       release: () => this.unregister(association),
     };
     // With workers, the reply waits until every sibling knows where this client's datagrams go.
@@ -108,11 +101,12 @@ export class FixedPortDemux {
   }
 
   close(): Promise<void> {
-    const closing = [...this.sockets.values()].map((b) => new Promise<void>((resolve) => b.socket.close(() => resolve())));
+    for (const socket of this.sockets.values()) socket.close();
     this.sockets.clear();
     this.byEndpoint.clear();
     this.waiting.clear();
-    return Promise.all(closing).then(() => undefined);
+    this.memoOwner = null;
+    return Promise.resolve();
   }
 
   /** Associations known to the demultiplexer (for leak checks). */
@@ -122,7 +116,7 @@ export class FixedPortDemux {
     return this.byEndpoint.size + waiting;
   }
 
-  private socketFor(localHost: string): BoundUdp | undefined {
+  private socketFor(localHost: string): RelaySocket | undefined {
     // The socket on the very address the client reached, else a wildcard one that covers it.
     const plain = unmapAddress(localHost);
     const wildcard = plain.includes(':') ? undefined : this.sockets.get('0.0.0.0');
@@ -130,6 +124,7 @@ export class FixedPortDemux {
   }
 
   private unregister(association: Association): void {
+    if (this.memoOwner === association) this.memoOwner = null;
     const ip = association.client;
     if (association.clientPort !== null) {
       const key = `${ip}|${association.clientPort}`;
@@ -145,22 +140,41 @@ export class FixedPortDemux {
     }
   }
 
-  private readonly onMessage = (datagram: Buffer, from: RemoteInfo): void => {
-    const ip = unmapAddress(from.address);
-    const owner = this.byEndpoint.get(`${ip}|${from.port}`);
-    if (owner) return owner.fromClient(datagram);
+  /** A datagram on a shared socket (with the helper, a view valid only during the call). */
+  onDatagram(datagram: Buffer, address: string, port: number): void {
+    const memo = this.memoOwner;
+    if (memo !== null && port === this.memoPort && address === this.memoAddress) return memo.fromClient(datagram);
+    const ip = unmapAddress(address);
+    const owner = this.byEndpoint.get(`${ip}|${port}`);
+    if (owner) {
+      this.memoAddress = address;
+      this.memoPort = port;
+      this.memoOwner = owner;
+      return owner.fromClient(datagram);
+    }
     const steer = this.steer;
-    if (steer === null) return this.deliverWaiting(datagram, ip, from.port);
-    const sibling = steer.ownerOf(ip, from.port);
+    if (steer === null) return this.deliverWaiting(datagram, ip, port);
+    const sibling = steer.ownerOf(ip, port);
     const waitingHere = this.waiting.get(ip)?.size ?? 0;
     if (sibling >= 0 && waitingHere === 0) {
       this.stats.steeredDatagrams++;
-      return steer.forward(sibling, datagram, ip, from.port);
+      return steer.forward(sibling, datagram, ip, port);
     }
     // A sibling waits for this IP too: two associations could own the sender, so neither gets it.
     if (sibling !== -1) return this.drop('ambiguous');
-    this.deliverWaiting(datagram, ip, from.port);
-  };
+    this.deliverWaiting(datagram, ip, port);
+  }
+
+  /** Sends to clients the OS refused after accepting them. */
+  onSendError(code: string, count: number): void {
+    this.stats.drops['send-error'] += count;
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ code, count }, 'fixed-port UDP send refused');
+  }
+
+  /** A shared socket can no longer be read: said loudly, since its clients' datagrams now go unheard. */
+  onSocketFailed(reason: string): void {
+    this.log.error({ reason }, 'fixed-port UDP socket failed');
+  }
 
   /** A datagram a sibling worker passed on: ours, or dropped (never passed on again). */
   deliver(datagram: Buffer, ip: string, port: number): void {

@@ -1,7 +1,8 @@
 import type { RemoteInfo, Socket } from 'node:dgram';
 import { nativeLoaded, type RelayReceiver } from '../native/addon.js';
 import { NativeRelay } from '../native/udp.js';
-import { bindUdp } from './socket.js';
+import { isIPv4 } from 'node:net';
+import { bindUdp, enlargeReceiveBuffer, SHARED_RECEIVE_BUFFER, unmapAddress } from './socket.js';
 import type { KernelDrops } from './kernel-drops.js';
 
 export type { RelayReceiver } from '../native/addon.js';
@@ -110,5 +111,23 @@ async function openSocket(options: RelayOptions): Promise<RelaySocket> {
   }
   const bound = await bindUdp(0);
   sizeBuffers(bound.socket, options);
+  return new DgramRelay(bound.socket, bound.port, bound.dualStack);
+}
+
+// Send buffer of a shared socket on the helper (its receive buffer: SHARED_RECEIVE_BUFFER, as on dgram).
+const SHARED_SEND_BUFFER = 1024 * 1024;
+
+/**
+ * A socket shared by many clients on `host` (an IP literal) and `port`: fixed-port mode's, or the
+ * steering socket between workers. `workers`: every worker process of the server serves this port.
+ * On the native helper each worker then binds its own socket of the port (SO_REUSEPORT; the kernel
+ * keeps each sender on one of them); on dgram the cluster primary binds one socket and every worker
+ * holds it.
+ */
+export async function openSharedSocket(host: string, port: number, workers: boolean): Promise<RelaySocket> {
+  const plain = unmapAddress(host);
+  if (nativeLoaded()) return new NativeRelay(!isIPv4(plain), SHARED_RECEIVE_BUFFER, SHARED_SEND_BUFFER, { host: plain, port, reusePort: workers });
+  const bound = await bindUdp(port, plain, workers);
+  enlargeReceiveBuffer(bound.socket);
   return new DgramRelay(bound.socket, bound.port, bound.dualStack);
 }

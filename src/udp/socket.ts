@@ -68,7 +68,7 @@ export async function bindUdp(port: number, host?: string, shared = false): Prom
 
 // Receive buffer for sockets many clients share (fixed port, steering between workers): bursts from
 // many clients at once must not overflow it. The kernel caps it at net.core.rmem_max.
-const SHARED_RECEIVE_BUFFER = 4 * 1024 * 1024;
+export const SHARED_RECEIVE_BUFFER = 4 * 1024 * 1024;
 
 /** Asks for a large receive buffer (the default one stays where the kernel refuses). */
 export function enlargeReceiveBuffer(socket: Socket): void {

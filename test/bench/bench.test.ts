@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { addedLatency, markdownTable, median, ratio, ratioToDante, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
+import { addedLatency, fixedPortTable, markdownTable, median, ratio, ratioToDante, steeredShare, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
 import { requireProgram, startSocks } from '../helpers/servers.js';
 
 const figure = (over: Partial<Figure>): Figure => ({ id: 'f', group: 'udp', label: 'UDP 64 B, 16 assoc', unit: 'datagrams/s', higherIsBetter: true, samples: {}, ...over });
@@ -61,6 +61,20 @@ describe('bench report helpers', () => {
     assert.ok(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"') && svg.trimEnd().endsWith('</svg>'));
     assert.equal(svg.match(/class="bar"/g)?.length, 2 + 3);
     assert.ok(svg.includes('A &amp; B') && svg.includes('title &lt;x&gt;') && !svg.includes('no Dante'));
+  });
+
+  test('the fixed-port table puts fixed-port mode beside the default mode, each as a ratio to Dante, with the share steered', () => {
+    const f = figure({ id: 'fixed-512-16', group: 'fixed', label: 'fixed port: UDP 512 B, 16 assoc', target: 2,
+      samples: { direct: [900], socksgate: [240, 200], 'socksgate-default': [400], dante: [100] }, steered: [{ steered: 30, total: 100 }, { steered: 10, total: 300 }] });
+    assert.equal(steeredShare(f), '10.0% (40 of 400)');
+    assert.equal(steeredShare(figure({})), '—');
+    const table = fixedPortTable([f]).split('\n');
+    assert.equal(table.length, 3);
+    assert.equal(table[2], '| fixed port: UDP 512 B, 16 assoc | datagrams/s | 900 | 220 | 400 | 100 | 2.20× | 4.00× | 10.0% (40 of 400) | ≥ 2× Dante | met |');
+    // Added latency subtracts the direct round trip from the default mode's samples too.
+    const p99 = figure({ group: 'fixed', higherIsBetter: false, samples: { direct: [10], socksgate: [50], 'socksgate-default': [30] } });
+    addedLatency([p99]);
+    assert.deepEqual(p99.samples, { direct: [10], socksgate: [40], 'socksgate-default': [20] });
   });
 });
 

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { waitFor } from '../helpers/peer.js';
 import { UdpPeer } from '../helpers/udp.js';
 import { gsoCounters, setBusyPoll, udpIo } from '../../src/native/addon.js';
-import { openRelay, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
+import { openRelay, openSharedSocket, type RelayReceiver, type RelaySocket } from '../../src/udp/relay-socket.js';
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
@@ -247,4 +247,61 @@ test('relay socket: closing inside a delivery stops it, and open/close cycles le
   } finally {
     peer.close();
   }
+});
+
+test('shared socket: bound on its host and port; one port per process, or a group of sockets each hearing its own senders', async () => {
+  const before = openFds();
+  // Alone: on the address asked for; the port is taken.
+  const alone = await openSharedSocket('127.0.0.1', 0, false);
+  const heard = new Collector();
+  alone.receive(heard);
+  const peer = await UdpPeer.bind('127.0.0.1');
+  try {
+    assert.equal(alone.transient, udpIo().native);
+    await peer.send(Buffer.from('to the shared socket'), alone.port, '127.0.0.1');
+    await waitFor(() => heard.datagrams.length === 1, 3000, 'the datagram');
+    assert.equal(heard.datagrams[0]!.data.toString(), 'to the shared socket');
+    assert.equal(heard.datagrams[0]!.port, peer.port);
+    assert.equal(alone.send(Buffer.from('re: '), Buffer.from('hi'), peer.port, '127.0.0.1'), null);
+    assert.equal((await peer.receive(3000)).data.toString(), 're: hi');
+    await assert.rejects(openSharedSocket('127.0.0.1', alone.port, false), (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE');
+  } finally {
+    alone.close();
+    peer.close();
+  }
+  if (!udpIo().native) {
+    // On dgram, workers share one socket that the cluster primary binds: outside a cluster it is this process's own.
+    await waitFor(() => openFds() === before, 3000, 'descriptors back to where they were');
+    return;
+  }
+  // With the helper: each worker's own socket of one port (SO_REUSEPORT). Every sender is heard by
+  // exactly one of them, always the same one, and replies leave from the shared port.
+  const first = await openSharedSocket('127.0.0.1', 0, true);
+  const second = await openSharedSocket('127.0.0.1', first.port, true);
+  const a = new Collector(), b = new Collector();
+  first.receive(a);
+  second.receive(b);
+  const senders = await Promise.all(Array.from({ length: 16 }, () => UdpPeer.bind('127.0.0.1')));
+  try {
+    assert.equal(second.port, first.port);
+    for (let round = 0; round < 3; round++) {
+      for (const [i, sender] of senders.entries()) await sender.send(Buffer.from(`sender ${i} round ${round}`), first.port, '127.0.0.1');
+    }
+    await waitFor(() => a.datagrams.length + b.datagrams.length === 48, 3000, 'every datagram, once');
+    for (const sender of senders) {
+      const inA = a.datagrams.filter((d) => d.port === sender.port).length, inB = b.datagrams.filter((d) => d.port === sender.port).length;
+      assert.ok((inA === 3 && inB === 0) || (inA === 0 && inB === 3), `sender ${sender.port}: all three on one socket (${inA}/${inB})`);
+    }
+    const replier = a.datagrams.length > 0 ? first : second;
+    const to = (a.datagrams[0] ?? b.datagrams[0])!.port;
+    assert.equal(replier.send(null, Buffer.from('back'), to, '127.0.0.1'), null);
+    const back = await senders.find((s) => s.port === to)!.receive(3000);
+    assert.equal(back.data.toString(), 'back');
+    assert.equal(back.from.port, first.port);
+  } finally {
+    first.close();
+    second.close();
+    for (const s of senders) s.close();
+  }
+  await waitFor(() => openFds() === before, 3000, 'descriptors back to where they were');
 });
