@@ -1,7 +1,7 @@
 // Runs inside a network namespace made by bench/udp-over-tcp.ts: a socksgate server, a UDP echo and a
 // client, all on the namespace's loopback, where nftables drops a share of all packets. Prints one JSON line.
 import { createSocket } from 'node:dgram';
-import { associate } from '../src/client/associate.js';
+import { associate } from 'socksgate-client';
 import { SocksServer } from '../src/server/server.js';
 
 const SECONDS = Number(process.argv[2] ?? 5);

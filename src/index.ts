@@ -1,5 +1,5 @@
 // The public library API: what `import … from 'socksgate'` gets.
-export * from './protocol/index.js';
+export * from 'socksgate-client/protocol';
 export { SocksServer, SERVER_DEFAULTS, type ServerOptions, type Endpoint } from './server/server.js';
 export { UserStore, hashPassword, setUserInFile } from './server/users.js';
 export { DirectDialer, type Dialer, type DialOrigin } from './server/dialer.js';
@@ -9,4 +9,4 @@ export { createResolver, type Resolver, type ResolverOptions } from './dns/resol
 export { loadConfig, validateConfig } from './config/load.js';
 export { configSchema, type Config } from './config/schema.js';
 export { ConfigError } from './config/errors.js';
-export * from './client/index.js';
+export * from 'socksgate-client';

@@ -5,7 +5,7 @@ import { bindUdp, enlargeReceiveBuffer, type BoundUdp } from '../udp/socket.js';
 import type { UdpStats } from '../udp/stats.js';
 import type { ClaimCounts } from '../observe/admin.js';
 import { sendToPrimary, type ToWorker } from './messages.js';
-import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
+import { MAX_UDP_PAYLOAD } from 'socksgate-client/protocol';
 
 /**
  * Who owns which client endpoint of the shared fixed UDP port: "ip|port" for a declared or learned

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
 import { checkCidr, checkPortSpec, checkUpstreamUrl, upstreamEndpoint } from './values.js';
-import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
+import { MAX_UDP_PAYLOAD } from 'socksgate-client/protocol';
 
 // The one description of socksgate's configuration: defaults, validation, the command-line flags
 // (config key `dns.servers` is flag `--dns-servers`) and the README's config reference all come from here.

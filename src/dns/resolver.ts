@@ -1,8 +1,8 @@
 import { lookup } from 'node:dns/promises';
 import { Resolver as DnsResolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { Reply } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import { Reply } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 
 /** Turns a domain name into addresses to try, in order. */
 export interface Resolver {

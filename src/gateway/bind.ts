@@ -1,7 +1,7 @@
-import { ControlConnection } from '../client/control.js';
-import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { Command, describeReply, Reply } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import { ControlConnection } from 'socksgate-client/control';
+import { addressFromHost, formatAddress, type SocksAddress } from 'socksgate-client/protocol';
+import { Command, describeReply, Reply } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import { pipeSession } from '../server/connect.js';
 import { closeWhenClientLeaves } from '../server/bind.js';
 import { admit } from '../server/gate.js';

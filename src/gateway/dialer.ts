@@ -1,8 +1,8 @@
 import type { Socket } from 'node:net';
-import { ControlConnection } from '../client/control.js';
-import type { SocksAddress } from '../protocol/address.js';
-import { Command, Reply } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import { ControlConnection } from 'socksgate-client/control';
+import type { SocksAddress } from 'socksgate-client/protocol';
+import { Command, Reply } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import type { DialOrigin, Dialer } from '../server/dialer.js';
 import { Lease, type Upstream, type UpstreamPool } from './pool.js';
 

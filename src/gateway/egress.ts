@@ -1,6 +1,6 @@
-import { associate, type UdpAssociation } from '../client/associate.js';
-import type { SocksAddress } from '../protocol/address.js';
-import { SocksError } from '../protocol/errors.js';
+import { associate, type UdpAssociation } from 'socksgate-client';
+import type { SocksAddress } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import type { Egress, EgressFactory } from '../server/associate.js';
 import type { CommandContext } from '../server/context.js';
 import { unmapAddress } from '../udp/socket.js';

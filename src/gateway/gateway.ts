@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { parseProxy, type ProxyInput } from '../client/proxy.js';
+import { parseProxy, type ProxyInput } from 'socksgate-client';
 import { SERVER_DEFAULTS, SocksServer, type ServerOptions } from '../server/server.js';
 import { gatewayBind } from './bind.js';
 import { GatewayDialer } from './dialer.js';

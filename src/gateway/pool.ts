@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ControlConnection } from '../client/control.js';
-import type { ProxyOptions } from '../client/proxy.js';
-import { formatAddress, addressFromHost } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import { ControlConnection } from 'socksgate-client/control';
+import type { ProxyOptions } from 'socksgate-client';
+import { formatAddress, addressFromHost } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import type { UpstreamSet, UpstreamSnapshot } from '../server/server.js';
 
 export type Selection = 'hash' | 'least-sessions';

@@ -1,8 +1,8 @@
 import { isIP } from 'node:net';
 import type { CommandContext, Egress } from './context.js';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import { addressFromHost, type SocksAddress } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import { Association, type AssociationSettings } from '../udp/association.js';
 import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';

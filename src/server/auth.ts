@@ -1,4 +1,4 @@
-import { Method, type MethodCode } from '../protocol/constants.js';
+import { Method, type MethodCode } from 'socksgate-client/protocol';
 
 /**
  * RFC 1928 §3 method selection. With users configured only username/password (0x02) is acceptable:

@@ -3,8 +3,8 @@ import type { CommandContext } from './context.js';
 import { pipeSession } from './connect.js';
 import { replyForError } from './dialer.js';
 import { admit } from './gate.js';
-import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
+import { addressFromHost, formatAddress, type SocksAddress } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
 
 /**
  * RFC 1928 §4 BIND: listen on the address the client reached us on, reply with it, wait for one

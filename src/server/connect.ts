@@ -6,8 +6,8 @@ import { NativeTunnel } from '../native/tcp.js';
 import type { NativeConn } from '../native/tcp.js';
 import { relay } from './relay.js';
 import { Throttle } from './throttle.js';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { describeReply, Reply } from '../protocol/constants.js';
+import { addressFromHost, type SocksAddress } from 'socksgate-client/protocol';
+import { describeReply, Reply } from 'socksgate-client/protocol';
 import { unmapAddress } from '../udp/socket.js';
 
 /**

@@ -1,8 +1,8 @@
 import { connect, type Socket } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
-import type { SocksAddress } from '../protocol/address.js';
-import { Reply, type ReplyCode } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
+import type { SocksAddress } from 'socksgate-client/protocol';
+import { Reply, type ReplyCode } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
 import { nativeLoaded } from '../native/addon.js';
 import { NativeConn } from '../native/tcp.js';
 

@@ -1,7 +1,7 @@
 import type { CommandContext } from './context.js';
 import { isIP } from 'node:net';
-import type { SocksAddress } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
+import type { SocksAddress } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
 import type { Decision } from '../policy/policy.js';
 import type { CommandName, PolicyRequest } from '../policy/request.js';
 import { unmapAddress } from '../udp/socket.js';

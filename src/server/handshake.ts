@@ -1,9 +1,9 @@
 import { selectMethod } from './auth.js';
-import { encodeAuthStatus, parseCredentials } from '../protocol/auth.js';
-import { Method, type MethodCode, type ReplyCode } from '../protocol/constants.js';
-import { encodeMethodSelection, parseGreeting } from '../protocol/greeting.js';
-import { ByteReader } from '../protocol/reader.js';
-import { parseRequest, type Request } from '../protocol/request.js';
+import { encodeAuthStatus, parseCredentials } from 'socksgate-client/protocol';
+import { Method, type MethodCode, type ReplyCode } from 'socksgate-client/protocol';
+import { encodeMethodSelection, parseGreeting } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
+import { parseRequest, type Request } from 'socksgate-client/protocol';
 
 /** What the handshake asks of whoever carries its bytes, one step at a time. */
 export type HandshakeStep =

@@ -8,14 +8,14 @@ import { ServerStats, type CommandRunner, type LiveSettings, type SessionContext
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import { RateTable, SessionCounter, type RateLimits } from '../policy/limits.js';
-import { Reply } from '../protocol/constants.js';
+import { Reply } from 'socksgate-client/protocol';
 import { configSchema } from '../config/schema.js';
 import { networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
 import { Policy } from '../policy/policy.js';
 import type { RuleConfig } from '../policy/rule.js';
 import type { UserStore } from './users.js';
-import { formatAddress, addressFromHost, type SocksAddress } from '../protocol/address.js';
+import { formatAddress, addressFromHost, type SocksAddress } from 'socksgate-client/protocol';
 import type { EgressFactory, UdpContext } from './associate.js';
 import { FixedPortDemux, type DemuxSteer } from '../udp/demux.js';
 import { ReassemblyBudget } from '../udp/fragments.js';

@@ -7,9 +7,9 @@ import { unmapAddress } from '../udp/socket.js';
 import { NativeConn, type ConnEvents } from '../native/tcp.js';
 import { Handshake } from './handshake.js';
 import { runConnect } from './connect.js';
-import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from '../protocol/constants.js';
-import { encodeReply, type Request } from '../protocol/request.js';
+import { addressFromHost, formatAddress, type SocksAddress } from 'socksgate-client/protocol';
+import { Command, describeCommand, describeMethod, describeReply, Method, Reply, type ReplyCode } from 'socksgate-client/protocol';
+import { encodeReply, type Request } from 'socksgate-client/protocol';
 import { runAssociate } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
 

@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net';
 import type { CommandContext } from './context.js';
 import { openAssociation } from './associate.js';
-import { addressFromHost } from '../protocol/address.js';
-import { Reply } from '../protocol/constants.js';
-import { UotFrameReader } from '../protocol/uot.js';
+import { addressFromHost } from 'socksgate-client/protocol';
+import { Reply } from 'socksgate-client/protocol';
+import { UotFrameReader } from 'socksgate-client/protocol';
 import type { ClientChannel } from '../udp/association.js';
 import type { UdpStats } from '../udp/stats.js';
 

@@ -1,13 +1,13 @@
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { connect as tcpConnect, isIPv6, type Socket } from 'node:net';
-import { addressFromHost, formatAddress, type SocksAddress } from '../protocol/address.js';
-import { Command, MAX_UDP_PAYLOAD, Method, describeMethod } from '../protocol/constants.js';
-import { SocksError } from '../protocol/errors.js';
-import { encodeUdpDatagram, parseUdpHeader } from '../protocol/udp-header.js';
-import { ControlConnection } from '../client/control.js';
-import { connect } from '../client/connect.js';
-import { parseProxy, type ProxyInput, type ProxyOptions } from '../client/proxy.js';
+import { addressFromHost, formatAddress, type SocksAddress } from 'socksgate-client/protocol';
+import { Command, MAX_UDP_PAYLOAD, Method, describeMethod } from 'socksgate-client/protocol';
+import { SocksError } from 'socksgate-client/protocol';
+import { encodeUdpDatagram, parseUdpHeader } from 'socksgate-client/protocol';
+import { ControlConnection } from 'socksgate-client/control';
+import { connect } from 'socksgate-client';
+import { parseProxy, type ProxyInput, type ProxyOptions } from 'socksgate-client';
 import { bindUdp } from '../udp/socket.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';

@@ -1,9 +1,9 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { associate, type UdpAssociation } from '../client/associate.js';
-import { connect } from '../client/connect.js';
-import { parseProxy, type ProxyInput, type ProxyOptions } from '../client/proxy.js';
-import type { SocksAddress } from '../protocol/address.js';
+import { associate, type UdpAssociation } from 'socksgate-client';
+import { connect } from 'socksgate-client';
+import { parseProxy, type ProxyInput, type ProxyOptions } from 'socksgate-client';
+import type { SocksAddress } from 'socksgate-client/protocol';
 import type { Egress, EgressFactory } from '../server/associate.js';
 import type { Dialer } from '../server/dialer.js';
 import { SocksServer } from '../server/server.js';

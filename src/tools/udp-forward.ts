@@ -1,8 +1,8 @@
 import type { RemoteInfo, Socket as UdpSocket } from 'node:dgram';
 import type { Logger } from 'pino';
 import pino from 'pino';
-import { associate, type UdpAssociation } from '../client/associate.js';
-import type { ProxyInput } from '../client/proxy.js';
+import { associate, type UdpAssociation } from 'socksgate-client';
+import type { ProxyInput } from 'socksgate-client';
 import { bindUdp } from '../udp/socket.js';
 
 export interface UdpForwardOptions {

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { Resolver } from '../dns/resolver.js';
-import { addressFromHost, type SocksAddress } from '../protocol/address.js';
-import { MAX_UDP_PAYLOAD } from '../protocol/constants.js';
-import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from '../protocol/udp-header.js';
+import { addressFromHost, type SocksAddress } from 'socksgate-client/protocol';
+import { MAX_UDP_PAYLOAD } from 'socksgate-client/protocol';
+import { parseUdpHeader, udpHeaderSize, writeUdpHeader } from 'socksgate-client/protocol';
 import { FragmentQueue, type ReassemblyBudget } from './fragments.js';
 import { openRelay, type RelayOptions, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';

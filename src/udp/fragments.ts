@@ -1,4 +1,4 @@
-import type { SocksAddress } from '../protocol/address.js';
+import type { SocksAddress } from 'socksgate-client/protocol';
 import type { DropReason } from './stats.js';
 
 /** Bytes of fragments held by every queue of one server, against a cap. */

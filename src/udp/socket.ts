@@ -1,7 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv4, isIPv6 } from 'node:net';
 
-import { unmapAddress } from '../protocol/address.js';
+import { unmapAddress } from 'socksgate-client/protocol';
 
 export { unmapAddress };
 

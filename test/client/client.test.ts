@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { associate, bind, connect, maxDatagramSize, parseProxy, type UdpMessage } from '../../src/client/index.js';
-import { SocksError } from '../../src/protocol/errors.js';
+import { associate, bind, connect, maxDatagramSize, parseProxy, type UdpMessage } from 'socksgate-client';
+import { SocksError } from 'socksgate-client/protocol';
 import { UserStore, hashPassword } from '../../src/server/users.js';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { startDante, startDnsmasq, startEcho, startSocks } from '../helpers/servers.js';

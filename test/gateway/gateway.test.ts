@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { associate } from '../../src/client/associate.js';
+import { associate } from 'socksgate-client';
 import { createGateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { createMetrics } from '../../src/observe/metrics.js';
 import { SocksServer, type UpstreamSnapshot } from '../../src/server/server.js';

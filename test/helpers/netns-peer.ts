@@ -26,7 +26,7 @@
 import { createSocket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { associate, type UdpAssociation } from '../../src/client/associate.js';
+import { associate, type UdpAssociation } from 'socksgate-client';
 
 function print(line: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);

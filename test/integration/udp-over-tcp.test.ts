@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { encodeUotFrame, parseUotFrame, type UotFrame } from '../../src/protocol/uot.js';
-import { addressFromHost } from '../../src/protocol/address.js';
-import { ByteReader } from '../../src/protocol/reader.js';
+import { encodeUotFrame, parseUotFrame, type UotFrame } from 'socksgate-client/protocol';
+import { addressFromHost } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { startDnsmasq, startSocks } from '../helpers/servers.js';
 import { handshake, readReply, request } from '../helpers/socks-bytes.js';

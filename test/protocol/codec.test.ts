@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { addressSize, parseAddress, writeAddress, type SocksAddress } from '../../src/protocol/address.js';
-import { encodeAuthStatus, encodeCredentials, parseAuthStatus, parseCredentials } from '../../src/protocol/auth.js';
-import { Command, Reply } from '../../src/protocol/constants.js';
-import { encodeGreeting, encodeMethodSelection, parseGreeting, parseMethodSelection } from '../../src/protocol/greeting.js';
-import { ByteReader } from '../../src/protocol/reader.js';
-import { encodeReply, encodeRequest, parseReply, parseRequest } from '../../src/protocol/request.js';
-import { encodeUdpDatagram, parseUdpHeader } from '../../src/protocol/udp-header.js';
-import type { ParseResult } from '../../src/protocol/parse.js';
+import { addressSize, parseAddress, writeAddress, type SocksAddress } from 'socksgate-client/protocol';
+import { encodeAuthStatus, encodeCredentials, parseAuthStatus, parseCredentials } from 'socksgate-client/protocol';
+import { Command, Reply } from 'socksgate-client/protocol';
+import { encodeGreeting, encodeMethodSelection, parseGreeting, parseMethodSelection } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
+import { encodeReply, encodeRequest, parseReply, parseRequest } from 'socksgate-client/protocol';
+import { encodeUdpDatagram, parseUdpHeader } from 'socksgate-client/protocol';
+import type { ParseResult } from 'socksgate-client/protocol';
 
 // Reference encoding written from RFC 1928 §4/§5, sharing nothing with src/protocol.
 function refAddress(a: SocksAddress): Buffer {

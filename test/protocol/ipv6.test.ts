@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import ipaddr from 'ipaddr.js';
-import { addressFromHost } from '../../src/protocol/address.js';
-import { canonicalIpv6, ipv6FromBytes, ipv6ToBytes } from '../../src/protocol/ipv6.js';
+import { addressFromHost } from 'socksgate-client/protocol';
+import { canonicalIpv6, ipv6FromBytes, ipv6ToBytes } from 'socksgate-client/protocol';
 
 // ipaddr.js (the server's CIDR matcher uses it) is the independent reference for the codec's own IPv6 text.
 test('IPv6 bytes to text is RFC 5952, as ipaddr.js writes it', () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { encodeUotFrame, parseUotFrame, type UotFrame } from '../../src/protocol/uot.js';
-import { ByteReader } from '../../src/protocol/reader.js';
-import type { SocksAddress } from '../../src/protocol/address.js';
+import { encodeUotFrame, parseUotFrame, type UotFrame } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
+import type { SocksAddress } from 'socksgate-client/protocol';
 
 // The worked examples of docs/udp-over-tcp.md, as hev-socks5 puts them on the wire.
 const EXAMPLES: Array<[SocksAddress, string]> = [

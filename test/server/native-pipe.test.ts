@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
-import { connect } from '../../src/client/index.js';
+import { connect } from 'socksgate-client';
 import type { SessionEnd } from '../../src/server/server.js';
 import { udpIo } from '../../src/native/addon.js';
 import { waitFor } from '../helpers/peer.js';

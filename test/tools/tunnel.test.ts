@@ -46,7 +46,7 @@ test('socksgate tunnel: PySocks UDP and curl CONNECT through the tunnel; the UDP
 
 test('socksgate tunnel on the command line', async () => {
   const { startCli, listenPorts } = await import('../helpers/cli.js');
-  const { associate } = await import('../../src/client/associate.js');
+  const { associate } = await import('socksgate-client');
   const echo = await startUdpEcho();
   const server = await startSocks();
   const cli = startCli(['tunnel', '--listen', '127.0.0.1:0', '--server', `socks5://127.0.0.1:${server.port}`, '--udp-over-tcp', '--log-format', 'json']);

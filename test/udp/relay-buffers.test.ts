@@ -2,9 +2,9 @@
 // prevent, counted as udp_dropped_total{reason="kernel-overflow"}.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { addressFromHost } from '../../src/protocol/address.js';
-import { ByteReader } from '../../src/protocol/reader.js';
-import { encodeUotFrame, parseUotFrame } from '../../src/protocol/uot.js';
+import { addressFromHost } from 'socksgate-client/protocol';
+import { ByteReader } from 'socksgate-client/protocol';
+import { encodeUotFrame, parseUotFrame } from 'socksgate-client/protocol';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { startSocks } from '../helpers/servers.js';
 import { handshake, readReply, request } from '../helpers/socks-bytes.js';
