@@ -1,5 +1,6 @@
 import type { Worker } from 'node:cluster';
 import type { ClaimCounts, StatusData } from '../observe/admin.js';
+import type { ClaimKind } from '../policy/store.js';
 
 /** A worker's answer to a status request: its server's figures and, in fixed-port mode, its claim table. */
 export interface WorkerStatus {
@@ -17,7 +18,10 @@ export type ToPrimary =
   | { sg: 'claim'; seq: number; ip: string; port: number | null }
   | { sg: 'release'; ip: string; port: number | null }
   | { sg: 'ack'; seq: number }
-  | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string };
+  | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string }
+  // Session claims of limits.store: local (src/cluster/limit-store.ts).
+  | { sg: 'limit-claim'; seq: number; kind: ClaimKind; key: string; limit: number }
+  | { sg: 'limit-release'; kind: ClaimKind; key: string };
 
 export type ToWorker =
   | { sg: 'peer'; worker: number; port: number; host: string }
@@ -26,7 +30,8 @@ export type ToWorker =
   | { sg: 'release'; worker: number; ip: string; port: number | null }
   | { sg: 'claimed'; seq: number; error?: string }
   | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' | 'metrics' }
-  | { sg: 'drain'; seq: number; deadlineMs: number };
+  | { sg: 'drain'; seq: number; deadlineMs: number }
+  | { sg: 'limit-claimed'; seq: number; granted: boolean };
 
 export function isToPrimary(message: unknown): message is ToPrimary {
   return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';

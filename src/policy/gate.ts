@@ -3,6 +3,7 @@ import type { Resolver } from '../dns/resolver.js';
 import { unmapAddress } from '../protocol/address.js';
 import { RateTable, SessionCounter, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
+import { SharedClaim, StoreStats, type ClaimKind, type LimitStore, type StoreDownMode } from './store.js';
 import type { Decision, Policy } from './policy.js';
 import type { CommandName, PolicyRequest } from './request.js';
 
@@ -17,6 +18,8 @@ export interface GateLimits {
   /** Replies to an association at most ratio × what its client sent, plus burst bytes; ratio 0 for no limit. */
   readonly amplificationRatio: number;
   readonly amplificationBurst: number;
+  /** What a session whose claim the fleet's store cannot answer gets (default 'local': this process' own counts decide). */
+  readonly storeDown?: StoreDownMode;
 }
 
 /** What the gate is told at start and at each reload. */
@@ -35,6 +38,11 @@ export type DestinationVerdict =
 
 /** Why a session was refused by a session cap. */
 export type OverLimit = 'client address' | 'user';
+
+/** The cap a claim of `kind` counts against, as session logs name it. */
+export function overLimit(kind: ClaimKind): OverLimit {
+  return kind === 'client' ? 'client address' : 'user';
+}
 
 // Shared by every session whose client and user have no rate limits (most of them): no array each.
 const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
@@ -56,10 +64,15 @@ export class Gate {
   private readonly clientRates: RateTable;
   private readonly userRates: RateTable;
 
+  /** Sessions admitted or refused because the store could not answer. */
+  readonly storeStats = new StoreStats();
+
+  /** `store`: where the session caps are counted across the fleet (null: this process alone). */
   constructor(
     rules: GateRules,
     private readonly resolver: Resolver,
     private readonly lockout: AuthLockout | null,
+    readonly store: LimitStore | null = null,
   ) {
     this.rules = rules;
     this.clientSessions = new SessionCounter(rules.limits.sessionsPerClient);
@@ -134,6 +147,21 @@ export class Gate {
     if (this.clientRates.active) rates = [this.clientRates.acquire(address)];
     if (user !== null && this.userRates.active) rates = [...rates, this.userRates.acquire(user)];
     return rates;
+  }
+
+  /**
+   * After enter() admitted a session: its claims on the caps across the fleet, to start() and
+   * release() at its end; null when no store is shared or no cap applies (nothing to wait for).
+   * This process' own counts (enter()) stay the bound when the store cannot answer.
+   */
+  claim(client: string, user: string | null): SharedClaim | null {
+    if (this.store === null) return null;
+    const { sessionsPerClient, sessionsPerUser, storeDown } = this.rules.limits;
+    const wanted: Array<[ClaimKind, string, number]> = [];
+    if (sessionsPerClient > 0) wanted.push(['client', unmapAddress(client), sessionsPerClient]);
+    if (user !== null && sessionsPerUser > 0) wanted.push(['user', user, sessionsPerUser]);
+    if (wanted.length === 0) return null;
+    return new SharedClaim(this.store, wanted, storeDown ?? 'local', this.storeStats);
   }
 
   /** A session that enter() admitted has ended; `rates` is what enter() gave it. */
