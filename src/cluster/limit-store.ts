@@ -1,6 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
-import type { ClaimKind, LimitStore } from '../policy/store.js';
+import type { ClaimKind, Dimension, LimitStore } from '../policy/store.js';
 import { RedisLimitStore } from './redis-store.js';
 import { isToPrimary, isToWorker, sendTo, sendToPrimary, type ToPrimary } from './messages.js';
 
@@ -11,11 +11,35 @@ import { isToPrimary, isToWorker, sendTo, sendToPrimary, type ToPrimary } from '
 export class LimitHost {
   /** Claims by "kind key", then by worker id. */
   private readonly claims = new Map<string, Map<number, number>>();
+  /** The fleet's rate buckets by "kind dimension key". */
+  private readonly buckets = new Map<string, FleetBucket>();
+  private readonly sweep: NodeJS.Timeout;
   private closed = false;
 
-  constructor() {
+  constructor(private readonly now: () => number = Date.now) {
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
+    // Full buckets are forgotten (a new one starts full, so that changes nothing).
+    this.sweep = setInterval(() => {
+      for (const [id, bucket] of this.buckets) if (bucket.refill(this.now()) >= bucket.burst) this.buckets.delete(id);
+    }, 10_000);
+    this.sweep.unref();
+  }
+
+  /** Takes up to `want` tokens of the fleet's bucket `id`. */
+  lease(id: string, rate: number, burst: number, want: number): number {
+    let bucket = this.buckets.get(id);
+    if (!bucket) this.buckets.set(id, (bucket = new FleetBucket(rate, burst, this.now())));
+    bucket.rate = rate;
+    bucket.burst = burst;
+    const granted = Math.max(0, Math.min(want, Math.floor(bucket.refill(this.now()))));
+    bucket.tokens -= granted;
+    return granted;
+  }
+
+  giveBack(id: string, tokens: number): void {
+    const bucket = this.buckets.get(id);
+    if (bucket) bucket.tokens = Math.min(bucket.burst, bucket.refill(this.now()) + tokens);
   }
 
   /** Claims held across the workers for `kind` `key` (for tests and the status page). */
@@ -35,7 +59,9 @@ export class LimitHost {
     this.closed = true;
     cluster.off('message', this.onMessage);
     cluster.off('exit', this.onExit);
+    clearInterval(this.sweep);
     this.claims.clear();
+    this.buckets.clear();
   }
 
   private readonly onMessage = (worker: Worker, message: unknown): void => {
@@ -50,6 +76,10 @@ export class LimitHost {
         byWorker.set(worker.id, (byWorker.get(worker.id) ?? 0) + 1);
       }
       sendTo(worker, { sg: 'limit-claimed', seq: m.seq, granted });
+    } else if (m.sg === 'limit-lease') {
+      sendTo(worker, { sg: 'limit-leased', seq: m.seq, tokens: this.lease(`${m.kind} ${m.dimension} ${m.key}`, m.rate, m.burst, m.want) });
+    } else if (m.sg === 'limit-give-back') {
+      this.giveBack(`${m.kind} ${m.dimension} ${m.key}`, m.tokens);
     } else if (m.sg === 'limit-release') {
       const id = `${m.kind} ${m.key}`;
       const byWorker = this.claims.get(id);
@@ -70,17 +100,35 @@ export class LimitHost {
   };
 }
 
+/** One rate bucket of the fleet: refilled at `rate` per second up to `burst`, starting full. */
+class FleetBucket {
+  constructor(
+    public rate: number,
+    public burst: number,
+    private last: number,
+    public tokens = burst,
+  ) {}
+
+  /** The tokens there are at `now`. */
+  refill(now: number): number {
+    if (now > this.last) {
+      this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+      this.last = now;
+    }
+    return this.tokens;
+  }
+}
+
 // Claims waiting for the primary at most this long (it answers at once unless it is gone).
 const ANSWER_TIMEOUT_MS = 5000;
 
 interface Waiter {
-  readonly kind: ClaimKind;
-  readonly key: string;
-  resolve: (granted: boolean) => void;
+  resolve: (answer: number) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
-  /** Given up on: a grant that still comes is given back. */
-  late: boolean;
+  /** Given up on: what it still gets is given back through this. */
+  late: ((answer: number) => void) | null;
+  readonly giveBack: (answer: number) => void;
 }
 
 /** limits.store: local, a worker's side: claims asked of the primary over the cluster channel. */
@@ -95,17 +143,39 @@ export class IpcLimitStore implements LimitStore {
     process.on('message', this.onMessage);
   }
 
-  claim(kind: ClaimKind, key: string, limit: number): Promise<boolean> {
+  async claim(kind: ClaimKind, key: string, limit: number): Promise<boolean> {
+    const granted = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (answer) => {
+      if (answer > 0) this.release(kind, key);
+    });
+    return granted > 0;
+  }
+
+  lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number> {
+    return this.ask((seq) => ({ sg: 'limit-lease', seq, kind, key, dimension, rate, burst, want }), (tokens) => this.giveBack(kind, key, dimension, rate, burst, tokens));
+  }
+
+  giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void {
+    if (!this.closed && tokens > 0) sendToPrimary({ sg: 'limit-give-back', kind, key, dimension, rate, burst, tokens });
+  }
+
+  /** Sends a request and resolves with its answer; `giveBack` undoes an answer that comes after the timeout. */
+  private ask(message: (seq: number) => ToPrimary, giveBack: (answer: number) => void): Promise<number> {
     if (this.closed || !process.connected) return Promise.reject(new Error('the primary process is gone'));
     const seq = ++this.seq;
-    return new Promise<boolean>((resolve, reject) => {
-      const waiter: Waiter = { kind, key, resolve, reject, late: false, timer: setTimeout(() => {
-        waiter.late = true;
-        this.up = false;
-        reject(new Error('the primary did not answer a session claim'));
-      }, ANSWER_TIMEOUT_MS) };
+    return new Promise<number>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        late: null,
+        giveBack,
+        timer: setTimeout(() => {
+          waiter.late = giveBack;
+          this.up = false;
+          reject(new Error('the primary did not answer'));
+        }, ANSWER_TIMEOUT_MS),
+      };
       this.waiting.set(seq, waiter);
-      sendToPrimary({ sg: 'limit-claim', seq, kind, key, limit });
+      sendToPrimary(message(seq));
     });
   }
 
@@ -125,14 +195,15 @@ export class IpcLimitStore implements LimitStore {
   }
 
   private readonly onMessage = (message: unknown): void => {
-    if (!isToWorker(message) || message.sg !== 'limit-claimed') return;
+    if (!isToWorker(message) || (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased')) return;
     const waiter = this.waiting.get(message.seq);
     if (!waiter) return;
     this.waiting.delete(message.seq);
     clearTimeout(waiter.timer);
     this.up = true;
-    if (!waiter.late) waiter.resolve(message.granted);
-    else if (message.granted) this.release(waiter.kind, waiter.key);
+    const answer = message.sg === 'limit-claimed' ? (message.granted ? 1 : 0) : message.tokens;
+    if (waiter.late) waiter.late(answer);
+    else waiter.resolve(answer);
   };
 }
 

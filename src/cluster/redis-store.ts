@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ClaimKind, LimitStore } from '../policy/store.js';
+import type { ClaimKind, Dimension, LimitStore } from '../policy/store.js';
 
 /** Keys of the store, all under this prefix. */
 const PREFIX = 'socksgate:';
@@ -42,6 +42,31 @@ if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return left
 `;
 
+/*
+ * The fleet's rate bucket KEYS[1] (tokens, ms of the last refill), refilled by the server's clock at
+ * ARGV[1] per second up to ARGV[2] and starting full; takes up to ARGV[3] tokens (a lease) or, with
+ * ARGV[4] = 1, puts ARGV[3] back. Returns the tokens leased. The key expires once it would be full.
+ */
+const LEASE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or at == nil then tokens = burst; at = now end
+if now > at then tokens = math.min(burst, tokens + (now - at) * rate / 1000) end
+local granted = 0
+if ARGV[4] == '1' then
+  tokens = math.min(burst, tokens + n)
+else
+  granted = math.max(0, math.min(n, math.floor(tokens)))
+  tokens = tokens - granted
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return granted
+`;
+
 interface Held {
   /** Claims granted and not given back. */
   count: number;
@@ -52,6 +77,7 @@ interface Held {
 type ClaimingRedis = Redis & {
   sgClaim(hash: string, alive: string, instance: string, limit: number, ttlMs: number, alivePrefix: string): Promise<number>;
   sgRelease(hash: string, instance: string): Promise<number>;
+  sgLease(bucket: string, rate: number, burst: number, n: number, back: 0 | 1): Promise<number>;
 };
 
 export interface RedisStoreOptions {
@@ -96,6 +122,7 @@ export class RedisLimitStore implements LimitStore {
     }) as ClaimingRedis;
     this.redis.defineCommand('sgClaim', { numberOfKeys: 2, lua: CLAIM });
     this.redis.defineCommand('sgRelease', { numberOfKeys: 1, lua: RELEASE });
+    this.redis.defineCommand('sgLease', { numberOfKeys: 1, lua: LEASE });
     this.redis.on('ready', this.onReady);
     this.redis.on('error', this.onError);
     this.redis.on('close', this.onClose);
@@ -133,6 +160,14 @@ export class RedisLimitStore implements LimitStore {
     held.count--;
     // A release the store misses is repaired by the next renewal, which writes this count.
     if (this.up) this.redis.sgRelease(hash, this.instance).catch(() => {});
+  }
+
+  lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number> {
+    return this.redis.sgLease(`${PREFIX}rate:${kind}:${dimension}:${key}`, rate, burst, want, 0);
+  }
+
+  giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void {
+    if (this.up && tokens > 0) this.redis.sgLease(`${PREFIX}rate:${kind}:${dimension}:${key}`, rate, burst, tokens, 1).catch(() => {});
   }
 
   /** Claims this process holds for `kind` `key` (as it counts them). */

@@ -180,7 +180,7 @@ export const configSchema = z
           })
           .default('local')
           .describe(
-            'Where the session caps are counted: local (across the workers of this machine, by the primary) or redis://[user:pass@]host[:port][/db] (rediss:// for TLS; across every instance using it). A restart applies a change.',
+            'Where the session caps and rates are counted (rates leased in chunks): local (across the workers of this machine, by the primary) or redis://[user:pass@]host[:port][/db] (rediss:// for TLS; across every instance using it). A restart applies a change.',
           )
           .meta({ arg: 'STORE' }),
         storeDown: z

@@ -1,9 +1,9 @@
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
 import { unmapAddress } from '../protocol/address.js';
-import { RateTable, SessionCounter, type RateBuckets, type RateLimits } from './limits.js';
+import { RateTable, SessionCounter, type LeaseSource, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
-import { SharedClaim, StoreStats, type ClaimKind, type LimitStore, type StoreDownMode } from './store.js';
+import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
 import type { Decision, Policy } from './policy.js';
 import type { CommandName, PolicyRequest } from './request.js';
 
@@ -38,6 +38,17 @@ export type DestinationVerdict =
 
 /** Why a session was refused by a session cap. */
 export type OverLimit = 'client address' | 'user';
+
+/** The lease sources of the rate buckets of `kind`: one bucket each in the fleet's store. */
+function leasesFrom(store: LimitStore, kind: ClaimKind): (key: string, dimension: Dimension) => LeaseSource {
+  return (key, dimension) => ({
+    get up() {
+      return store.up;
+    },
+    lease: (rate, burst, want) => store.lease(kind, key, dimension, rate, burst, want),
+    giveBack: (rate, burst, tokens) => store.giveBack(kind, key, dimension, rate, burst, tokens),
+  });
+}
 
 /** The cap a claim of `kind` counts against, as session logs name it. */
 export function overLimit(kind: ClaimKind): OverLimit {
@@ -77,8 +88,8 @@ export class Gate {
     this.rules = rules;
     this.clientSessions = new SessionCounter(rules.limits.sessionsPerClient);
     this.userSessions = new SessionCounter(rules.limits.sessionsPerUser);
-    this.clientRates = new RateTable(rules.limits.client);
-    this.userRates = new RateTable(rules.limits.user);
+    this.clientRates = new RateTable(rules.limits.client, store ? leasesFrom(store, 'client') : null);
+    this.userRates = new RateTable(rules.limits.user, store ? leasesFrom(store, 'user') : null);
   }
 
   /** New rules and limits (a reload). Live sessions stay counted and keep their buckets' tokens. */

@@ -1,6 +1,9 @@
 /** What a session claim counts against: the sessions of one client address or of one user. */
 export type ClaimKind = 'client' | 'user';
 
+/** The rate a lease draws from (limits.client.* / limits.user.*). */
+export type Dimension = 'udpPackets' | 'udpBytes' | 'tcpBytes';
+
 /**
  * Where the limits of a fleet are counted: the primary of one machine (for its workers) or Redis
  * (for many instances). Session claims wait for one answer of the store at session start; nothing
@@ -16,6 +19,14 @@ export interface LimitStore {
   claim(kind: ClaimKind, key: string, limit: number): Promise<boolean>;
   /** Gives back a claim that claim() granted. Never throws; a store that is down settles it later. */
   release(kind: ClaimKind, key: string): void;
+  /**
+   * Takes up to `want` tokens of the fleet's bucket for `kind` `key` `dimension` (refilled at `rate`
+   * per second up to `burst`): how many it got (0 when the bucket is empty). Rejects when the store
+   * cannot answer.
+   */
+  lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number>;
+  /** Puts back tokens a lease got and nobody used. Never throws. */
+  giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void;
   /** Whether the store answered the last time it was asked (false: the process counts on its own). */
   readonly up: boolean;
   /** Releases every connection and timer of the store; its claims go with it. Idempotent. */
