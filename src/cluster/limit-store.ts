@@ -13,6 +13,8 @@ export class LimitHost {
   private readonly claims = new Map<string, Map<number, number>>();
   /** The fleet's rate buckets by "kind dimension key". */
   private readonly buckets = new Map<string, FleetBucket>();
+  /** Failed logins by address, within their window. */
+  private readonly failures = new Map<string, { count: number; until: number }>();
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
 
@@ -21,7 +23,9 @@ export class LimitHost {
     cluster.on('exit', this.onExit);
     // Full buckets are forgotten (a new one starts full, so that changes nothing).
     this.sweep = setInterval(() => {
-      for (const [id, bucket] of this.buckets) if (bucket.refill(this.now()) >= bucket.burst) this.buckets.delete(id);
+      const now = this.now();
+      for (const [id, bucket] of this.buckets) if (bucket.refill(now) >= bucket.burst) this.buckets.delete(id);
+      for (const [address, entry] of this.failures) if (entry.until <= now) this.failures.delete(address);
     }, 10_000);
     this.sweep.unref();
   }
@@ -62,6 +66,7 @@ export class LimitHost {
     clearInterval(this.sweep);
     this.claims.clear();
     this.buckets.clear();
+    this.failures.clear();
   }
 
   private readonly onMessage = (worker: Worker, message: unknown): void => {
@@ -78,6 +83,15 @@ export class LimitHost {
       sendTo(worker, { sg: 'limit-claimed', seq: m.seq, granted });
     } else if (m.sg === 'limit-lease') {
       sendTo(worker, { sg: 'limit-leased', seq: m.seq, tokens: this.lease(`${m.kind} ${m.dimension} ${m.key}`, m.rate, m.burst, m.want) });
+    } else if (m.sg === 'limit-login-failed') {
+      const now = this.now();
+      let entry = this.failures.get(m.address);
+      if (!entry || entry.until <= now) this.failures.set(m.address, (entry = { count: 0, until: now + m.windowMs }));
+      entry.count++;
+      sendTo(worker, { sg: 'limit-counted', seq: m.seq, failures: entry.count });
+    } else if (m.sg === 'limit-login-forgiven') {
+      const entry = this.failures.get(m.address);
+      if (entry && entry.count > 0) entry.count--;
     } else if (m.sg === 'limit-give-back') {
       this.giveBack(`${m.kind} ${m.dimension} ${m.key}`, m.tokens);
     } else if (m.sg === 'limit-release') {
@@ -154,6 +168,14 @@ export class IpcLimitStore implements LimitStore {
     return this.ask((seq) => ({ sg: 'limit-lease', seq, kind, key, dimension, rate, burst, want }), (tokens) => this.giveBack(kind, key, dimension, rate, burst, tokens));
   }
 
+  loginFailed(address: string, windowMs: number): Promise<number> {
+    return this.ask((seq) => ({ sg: 'limit-login-failed', seq, address, windowMs }), () => {});
+  }
+
+  loginForgiven(address: string): void {
+    if (!this.closed) sendToPrimary({ sg: 'limit-login-forgiven', address });
+  }
+
   giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void {
     if (!this.closed && tokens > 0) sendToPrimary({ sg: 'limit-give-back', kind, key, dimension, rate, burst, tokens });
   }
@@ -195,13 +217,13 @@ export class IpcLimitStore implements LimitStore {
   }
 
   private readonly onMessage = (message: unknown): void => {
-    if (!isToWorker(message) || (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased')) return;
+    if (!isToWorker(message) || (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased' && message.sg !== 'limit-counted')) return;
     const waiter = this.waiting.get(message.seq);
     if (!waiter) return;
     this.waiting.delete(message.seq);
     clearTimeout(waiter.timer);
     this.up = true;
-    const answer = message.sg === 'limit-claimed' ? (message.granted ? 1 : 0) : message.tokens;
+    const answer = message.sg === 'limit-claimed' ? (message.granted ? 1 : 0) : message.sg === 'limit-leased' ? message.tokens : message.failures;
     if (waiter.late) waiter.late(answer);
     else waiter.resolve(answer);
   };

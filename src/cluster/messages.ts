@@ -23,6 +23,8 @@ export type ToPrimary =
   | { sg: 'limit-claim'; seq: number; kind: ClaimKind; key: string; limit: number }
   | { sg: 'limit-release'; kind: ClaimKind; key: string }
   | { sg: 'limit-lease'; seq: number; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; want: number }
+  | { sg: 'limit-login-failed'; seq: number; address: string; windowMs: number }
+  | { sg: 'limit-login-forgiven'; address: string }
   | { sg: 'limit-give-back'; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; tokens: number };
 
 export type ToWorker =
@@ -34,7 +36,8 @@ export type ToWorker =
   | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' | 'metrics' }
   | { sg: 'drain'; seq: number; deadlineMs: number }
   | { sg: 'limit-claimed'; seq: number; granted: boolean }
-  | { sg: 'limit-leased'; seq: number; tokens: number };
+  | { sg: 'limit-leased'; seq: number; tokens: number }
+  | { sg: 'limit-counted'; seq: number; failures: number };
 
 export function isToPrimary(message: unknown): message is ToPrimary {
   return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';

@@ -67,6 +67,19 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return granted
 `;
 
+// One failed login of an address: the count within the window (the window starts at the first). KEYS[1]; ARGV[1] window ms.
+const FAILED = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+`;
+
+// Takes back one failure counted in advance: KEYS[1].
+const FORGIVEN = `
+if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+`;
+
 interface Held {
   /** Claims granted and not given back. */
   count: number;
@@ -77,6 +90,8 @@ interface Held {
 type ClaimingRedis = Redis & {
   sgClaim(hash: string, alive: string, instance: string, limit: number, ttlMs: number, alivePrefix: string): Promise<number>;
   sgRelease(hash: string, instance: string): Promise<number>;
+  sgFailed(key: string, windowMs: number): Promise<number>;
+  sgForgiven(key: string): Promise<number>;
   sgLease(bucket: string, rate: number, burst: number, n: number, back: 0 | 1): Promise<number>;
 };
 
@@ -123,6 +138,8 @@ export class RedisLimitStore implements LimitStore {
     this.redis.defineCommand('sgClaim', { numberOfKeys: 2, lua: CLAIM });
     this.redis.defineCommand('sgRelease', { numberOfKeys: 1, lua: RELEASE });
     this.redis.defineCommand('sgLease', { numberOfKeys: 1, lua: LEASE });
+    this.redis.defineCommand('sgFailed', { numberOfKeys: 1, lua: FAILED });
+    this.redis.defineCommand('sgForgiven', { numberOfKeys: 1, lua: FORGIVEN });
     this.redis.on('ready', this.onReady);
     this.redis.on('error', this.onError);
     this.redis.on('close', this.onClose);
@@ -164,6 +181,14 @@ export class RedisLimitStore implements LimitStore {
 
   lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number> {
     return this.redis.sgLease(`${PREFIX}rate:${kind}:${dimension}:${key}`, rate, burst, want, 0);
+  }
+
+  loginFailed(address: string, windowMs: number): Promise<number> {
+    return this.redis.sgFailed(`${PREFIX}login-failures:${address}`, windowMs);
+  }
+
+  loginForgiven(address: string): void {
+    if (this.up) this.redis.sgForgiven(`${PREFIX}login-failures:${address}`).catch(() => {});
   }
 
   giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void {

@@ -77,6 +77,8 @@ export class Gate {
 
   /** Sessions admitted or refused because the store could not answer. */
   readonly storeStats = new StoreStats();
+  /** Addresses this process blocked because of failures counted across the fleet. */
+  fleetBlocks = 0;
 
   /** `store`: where the session caps are counted across the fleet (null: this process alone). */
   constructor(
@@ -127,7 +129,16 @@ export class Gate {
     const address = unmapAddress(client);
     const wait = this.lockout.delayFor(address);
     if (wait < 0) return { wait, blocksNow: false };
-    return { wait, blocksNow: this.lockout.fail(address) };
+    const blocksNow = this.lockout.fail(address);
+    // The fleet counts it too; its answer (usually back before the password check ends) may block the address here.
+    const lockout = this.lockout;
+    this.store?.loginFailed(address, lockout.options.windowMs).then(
+      (failures) => {
+        if (lockout.fleetFailures(address, failures)) this.fleetBlocks++;
+      },
+      () => {},
+    );
+    return { wait, blocksNow };
   }
 
   /**
@@ -137,7 +148,10 @@ export class Gate {
   loginChecked(client: string, right: boolean): boolean {
     if (this.lockout === null) return right;
     const address = unmapAddress(client);
-    if (right) this.lockout.succeed(address);
+    if (right) {
+      this.lockout.succeed(address);
+      this.store?.loginForgiven(address);
+    }
     return right && !this.lockout.isBlocked(address);
   }
 

@@ -25,6 +25,13 @@ export interface LimitStore {
    * cannot answer.
    */
   lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number>;
+  /**
+   * Counts one failed login of `address` across the fleet (failures older than `windowMs` are
+   * forgotten): the fleet's count within the window, this one included. Rejects when the store cannot answer.
+   */
+  loginFailed(address: string, windowMs: number): Promise<number>;
+  /** Takes back a failure that loginFailed() counted in advance (the password was right). Never throws. */
+  loginForgiven(address: string): void;
   /** Puts back tokens a lease got and nobody used. Never throws. */
   giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void;
   /** Whether the store answered the last time it was asked (false: the process counts on its own). */

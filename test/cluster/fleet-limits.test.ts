@@ -15,6 +15,7 @@ interface Instance {
 interface Status {
   sessions: Array<{ client: string; command: string; worker: number }>;
   workers: Array<{ worker: number; pid: number; sessions: number }>;
+  limitStore?: { kind: string; up: boolean; fallbacks: number; refusals: number };
 }
 
 async function startInstance(extra: string[]): Promise<Instance> {
@@ -79,6 +80,7 @@ describe('session caps across workers and instances (real processes)', () => {
       }
       assert.deepEqual(codes, [0, 0, 0, 1, 1, 1], 'exactly 3 sessions across the workers');
       const before = await status(one);
+      assert.deepEqual(before.limitStore, { kind: 'local', up: true, fallbacks: 0, refusals: 0 }, 'the status page shows the store, merged over the workers');
       const busy = before.workers.find((w) => w.sessions > 0)!;
       const held = before.sessions.filter((s) => s.worker === busy.worker && s.client.includes('127.0.0.2')).length;
       assert.ok(held >= 1);
@@ -112,6 +114,7 @@ describe('session caps across workers and instances (real processes)', () => {
         if (s.code === 0) open.push(s.peer);
       }
       assert.deepEqual(codes, [0, 0, 0, 1, 1, 1, 1, 1, 1], 'exactly 3 sessions across the fleet');
+      for (const instance of instances) assert.deepEqual((await status(instance)).limitStore, { kind: 'redis', up: true, fallbacks: 0, refusals: 0 });
 
       // Instance 0 holds one of them. Killed (workers first, so none drains), its claim outlives it...
       const victim = instances[0]!;
