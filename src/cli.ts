@@ -29,6 +29,7 @@ import { sendToPrimary } from './cluster/messages.js';
 import { Primary } from './cluster/primary.js';
 import { udpIo } from './native/addon.js';
 import { WorkerSteering } from './cluster/steering.js';
+import { LimitHost, openLimitStore } from './cluster/limit-store.js';
 import { linkWorker, workerCount, workerIdentity } from './cluster/worker.js';
 
 // The nearest package.json above this file (dist/ in the package, build/src/ in the test build).
@@ -108,7 +109,8 @@ async function serveOne(first: Config, load: () => Promise<Config>, file: string
   const log = worker ? createLogger(config.log).child({ worker: worker.slot }) : createLogger(config.log);
   exitWithReason(log);
   const steering = worker && config.udp.port !== 0 ? new WorkerSteering(log) : null;
-  const server = await socksServerFromConfig(config, log, worker ? { maxClients: Math.ceil(config.maxClients / worker.of), steer: steering } : undefined);
+  const limitStore = await openLimitStore(config.limits, worker !== null, log);
+  const server = await socksServerFromConfig(config, log, { maxClients: worker ? Math.ceil(config.maxClients / worker.of) : config.maxClients, steer: steering, limitStore });
   const pidFile = config.pidFile;
   const shutdownMs = config.shutdownTimeout * 1000;
   const drain = async (deadlineMs: number): Promise<void> => {
@@ -163,6 +165,8 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
   const log = createLogger(config.log);
   exitWithReason(log);
   const primary = new Primary(workers, log);
+  // limits.store: local — the primary counts the session claims of its workers.
+  const limitHost = config.limits.store === 'local' ? new LimitHost() : null;
   const admin = config.admin ? new AdminServer(primary.adminSource()) : null;
   const pidFile = config.pidFile;
   let draining: Promise<{ exited: Promise<void> }> | null = null;
@@ -170,6 +174,7 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
     log,
     async () => {
       await (await draining!).exited;
+      limitHost?.close();
       await admin?.close();
       if (pidFile) await rm(pidFile, { force: true });
     },

@@ -1,5 +1,6 @@
 import type { Worker } from 'node:cluster';
 import type { ClaimCounts, StatusData } from '../observe/admin.js';
+import type { ClaimKind, Dimension } from '../policy/store.js';
 
 /** A worker's answer to a status request: its server's figures and, in fixed-port mode, its claim table. */
 export interface WorkerStatus {
@@ -17,7 +18,14 @@ export type ToPrimary =
   | { sg: 'claim'; seq: number; ip: string; port: number | null }
   | { sg: 'release'; ip: string; port: number | null }
   | { sg: 'ack'; seq: number }
-  | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string };
+  | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string }
+  // Session claims of limits.store: local (src/cluster/limit-store.ts).
+  | { sg: 'limit-claim'; seq: number; kind: ClaimKind; key: string; limit: number }
+  | { sg: 'limit-release'; kind: ClaimKind; key: string }
+  | { sg: 'limit-lease'; seq: number; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; want: number }
+  | { sg: 'limit-login-failed'; seq: number; address: string; windowMs: number }
+  | { sg: 'limit-login-forgiven'; address: string }
+  | { sg: 'limit-give-back'; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; tokens: number };
 
 export type ToWorker =
   | { sg: 'peer'; worker: number; port: number; host: string }
@@ -26,7 +34,10 @@ export type ToWorker =
   | { sg: 'release'; worker: number; ip: string; port: number | null }
   | { sg: 'claimed'; seq: number; error?: string }
   | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' | 'metrics' }
-  | { sg: 'drain'; seq: number; deadlineMs: number };
+  | { sg: 'drain'; seq: number; deadlineMs: number }
+  | { sg: 'limit-claimed'; seq: number; granted: boolean }
+  | { sg: 'limit-leased'; seq: number; tokens: number }
+  | { sg: 'limit-counted'; seq: number; failures: number };
 
 export function isToPrimary(message: unknown): message is ToPrimary {
   return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';

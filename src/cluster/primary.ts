@@ -1,7 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import { mergeUpstreams, type AdminSource, type Sample, type StatusData } from '../observe/admin.js';
+import { mergeLimitStores, mergeUpstreams, type AdminSource, type Sample, type StatusData } from '../observe/admin.js';
 import { isToPrimary, sendTo, type ToPrimary, type ToWorker, type WorkerStatus } from './messages.js';
 import { ClaimTable } from './steering.js';
 
@@ -192,6 +192,8 @@ export class Primary {
         if (this.claims.size > 0 || merged.workers!.some((w) => w.claims)) merged.claims = this.claims.size;
         const io = replies.map((reply) => (reply.data as WorkerStatus).status.udpIo).find((d) => d !== undefined);
         if (io !== undefined) merged.udpIo = io;
+        const store = mergeLimitStores(replies.map((reply) => (reply.data as WorkerStatus).status.limitStore));
+        if (store) merged.limitStore = store;
         return merged;
       },
     };

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseHostPort } from './endpoint.js';
-import { checkCidr, checkPortSpec, checkUpstreamUrl, upstreamEndpoint } from './values.js';
+import { checkCidr, checkPortSpec, checkStoreUrl, checkUpstreamUrl, upstreamEndpoint } from './values.js';
 import { MAX_UDP_PAYLOAD } from 'socksgate-client/protocol';
 
 // The one description of socksgate's configuration: defaults, validation, the command-line flags
@@ -172,6 +172,23 @@ export const configSchema = z
           .default(1024 * 1024)
           .describe('Bytes an association may receive beyond the amplification ratio.')
           .meta({ arg: 'BYTES' }),
+        store: z
+          .string()
+          .superRefine((value, ctx) => {
+            const problem = checkStoreUrl(value);
+            if (problem) ctx.addIssue({ code: 'custom', message: problem });
+          })
+          .default('local')
+          .describe(
+            'Where the session caps and rates are counted (rates leased in chunks): local (across the workers of this machine, by the primary) or redis://[user:pass@]host[:port][/db] (rediss:// for TLS; across every instance using it). A restart applies a change.',
+          )
+          .meta({ arg: 'STORE' }),
+        storeDown: z
+          .enum(['local', 'refuse'])
+          .default('local')
+          .describe("When the store cannot answer: local (this process' own limits decide; a warning, a metric) or refuse (sessions under a session cap get the over-limit reply). Live sessions never end because of it.")
+          .meta({ arg: 'MODE' }),
+        claimTtl: duration('With Redis: how long the session claims of an instance that stopped answering (killed, cut off) still count. A restart applies a change.', 15, 3, ' (claims are renewed every third of it)'),
       })
       .strict()
       .prefault({}),

@@ -47,3 +47,24 @@ export function upstreamEndpoint(text: string): string {
     return text;
   }
 }
+
+/**
+ * Why a limit store (`local`, or `redis://[user:pass@]host[:port][/db]`, `rediss://` for TLS) is
+ * invalid, or null (the message never repeats the URL: it may hold a password).
+ */
+export function checkStoreUrl(text: string): string | null {
+  const expected = 'expected local, redis://[user:pass@]host[:port][/db] or rediss://… for TLS';
+  if (text === 'local') return null;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return `not "local" and not a URL; ${expected}`;
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') return `scheme "${url.protocol.slice(0, -1)}" is not redis or rediss; ${expected}`;
+  if (!url.hostname) return `no host; ${expected}`;
+  if (url.search || url.hash) return `a query or fragment; ${expected}`;
+  const db = url.pathname.replace(/^\//, '');
+  if (db !== '' && !/^\d{1,5}$/.test(db)) return `the database "${db}" is not a number; ${expected}`;
+  return null;
+}

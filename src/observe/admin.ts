@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
-import { SocksServer, type UpstreamSnapshot } from '../server/server.js';
+import { SocksServer, type LimitStoreState, type UpstreamSnapshot } from '../server/server.js';
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
 import { udpIo } from '../native/addon.js';
@@ -34,6 +34,18 @@ export interface StatusData {
   upstreams?: UpstreamSnapshot[];
   /** The relay sockets' UDP I/O: the native helper's batches, or dgram (and why). */
   udpIo?: string;
+  /** limits.store where one is shared: its kind, whether it answers (every worker's), sessions it could not answer for. */
+  limitStore?: LimitStoreState;
+}
+
+/** The limit store as several workers see it: up only where every one reaches it, fallbacks summed. */
+export function mergeLimitStores(parts: ReadonlyArray<LimitStoreState | undefined>): LimitStoreState | undefined {
+  let merged: LimitStoreState | undefined;
+  for (const part of parts) {
+    if (!part) continue;
+    merged = merged ? { kind: merged.kind, up: merged.up && part.up, fallbacks: merged.fallbacks + part.fallbacks, refusals: merged.refusals + part.refusals } : { ...part };
+  }
+  return merged;
 }
 
 /**
@@ -96,6 +108,7 @@ export function localStatus(server: SocksServer): StatusData {
     },
     drops: { ...udp.drops },
     ...(server.upstreams().length > 0 ? { upstreams: server.upstreams() } : {}),
+    ...(server.limitStore ? { limitStore: server.limitStore } : {}),
     udpIo: udpIo().description,
   };
 }

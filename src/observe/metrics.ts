@@ -15,6 +15,30 @@ export function createMetrics(server: SocksServer): Registry {
   const COMMANDS = ['connect', 'bind', 'udp', 'udp-over-tcp', '-'];
 
   new Gauge({
+    name: 'socksgate_limit_store_up',
+    help: 'Whether the limit store (limits.store) shared with other workers or instances answers: 1; 0 while each process enforces its own limits, or when none is shared.',
+    registers: [registry],
+    collect() {
+      const store = server.limitStore;
+      if (store) this.set(store.up ? 1 : 0);
+      else this.reset();
+    },
+  });
+  new Counter({
+    name: 'socksgate_limit_store_fallbacks_total',
+    help: 'Sessions the limit store could not answer for, by outcome: admitted by the process\' own limits, or refused (limits.storeDown).',
+    labelNames: ['outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const store = server.limitStore;
+      if (store) {
+        this.inc({ outcome: 'admitted' }, store.fallbacks);
+        this.inc({ outcome: 'refused' }, store.refusals);
+      }
+    },
+  });
+  new Gauge({
     name: 'socksgate_sessions_active',
     help: 'Sessions open now, by command ("-" while in the handshake).',
     labelNames: ['command'],

@@ -23,6 +23,7 @@ export const STATUS_PAGE = `<!doctype html>
 <h1>socksgate</h1>
 <div class="muted" id="updated">loading…</div>
 <div class="muted" id="io"></div>
+<div class="muted" id="limit-store"></div>
 <h2>Totals</h2>
 <div class="cards" id="totals"></div>
 <h2>Rates, last 5 minutes</h2>
@@ -82,6 +83,9 @@ async function refresh() {
       '</td><td>' + esc(s.destinations ? s.destinations.join(', ') || '(none yet)' : s.target) + '</td><td class="num">' + fmt(s.datagramsUp ?? 0) + '</td><td class="num">' + fmt(s.datagramsDown ?? 0) +
       '</td><td class="num">' + fmt(s.up) + '</td><td class="num">' + fmt(s.down) + '</td><td class="num">' + s.ageSeconds + ' s</td></tr>').join('');
     document.getElementById('io').textContent = status.udpIo ? 'UDP I/O: ' + status.udpIo : '';
+    const store = status.limitStore;
+    document.getElementById('limit-store').textContent = store ? 'Limit store: ' + store.kind + (store.up ? ', shared' : ', unreachable: each process enforces its own limits') +
+      (store.fallbacks + store.refusals > 0 ? ' (' + store.fallbacks + ' sessions admitted, ' + store.refusals + ' refused while it was away)' : '') : '';
     // Gateway mode: each upstream, in selection (up) or out of it until its health checks pass again.
     const upstreams = status.upstreams ?? [];
     document.getElementById('upstreams-section').hidden = upstreams.length === 0;

@@ -1,8 +1,9 @@
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
 import { unmapAddress } from 'socksgate-client/protocol';
-import { RateTable, SessionCounter, type RateBuckets, type RateLimits } from './limits.js';
+import { RateTable, SessionCounter, type LeaseSource, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
+import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
 import type { Decision, Policy } from './policy.js';
 import type { CommandName, PolicyRequest } from './request.js';
 
@@ -17,6 +18,8 @@ export interface GateLimits {
   /** Replies to an association at most ratio × what its client sent, plus burst bytes; ratio 0 for no limit. */
   readonly amplificationRatio: number;
   readonly amplificationBurst: number;
+  /** What a session whose claim the fleet's store cannot answer gets (default 'local': this process' own counts decide). */
+  readonly storeDown?: StoreDownMode;
 }
 
 /** What the gate is told at start and at each reload. */
@@ -35,6 +38,22 @@ export type DestinationVerdict =
 
 /** Why a session was refused by a session cap. */
 export type OverLimit = 'client address' | 'user';
+
+/** The lease sources of the rate buckets of `kind`: one bucket each in the fleet's store. */
+function leasesFrom(store: LimitStore, kind: ClaimKind): (key: string, dimension: Dimension) => LeaseSource {
+  return (key, dimension) => ({
+    get up() {
+      return store.up;
+    },
+    lease: (rate, burst, want) => store.lease(kind, key, dimension, rate, burst, want),
+    giveBack: (rate, burst, tokens) => store.giveBack(kind, key, dimension, rate, burst, tokens),
+  });
+}
+
+/** The cap a claim of `kind` counts against, as session logs name it. */
+export function overLimit(kind: ClaimKind): OverLimit {
+  return kind === 'client' ? 'client address' : 'user';
+}
 
 // Shared by every session whose client and user have no rate limits (most of them): no array each.
 const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
@@ -56,16 +75,23 @@ export class Gate {
   private readonly clientRates: RateTable;
   private readonly userRates: RateTable;
 
+  /** Sessions admitted or refused because the store could not answer. */
+  readonly storeStats = new StoreStats();
+  /** Addresses this process blocked because of failures counted across the fleet. */
+  fleetBlocks = 0;
+
+  /** `store`: where the session caps are counted across the fleet (null: this process alone). */
   constructor(
     rules: GateRules,
     readonly resolver: Resolver,
     private readonly lockout: AuthLockout | null,
+    readonly store: LimitStore | null = null,
   ) {
     this.rules = rules;
     this.clientSessions = new SessionCounter(rules.limits.sessionsPerClient);
     this.userSessions = new SessionCounter(rules.limits.sessionsPerUser);
-    this.clientRates = new RateTable(rules.limits.client);
-    this.userRates = new RateTable(rules.limits.user);
+    this.clientRates = new RateTable(rules.limits.client, store ? leasesFrom(store, 'client') : null);
+    this.userRates = new RateTable(rules.limits.user, store ? leasesFrom(store, 'user') : null);
   }
 
   /** New rules and limits (a reload). Live sessions stay counted and keep their buckets' tokens. */
@@ -103,7 +129,16 @@ export class Gate {
     const address = unmapAddress(client);
     const wait = this.lockout.delayFor(address);
     if (wait < 0) return { wait, blocksNow: false };
-    return { wait, blocksNow: this.lockout.fail(address) };
+    const blocksNow = this.lockout.fail(address);
+    // The fleet counts it too; its answer (usually back before the password check ends) may block the address here.
+    const lockout = this.lockout;
+    this.store?.loginFailed(address, lockout.options.windowMs).then(
+      (failures) => {
+        if (lockout.fleetFailures(address, failures)) this.fleetBlocks++;
+      },
+      () => {},
+    );
+    return { wait, blocksNow };
   }
 
   /**
@@ -113,7 +148,10 @@ export class Gate {
   loginChecked(client: string, right: boolean): boolean {
     if (this.lockout === null) return right;
     const address = unmapAddress(client);
-    if (right) this.lockout.succeed(address);
+    if (right) {
+      this.lockout.succeed(address);
+      this.store?.loginForgiven(address);
+    }
     return right && !this.lockout.isBlocked(address);
   }
 
@@ -134,6 +172,21 @@ export class Gate {
     if (this.clientRates.active) rates = [this.clientRates.acquire(address)];
     if (user !== null && this.userRates.active) rates = [...rates, this.userRates.acquire(user)];
     return rates;
+  }
+
+  /**
+   * After enter() admitted a session: its claims on the caps across the fleet, to start() and
+   * release() at its end; null when no store is shared or no cap applies (nothing to wait for).
+   * This process' own counts (enter()) stay the bound when the store cannot answer.
+   */
+  claim(client: string, user: string | null): SharedClaim | null {
+    if (this.store === null) return null;
+    const { sessionsPerClient, sessionsPerUser, storeDown } = this.rules.limits;
+    const wanted: Array<[ClaimKind, string, number]> = [];
+    if (sessionsPerClient > 0) wanted.push(['client', unmapAddress(client), sessionsPerClient]);
+    if (user !== null && sessionsPerUser > 0) wanted.push(['user', user, sessionsPerUser]);
+    if (wanted.length === 0) return null;
+    return new SharedClaim(this.store, wanted, storeDown ?? 'local', this.storeStats);
   }
 
   /** A session that enter() admitted has ended; `rates` is what enter() gave it. */

@@ -1,16 +1,18 @@
+import type { Dimension } from './store.js';
+
 /**
  * A token bucket that may go into debt: `reserve(n)` always takes n tokens and says how long the
  * caller should wait before using them, so a chunk larger than the burst is paced, not refused.
  * `take(n)` is the all-or-nothing form for datagrams. A rate of 0 means unlimited.
  */
 export class TokenBucket {
-  private tokens: number;
-  private last: number;
+  protected tokens: number;
+  protected last: number;
 
   constructor(
     public rate: number,
     public burst: number = rate,
-    private readonly now: () => number = Date.now,
+    protected readonly now: () => number = Date.now,
   ) {
     this.tokens = burst;
     this.last = now();
@@ -31,7 +33,7 @@ export class TokenBucket {
     return this.tokens >= n;
   }
 
-  private refill(): void {
+  protected refill(): void {
     const now = this.now();
     if (now > this.last) {
       this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
@@ -48,12 +50,118 @@ export class TokenBucket {
     return true;
   }
 
+  /**
+   * Milliseconds until the debt that reserve() ran up is paid, if tokens keep coming at the full rate
+   * (0: no debt). A caller that waited for reserve() checks this again: a leased bucket's tokens come
+   * only as fast as the fleet grants them, so its debt may still be there.
+   */
+  debtWait(): number {
+    if (this.rate <= 0) return 0;
+    this.refill();
+    return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.rate;
+  }
+
   /** Takes `n` tokens and returns the milliseconds to wait until they are really there (0: now). */
   reserve(n: number): number {
     if (this.rate <= 0) return 0;
     this.refill();
     this.tokens -= n;
     return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.rate;
+  }
+}
+
+/** Where a leased bucket gets its tokens: one bucket of the fleet's store. */
+export interface LeaseSource {
+  /** Whether the store answers; while it does not, the bucket refills on its own at the full rate. */
+  readonly up: boolean;
+  lease(rate: number, burst: number, want: number): Promise<number>;
+  giveBack(rate: number, burst: number, tokens: number): void;
+}
+
+// A lease asks for this share of a second's rate at a time (and keeps up to two such chunks on hand).
+const CHUNK_SECONDS = 0.1;
+
+/**
+ * A token bucket whose tokens come from the fleet's bucket in the store, in chunks of a tenth of a
+ * second of the rate: take() and reserve() never wait for the store; when fewer than two chunks are on
+ * hand the bucket asks for more in the background (one request at a time, and after a short answer
+ * not before the store can have refilled a chunk). close() gives back what is left. While the store
+ * does not answer, it refills itself at the full rate: the process' own limit.
+ */
+export class LeasedBucket extends TokenBucket {
+  private asking = false;
+  private notBefore = 0;
+  /** The largest take() that found too few tokens since the last lease (a datagram larger than two chunks). */
+  private need = 0;
+  private closed = false;
+
+  constructor(
+    rate: number,
+    burst: number,
+    private readonly source: LeaseSource,
+    now: () => number = Date.now,
+  ) {
+    super(rate, burst, now);
+    this.tokens = 0;
+    this.refill();
+  }
+
+  override take(n: number): boolean {
+    if (super.take(n)) return true;
+    if (this.rate > 0 && n > this.need) {
+      this.need = n;
+      this.refill();
+    }
+    return false;
+  }
+
+  override has(n: number): boolean {
+    if (super.has(n)) return true;
+    if (this.rate > 0 && n > this.need) {
+      this.need = n;
+      this.refill();
+    }
+    return false;
+  }
+
+  /** No session uses the bucket any more: unused tokens go back to the fleet. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const left = Math.floor(this.tokens);
+    this.tokens = 0;
+    if (left > 0 && this.rate > 0 && this.source.up) this.source.giveBack(this.rate, this.burst, left);
+  }
+
+  protected override refill(): void {
+    if (this.rate <= 0 || this.closed) return;
+    if (!this.source.up) return super.refill();
+    const now = this.now();
+    this.last = now;
+    const chunk = Math.max(1, Math.ceil(this.rate * CHUNK_SECONDS));
+    const target = Math.max(2 * chunk, this.need);
+    if (this.asking || this.tokens >= target || now < this.notBefore) return;
+    const want = Math.ceil(target - this.tokens);
+    this.asking = true;
+    this.source.lease(this.rate, this.burst, want).then(
+      (granted) => this.granted(granted, want, chunk),
+      () => {
+        this.asking = false;
+      },
+    );
+  }
+
+  private granted(granted: number, want: number, chunk: number): void {
+    this.asking = false;
+    if (this.closed) {
+      if (granted > 0) this.source.giveBack(this.rate, this.burst, granted);
+      return;
+    }
+    this.tokens += granted;
+    if (this.tokens >= this.need) this.need = 0;
+
+    // The fleet's bucket ran dry: ask again once it can have refilled a chunk, not at every datagram.
+    if (granted < want) this.notBefore = this.now() + (Math.min(chunk, want - granted) * 1000) / this.rate;
   }
 }
 
@@ -72,16 +180,23 @@ export class RateBuckets {
   /** Sessions using these buckets now. */
   sessions = 0;
 
-  /** `table` holds these buckets under `key` while sessions use them. */
+  /** `table` holds these buckets under `key` while sessions use them; `leases`: their tokens come from the fleet's store. */
   constructor(
     limits: RateLimits,
     readonly table: RateTable | null = null,
     readonly key = '',
+    leases: ((dimension: Dimension) => LeaseSource) | null = null,
   ) {
     const [packets, bytes, tcp] = RateBuckets.shapes(limits);
-    this.udpPackets = new TokenBucket(...packets);
-    this.udpBytes = new TokenBucket(...bytes);
-    this.tcpBytes = new TokenBucket(...tcp);
+    const bucket = (dimension: Dimension, [rate, burst]: [number, number]): TokenBucket => (leases ? new LeasedBucket(rate, burst, leases(dimension)) : new TokenBucket(rate, burst));
+    this.udpPackets = bucket('udpPackets', packets);
+    this.udpBytes = bucket('udpBytes', bytes);
+    this.tcpBytes = bucket('tcpBytes', tcp);
+  }
+
+  /** The last session is gone: leased tokens go back to the fleet. */
+  close(): void {
+    for (const bucket of [this.udpPackets, this.udpBytes, this.tcpBytes]) if (bucket instanceof LeasedBucket) bucket.close();
   }
 
   // Bursts hold at least one datagram (and one maximal datagram), or nothing could ever pass.
@@ -126,7 +241,11 @@ export function takeDatagramFromAll(all: readonly RateBuckets[], bytes: number):
 export class RateTable {
   private readonly entries = new Map<string, RateBuckets>();
 
-  constructor(private limits: RateLimits) {}
+  /** `leases`: where the buckets of a key lease their tokens (the fleet's store); null: each process on its own. */
+  constructor(
+    private limits: RateLimits,
+    private readonly leases: ((key: string, dimension: Dimension) => LeaseSource) | null = null,
+  ) {}
 
   /** New limits (a reload): live buckets keep their tokens, so a reload grants no fresh burst. */
   update(limits: RateLimits): void {
@@ -141,14 +260,21 @@ export class RateTable {
 
   acquire(key: string): RateBuckets {
     let buckets = this.entries.get(key);
-    if (!buckets) this.entries.set(key, (buckets = new RateBuckets(this.limits, this, key)));
+    if (!buckets) {
+      const leases = this.leases;
+      buckets = new RateBuckets(this.limits, this, key, leases ? (dimension) => leases(key, dimension) : null);
+      this.entries.set(key, buckets);
+    }
     buckets.sessions++;
     return buckets;
   }
 
   /** A session is done with `buckets` (from acquire()); they go when the last one is. */
   release(buckets: RateBuckets): void {
-    if (--buckets.sessions <= 0 && this.entries.get(buckets.key) === buckets) this.entries.delete(buckets.key);
+    if (--buckets.sessions <= 0 && this.entries.get(buckets.key) === buckets) {
+      this.entries.delete(buckets.key);
+      buckets.close();
+    }
   }
 
   get size(): number {

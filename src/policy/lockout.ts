@@ -24,7 +24,7 @@ export class AuthLockout {
   private readonly records = new Map<string, Record>();
 
   constructor(
-    private readonly options: LockoutOptions,
+    readonly options: LockoutOptions,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -61,6 +61,23 @@ export class AuthLockout {
     const record = this.fresh(address);
     if (!record || record.blockedUntil > this.now()) return;
     if (--record.failures <= 0) this.records.delete(address);
+  }
+
+  /**
+   * The fleet counted `failures` for `address` (the store's answer): blocks it here too when they
+   * reach blockAfter, for blockMs from now. True when this blocks it.
+   */
+  fleetFailures(address: string, failures: number): boolean {
+    if (failures < this.options.blockAfter || this.isBlocked(address)) return false;
+    let record = this.fresh(address);
+    if (!record) {
+      if (this.records.size >= MAX_TRACKED) this.records.delete(this.records.keys().next().value as string);
+      record = { failures: 0, firstFailure: this.now(), blockedUntil: 0 };
+      this.records.set(address, record);
+    }
+    record.failures = Math.max(record.failures, failures);
+    record.blockedUntil = this.now() + this.options.blockMs;
+    return true;
   }
 
   isBlocked(address: string): boolean {

@@ -5,6 +5,7 @@ import { ConfigError } from '../config/errors.js';
 import { SocksServer, type ReloadableOptions, type ServerOptions } from './server.js';
 import { UserStore } from './users.js';
 import type { DemuxSteer } from '../udp/demux.js';
+import type { LimitStore } from '../policy/store.js';
 
 function endpoint(text: string): HostPort {
   const parsed = parseHostPort(text);
@@ -31,7 +32,10 @@ export async function reloadableFromConfig(config: Config): Promise<ReloadableOp
 /** Config keys a reload cannot change (they shape listeners and sockets): a restart applies them. */
 export function restartOnlyChanges(before: Config, after: Config): string[] {
   const keys: Array<keyof Config> = ['listen', 'udp', 'dns', 'maxClients', 'workers', 'handshakeTimeout', 'connectTimeout', 'idleTimeout', 'bindTimeout', 'auth', 'log', 'allowOpen', 'upstreams', 'upstream'];
-  return keys.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
+  const changed: string[] = keys.filter((key) => JSON.stringify(before[key]) !== JSON.stringify(after[key]));
+  // The store is connected at start; its connection and claims are not swapped under live sessions.
+  for (const key of ['store', 'claimTtl'] as const) if (before.limits[key] !== after.limits[key]) changed.push(`limits.${key}`);
+  return changed;
 }
 
 /** The server a validated config describes (users file loaded); not yet listening. */
@@ -43,6 +47,8 @@ export async function serverFromConfig(config: Config, logger: Logger, worker?: 
 export interface WorkerShare {
   readonly maxClients: number;
   readonly steer: DemuxSteer | null;
+  /** limits.store as this process reaches it (null: its own counts alone). */
+  readonly limitStore?: LimitStore | null;
 }
 
 /** The server options a validated config describes (users file loaded). */
@@ -50,6 +56,7 @@ export async function serverOptionsFromConfig(config: Config, logger: Logger, wo
   return {
     ...(await reloadableFromConfig(config)),
     ...(worker?.steer ? { steer: worker.steer } : {}),
+    ...(worker?.limitStore ? { limitStore: worker.limitStore } : {}),
     listen: config.listen.map(endpoint),
     maxClients: worker?.maxClients ?? config.maxClients,
     handshakeTimeoutMs: config.handshakeTimeout * 1000,

@@ -9,6 +9,7 @@ import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import type { RateLimits } from '../policy/limits.js';
 import { Gate, type GateRules } from '../policy/gate.js';
+import type { LimitStore, StoreDownMode } from '../policy/store.js';
 import { Reply } from 'socksgate-client/protocol';
 import { configSchema } from '../config/schema.js';
 import { networkInterfaces } from 'node:os';
@@ -107,6 +108,8 @@ export interface ServerOptions {
   readonly bind?: CommandRunner;
   /** Gateway mode: the upstream servers sessions are carried to; started by listen(), closed by close(). */
   readonly upstreams?: UpstreamSet;
+  /** Where the session caps are counted across workers or instances (limits.store); the server closes it. */
+  readonly limitStore?: LimitStore | null;
 }
 
 /** One upstream server as metrics and the status page show it (never its credentials). */
@@ -134,6 +137,8 @@ export interface LimitOptions {
   readonly sessionsPerClient?: number;
   readonly sessionsPerUser?: number;
   readonly overLimitReply?: 'general-failure' | 'not-allowed';
+  /** When the limit store cannot answer a session's claim: this process' own counts decide, or refuse. */
+  readonly storeDown?: StoreDownMode;
   readonly client?: Partial<RateLimits>;
   readonly user?: Partial<RateLimits>;
   readonly destinationsPerAssociation?: number;
@@ -186,6 +191,16 @@ export const SERVER_DEFAULTS = {
   idleTimeoutMs: DEFAULTS.idleTimeout * 1000,
   bindTimeoutMs: DEFAULTS.bindTimeout * 1000,
 } as const;
+
+/** The limit store of a server: its kind, whether it answers, sessions it could not answer for. */
+export interface LimitStoreState {
+  readonly kind: 'local' | 'redis';
+  readonly up: boolean;
+  /** Sessions admitted by the process' own counts because the store could not answer. */
+  readonly fallbacks: number;
+  /** Sessions refused because the store could not answer (limits.storeDown: refuse). */
+  readonly refusals: number;
+}
 
 /** What a session looked like when it ended (for metrics and access logs). */
 export interface SessionEnd {
@@ -261,7 +276,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.ctx = {
       udp: udpContext,
       live: liveSettings(options),
-      gate: new Gate(this.gateRules(options), resolver, new AuthLockout(options.auth ?? LOCKOUT_DEFAULTS)),
+      gate: new Gate(this.gateRules(options), resolver, new AuthLockout(options.auth ?? LOCKOUT_DEFAULTS), options.limitStore ?? null),
       stats: this.stats,
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
@@ -302,6 +317,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         destinationsPerAssociation: limits.destinationsPerAssociation ?? DEFAULTS.limits.destinationsPerAssociation,
         amplificationRatio: limits.amplificationRatio ?? DEFAULTS.limits.amplificationRatio,
         amplificationBurst: limits.amplificationBurst ?? DEFAULTS.limits.amplificationBurst,
+        storeDown: limits.storeDown ?? DEFAULTS.limits.storeDown,
       },
     };
   }
@@ -309,6 +325,14 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
   /** Brings udpStats.drops['kernel-overflow'] up to date (reads what the kernel reports; for metrics, not per datagram). */
   sampleKernelDrops(): void {
     this.kernelDrops.sample();
+  }
+
+  /** The limit store as metrics and the status page show it; null when this process counts on its own. */
+  get limitStore(): LimitStoreState | null {
+    const store = this.ctx.gate.store;
+    if (store === null) return null;
+    const { fallbacks, refusals } = this.ctx.gate.storeStats;
+    return { kind: store.kind, up: store.up, fallbacks, refusals };
   }
 
   /** Live client connections. */
@@ -431,6 +455,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
     await Promise.all([...closing, this.demux?.close()]);
+    // After the sessions: their claims are given back before the store goes.
+    await this.ctx.gate.store?.close();
   }
 
   /** The native front door on a listener, where the helper is loaded and it is not turned off. */

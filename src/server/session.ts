@@ -1,6 +1,8 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { RateBuckets } from '../policy/limits.js';
+import { overLimit, type OverLimit } from '../policy/gate.js';
+import type { SharedClaim } from '../policy/store.js';
 import type { Closable, CommandContext, Describable, Metered, ServerStats, SessionContext } from './context.js';
 import type { UserStore } from './users.js';
 import { NativeConn, type ConnEvents } from '../native/tcp.js';
@@ -53,6 +55,8 @@ export class Session implements ConnEvents, CommandContext {
   private releases: Array<(() => void) | Closable> | null = null;
   /** The gate counts this session against the session caps (enter() admitted it; leave() at close). */
   private counted = false;
+  /** This session's claims on the caps across the fleet (when a store is shared); released at close. */
+  private shared: SharedClaim | null = null;
   // Made when first needed: an idle association should cost as little memory as possible.
   private abort: AbortController | null = null;
   private logger: Logger | null = null;
@@ -321,6 +325,8 @@ export class Session implements ConnEvents, CommandContext {
     // The session counts first, so a client may come back as soon as its session is gone.
     if (this.counted) this.ctx.gate.leave(this.client.host, this.user, this.rates);
     this.counted = false;
+    this.shared?.release();
+    this.shared = null;
     const releases = this.releases;
     this.releases = null;
     for (const release of releases ?? []) {
@@ -480,9 +486,7 @@ export class Session implements ConnEvents, CommandContext {
   private admitSession(): boolean {
     const admitted = this.ctx.gate.enter(this.client.host, this.user);
     if (typeof admitted === 'string') {
-      this.ctx.stats.sessionsOverLimit++;
-      this.log.info({ command: this.command, limit: admitted }, 'session limit reached');
-      this.fail(this.ctx.live.overLimitReply, `too many sessions from this ${admitted}`);
+      this.overLimit(admitted);
       return false;
     }
     this.counted = true;
@@ -490,11 +494,33 @@ export class Session implements ConnEvents, CommandContext {
     return true;
   }
 
+  private overLimit(limit: OverLimit): void {
+    this.ctx.stats.sessionsOverLimit++;
+    this.log.info({ command: this.command, limit }, 'session limit reached');
+    this.fail(this.ctx.live.overLimitReply, `too many sessions from this ${limit}`);
+  }
+
   private dispatch(request: Request): void {
     this.command = describeCommand(request.command);
     this.target = formatAddress(request.destination);
     this.debug({ command: this.command, target: this.target }, 'request');
     if (!this.admitSession()) return;
+    const shared = this.ctx.gate.claim(this.client.host, this.user);
+    if (shared === null) return this.run(request);
+    // The fleet's store answers once per session, before the command runs; data never waits for it.
+    this.shared = shared;
+    shared.start().then(
+      (over) => {
+        if (this.closed) return;
+        if (over === null) return this.run(request);
+        this.shared = null;
+        this.overLimit(overLimit(over));
+      },
+      (error: Error) => this.close(`internal error: ${error.message}`),
+    );
+  }
+
+  private run(request: Request): void {
     let work: Promise<void>;
     switch (request.command) {
       case Command.CONNECT:

@@ -65,6 +65,20 @@ describe('configuration', () => {
     await assert.rejects(loadConfig({ flags: new Map([['maxClients', 0]]) }), /maxClients \(flag --max-clients\): got 0; Too small/);
   });
 
+  test('limits.store: local or a redis URL; anything else is refused naming the key and why, never the password', async () => {
+    const store = (value: string) => loadConfig({ file: undefined, flags: new Map([['limits.store', value]]) });
+    assert.equal((await store('redis://u:secret@127.0.0.1:6380/2')).limits.store, 'redis://u:secret@127.0.0.1:6380/2');
+    assert.equal((await store('rediss://cache.example:6380')).limits.store, 'rediss://cache.example:6380');
+    assert.equal((await loadConfig({})).limits.store, 'local');
+    await assert.rejects(store('memcached://127.0.0.1'), /limits\.store.*scheme "memcached" is not redis or rediss; expected local, redis:\/\//);
+    await assert.rejects(store('redis://u:secret@127.0.0.1/db1'), (error: Error) => {
+      assert.match(error.message, /limits\.store.*the database "db1" is not a number/);
+      assert.doesNotMatch(error.message, /secret/);
+      return true;
+    });
+    await assert.rejects(store('remote'), /limits\.store.*not "local" and not a URL/);
+  });
+
   test('YAML syntax errors and non-mapping files are reported with the file name', async () => {
     await assert.rejects(loadConfig({ file: await file('syntax.yaml', 'listen: [\n') }), /syntax.yaml: not valid YAML/);
     await assert.rejects(loadConfig({ file: await file('list.yaml', '- a\n- b\n') }), /expected a mapping of keys/);

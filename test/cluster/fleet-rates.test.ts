@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server, type Socket } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
+import { Peer } from '../helpers/peer.js';
+import { startRedis, type RunningRedis } from '../helpers/redis.js';
+import { freeTcpUdpPort } from '../helpers/servers.js';
+import { handshake, readReply, request } from '../helpers/socks-bytes.js';
+
+const RATE = 400_000;
+
+/** A TCP target that counts what it receives. */
+async function startSink(): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
+  let received = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    received: () => received,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function startInstance(extra: string[]): Promise<{ cli: RunningCli; port: number }> {
+  const adminPort = await freeTcpUdpPort();
+  const cli = startCli(['serve', '--listen', '127.0.0.1:0', '--workers', '2', '--admin', `127.0.0.1:${adminPort}`, '--log-format', 'json', '--allow-loopback-targets', ...extra]);
+  const line = await cli.waitForLine((l) => typeof l.msg === 'string' && l.msg.includes('listening on 127.0.0.1'), 60_000);
+  return { cli, port: listenPorts(line).get('127.0.0.1')! };
+}
+
+/** A CONNECT from 127.0.0.2 that writes as fast as the proxy takes it, until stop(). */
+async function bulkSender(port: number, target: number): Promise<{ stop: () => void }> {
+  const peer = await Peer.connect(port, '127.0.0.1', '127.0.0.2');
+  await handshake(peer);
+  peer.write(request(1, '127.0.0.1', target));
+  assert.equal((await readReply(peer)).code, 0);
+  const socket = peer.socket;
+  const chunk = Buffer.alloc(16 * 1024, 0x61);
+  let stopped = false;
+  const pump = (): void => {
+    // Bounded: one pass writes until the socket's buffer is full, then waits for 'drain'.
+    for (let i = 0; i < 64 && !stopped; i++) if (!socket.write(chunk)) return;
+    if (!stopped) setImmediate(pump);
+  };
+  socket.on('drain', pump);
+  pump();
+  return {
+    stop: () => {
+      stopped = true;
+      peer.destroy();
+    },
+  };
+}
+
+/**
+ * Bytes through the senders after a warm-up that spends the bucket's initial burst: the rate over a
+ * measured interval (bytes counted at its two ends, divided by its measured length).
+ */
+async function measuredRate(received: () => number, warmupMs: number, intervalMs: number): Promise<number> {
+  await new Promise((resolve) => setTimeout(resolve, warmupMs));
+  const startBytes = received();
+  const start = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  return ((received() - startBytes) * 1000) / (performance.now() - start);
+}
+
+describe('rates across workers and instances (leases)', () => {
+  let redis: RunningRedis;
+  const running: RunningCli[] = [];
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const cli of running) await cli.stop().catch(() => {});
+    await redis.stop();
+  });
+
+  for (const store of ['local', 'redis'] as const) {
+    const instancesCount = store === 'local' ? 1 : 3;
+    test(`limits.store: ${store} — one client through ${instancesCount} instance(s) × 2 workers stays within 10% of its TCP rate`, async () => {
+      const sink = await startSink();
+      const instances: Array<{ cli: RunningCli; port: number }> = [];
+      const senders: Array<{ stop: () => void }> = [];
+      try {
+        for (let i = 0; i < instancesCount; i++) {
+          // A throttled session reads its client only as fast as the rate: it sees the client gone only after
+          // the bytes already queued, so shutdown does not wait for that.
+          const instance = await startInstance(['--shutdown-timeout', '1', '--limits-client-tcp-bytes-per-second', String(RATE), '--limits-store', store === 'local' ? 'local' : redis.url]);
+          running.push(instance.cli);
+          instances.push(instance);
+        }
+        // Two sessions per instance at least (with its 2 workers, most likely on both of them), 4 in all at least.
+        for (let i = 0; i < Math.max(4, instancesCount * 2); i++) senders.push(await bulkSender(instances[i % instancesCount]!.port, sink.port));
+        const rate = await measuredRate(sink.received, 1500, 4000);
+        const error = Math.abs(rate - RATE) / RATE;
+        assert.ok(error <= 0.1, `measured ${Math.round(rate)} B/s through ${senders.length} sessions, configured ${RATE} B/s (${(error * 100).toFixed(1)}% off)`);
+      } finally {
+        for (const s of senders) s.stop();
+        for (const instance of instances) await instance.cli.stop();
+        await sink.close();
+      }
+    });
+  }
+});
