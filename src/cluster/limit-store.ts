@@ -5,12 +5,18 @@ import { RedisLimitStore } from './redis-store.js';
 import { isToPrimary, isToWorker, sendTo, sendToPrimary, type ToPrimary } from './messages.js';
 
 /**
- * limits.store: local, the primary's side: the session claims of every worker of this machine,
- * counted per worker so that a worker that exits gives its claims back at once.
+ * limits.store: local, the primary's side. The places (slots) of each session cap are handed to the
+ * workers a few at a time: a worker admits sessions on the slots it holds without asking, and asks
+ * only when it has none left. The slots handed out never exceed the cap, so the cap is exact; when
+ * they are all out, the primary recalls the idle ones from the other workers before it refuses. A
+ * worker that exits gives its slots back at once.
  */
 export class LimitHost {
-  /** Claims by "kind key", then by worker id. */
+  /** Slots handed out by "kind key", then by worker id. */
   private readonly claims = new Map<string, Map<number, number>>();
+  /** Recalls in progress by "kind key": the claims waiting for them. */
+  private readonly recalls = new Map<string, Recall>();
+  private recallSeq = 0;
   /** The fleet's rate buckets by "kind dimension key". */
   private readonly buckets = new Map<string, FleetBucket>();
   /** Failed logins by address, within their window. */
@@ -46,7 +52,7 @@ export class LimitHost {
     if (bucket) bucket.tokens = Math.min(bucket.burst, bucket.refill(this.now()) + tokens);
   }
 
-  /** Claims held across the workers for `kind` `key` (for tests and the status page). */
+  /** Slots held across the workers for `kind` `key` (for tests and the status page). */
   held(kind: ClaimKind, key: string): number {
     let total = 0;
     for (const count of this.claims.get(`${kind} ${key}`)?.values() ?? []) total += count;
@@ -64,6 +70,8 @@ export class LimitHost {
     cluster.off('message', this.onMessage);
     cluster.off('exit', this.onExit);
     clearInterval(this.sweep);
+    for (const recall of this.recalls.values()) clearTimeout(recall.timer);
+    this.recalls.clear();
     this.claims.clear();
     this.buckets.clear();
     this.failures.clear();
@@ -74,13 +82,10 @@ export class LimitHost {
     const m = message as ToPrimary;
     if (m.sg === 'limit-claim') {
       const id = `${m.kind} ${m.key}`;
-      const granted = m.limit <= 0 || this.held(m.kind, m.key) < m.limit;
-      if (granted) {
-        let byWorker = this.claims.get(id);
-        if (!byWorker) this.claims.set(id, (byWorker = new Map()));
-        byWorker.set(worker.id, (byWorker.get(worker.id) ?? 0) + 1);
-      }
-      sendTo(worker, { sg: 'limit-claimed', seq: m.seq, granted });
+      const claim: WaitingClaim = { worker, seq: m.seq, limit: m.limit };
+      const recall = this.recalls.get(id);
+      if (recall) recall.waiting.push(claim);
+      else if (!this.grant(id, claim)) this.recall(id, claim);
     } else if (m.sg === 'limit-lease') {
       sendTo(worker, { sg: 'limit-leased', seq: m.seq, tokens: this.lease(`${m.kind} ${m.dimension} ${m.key}`, m.rate, m.burst, m.want) });
     } else if (m.sg === 'limit-login-failed') {
@@ -94,16 +99,75 @@ export class LimitHost {
       if (entry && entry.count > 0) entry.count--;
     } else if (m.sg === 'limit-give-back') {
       this.giveBack(`${m.kind} ${m.dimension} ${m.key}`, m.tokens);
-    } else if (m.sg === 'limit-release') {
+    } else if (m.sg === 'limit-return') {
       const id = `${m.kind} ${m.key}`;
-      const byWorker = this.claims.get(id);
-      const count = (byWorker?.get(worker.id) ?? 0) - 1;
-      if (!byWorker) return;
-      if (count > 0) byWorker.set(worker.id, count);
-      else byWorker.delete(worker.id);
-      if (byWorker.size === 0) this.claims.delete(id);
+      this.take(id, worker.id, m.slots);
+      const recall = this.recalls.get(id);
+      if (recall && m.recall === recall.seq) {
+        recall.from.delete(worker.id);
+        if (recall.from.size === 0) this.endRecall(id);
+      }
     }
   };
+
+  /** Hands `claim`'s worker slots of `id` if any are free (a few at once): false when none is. */
+  private grant(id: string, claim: WaitingClaim): boolean {
+    if (!claim.worker.isConnected()) return true;
+    let byWorker = this.claims.get(id);
+    let out = 0;
+    for (const count of byWorker?.values() ?? []) out += count;
+    const free = claim.limit <= 0 ? 1 : claim.limit - out;
+    if (free <= 0) return false;
+    // A few slots at once, so that a busy client costs one question in several sessions; small enough
+    // that the slots idle in workers are few.
+    const workers = Math.max(1, Object.keys(cluster.workers ?? {}).length);
+    const slots = Math.min(free, Math.max(1, Math.floor(claim.limit / (4 * workers))));
+    if (!byWorker) this.claims.set(id, (byWorker = new Map()));
+    byWorker.set(claim.worker.id, (byWorker.get(claim.worker.id) ?? 0) + slots);
+    sendTo(claim.worker, { sg: 'limit-claimed', seq: claim.seq, slots });
+    return true;
+  }
+
+  /** Every slot of `id` is out: asks the other workers for their idle ones; `claim` waits for the answers. */
+  private recall(id: string, claim: WaitingClaim): void {
+    const from = new Set<number>();
+    const seq = ++this.recallSeq;
+    const [kind, ...rest] = id.split(' ');
+    for (const [workerId, count] of this.claims.get(id) ?? []) {
+      const other = cluster.workers?.[workerId];
+      if (workerId === claim.worker.id || count <= 0 || !other?.isConnected()) continue;
+      from.add(workerId);
+      sendTo(other, { sg: 'limit-recall', kind: kind as ClaimKind, key: rest.join(' '), recall: seq });
+    }
+    if (from.size === 0) {
+      sendTo(claim.worker, { sg: 'limit-claimed', seq: claim.seq, slots: 0 });
+      return;
+    }
+    // A worker that does not answer (busy, or exiting) keeps its slots; the claims are then decided without them.
+    const timer = setTimeout(() => this.endRecall(id), RECALL_TIMEOUT_MS);
+    timer.unref();
+    this.recalls.set(id, { seq, from, waiting: [claim], timer });
+  }
+
+  private endRecall(id: string): void {
+    const recall = this.recalls.get(id);
+    if (!recall) return;
+    this.recalls.delete(id);
+    clearTimeout(recall.timer);
+    for (const claim of recall.waiting) {
+      if (!this.grant(id, claim)) sendTo(claim.worker, { sg: 'limit-claimed', seq: claim.seq, slots: 0 });
+    }
+  }
+
+  /** `slots` of `id` came back from a worker. */
+  private take(id: string, workerId: number, slots: number): void {
+    const byWorker = this.claims.get(id);
+    if (!byWorker) return;
+    const count = (byWorker.get(workerId) ?? 0) - slots;
+    if (count > 0) byWorker.set(workerId, count);
+    else byWorker.delete(workerId);
+    if (byWorker.size === 0) this.claims.delete(id);
+  }
 
   // A worker that exits (or is killed) holds nothing any more: its sessions are gone with it.
   private readonly onExit = (worker: Worker): void => {
@@ -111,7 +175,27 @@ export class LimitHost {
       byWorker.delete(worker.id);
       if (byWorker.size === 0) this.claims.delete(id);
     }
+    for (const [id, recall] of this.recalls) {
+      if (recall.from.delete(worker.id) && recall.from.size === 0) this.endRecall(id);
+    }
   };
+}
+
+// How long a recall waits for the workers' idle slots before the waiting claims are decided without them.
+const RECALL_TIMEOUT_MS = 1000;
+
+interface WaitingClaim {
+  readonly worker: Worker;
+  readonly seq: number;
+  readonly limit: number;
+}
+
+interface Recall {
+  readonly seq: number;
+  /** Workers asked and not answered yet. */
+  readonly from: Set<number>;
+  readonly waiting: WaitingClaim[];
+  readonly timer: NodeJS.Timeout;
 }
 
 /** One rate bucket of the fleet: refilled at `rate` per second up to `burst`, starting full. */
@@ -133,6 +217,9 @@ class FleetBucket {
   }
 }
 
+// A key's slots go back to the primary after one to two of these without a session of it.
+const IDLE_SLOTS_MS = 5000;
+
 // Claims waiting for the primary at most this long (it answers at once unless it is gone).
 const ANSWER_TIMEOUT_MS = 5000;
 
@@ -145,23 +232,53 @@ interface Waiter {
   readonly giveBack: (answer: number) => void;
 }
 
-/** limits.store: local, a worker's side: claims asked of the primary over the cluster channel. */
+/**
+ * limits.store: local, a worker's side. Sessions are admitted on the slots the primary handed this
+ * worker; it asks for more only when none is left, gives them all back when its last session of a
+ * key ends, and gives the idle ones back when the primary recalls them.
+ */
 export class IpcLimitStore implements LimitStore {
   readonly kind = 'local';
+  /** Slots held and sessions on them, by "kind key"; `idle`: the sweeps since the key's last session ended. */
+  private readonly slots = new Map<string, { slots: number; used: number; idle: number }>();
   private readonly waiting = new Map<number, Waiter>();
+  /** Gives back the slots of keys with no session for a whole sweep interval. */
+  private readonly sweep: NodeJS.Timeout;
   private seq = 0;
   private closed = false;
   up = true;
 
   constructor() {
     process.on('message', this.onMessage);
+    this.sweep = setInterval(() => {
+      for (const [id, here] of this.slots) {
+        if (here.used > 0 || here.idle++ < 1) continue;
+        this.slots.delete(id);
+        const [kind, ...key] = id.split(' ');
+        this.giveSlots(kind as ClaimKind, key.join(' '), here.slots);
+      }
+    }, IDLE_SLOTS_MS);
+    this.sweep.unref();
   }
 
   async claim(kind: ClaimKind, key: string, limit: number): Promise<boolean> {
-    const granted = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (answer) => {
-      if (answer > 0) this.release(kind, key);
-    });
-    return granted > 0;
+    const id = `${kind} ${key}`;
+    const here = this.slots.get(id);
+    if (here !== undefined && here.used < here.slots) {
+      here.used++;
+      here.idle = 0;
+      return true;
+    }
+    const got = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (slots) => this.giveSlots(kind, key, slots));
+    if (got <= 0) return false;
+    const now = this.slots.get(id);
+    if (now === undefined) this.slots.set(id, { slots: got, used: 1, idle: 0 });
+    else {
+      now.slots += got;
+      now.used++;
+      now.idle = 0;
+    }
+    return true;
   }
 
   lease(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, want: number): Promise<number> {
@@ -202,12 +319,32 @@ export class IpcLimitStore implements LimitStore {
   }
 
   release(kind: ClaimKind, key: string): void {
-    if (!this.closed) sendToPrimary({ sg: 'limit-release', kind, key });
+    const id = `${kind} ${key}`;
+    const here = this.slots.get(id);
+    // Idle slots stay a while: a client's next session (most are short and follow each other) needs
+    // no question; the sweep gives them back, and the primary recalls them when another worker needs them.
+    if (here !== undefined && here.used > 0) here.used--;
+  }
+
+  private giveSlots(kind: ClaimKind, key: string, slots: number, recall?: number): void {
+    if (!this.closed && process.connected && (slots > 0 || recall !== undefined)) sendToPrimary({ sg: 'limit-return', kind, key, slots, ...(recall === undefined ? {} : { recall }) });
+  }
+
+  /** The primary needs the idle slots of `kind` `key` for another worker. */
+  private recalled(kind: ClaimKind, key: string, recall: number): void {
+    const id = `${kind} ${key}`;
+    const here = this.slots.get(id);
+    const idle = here === undefined ? 0 : here.slots - here.used;
+    if (here !== undefined) here.slots = here.used;
+    if (here !== undefined && here.used === 0) this.slots.delete(id);
+    this.giveSlots(kind, key, idle, recall);
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweep);
+    this.slots.clear();
     process.off('message', this.onMessage);
     for (const waiter of this.waiting.values()) {
       clearTimeout(waiter.timer);
@@ -217,13 +354,15 @@ export class IpcLimitStore implements LimitStore {
   }
 
   private readonly onMessage = (message: unknown): void => {
-    if (!isToWorker(message) || (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased' && message.sg !== 'limit-counted')) return;
+    if (!isToWorker(message)) return;
+    if (message.sg === 'limit-recall') return this.recalled(message.kind, message.key, message.recall);
+    if (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased' && message.sg !== 'limit-counted') return;
     const waiter = this.waiting.get(message.seq);
     if (!waiter) return;
     this.waiting.delete(message.seq);
     clearTimeout(waiter.timer);
     this.up = true;
-    const answer = message.sg === 'limit-claimed' ? (message.granted ? 1 : 0) : message.sg === 'limit-leased' ? message.tokens : message.failures;
+    const answer = message.sg === 'limit-claimed' ? message.slots : message.sg === 'limit-leased' ? message.tokens : message.failures;
     if (waiter.late) waiter.late(answer);
     else waiter.resolve(answer);
   };

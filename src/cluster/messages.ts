@@ -19,9 +19,10 @@ export type ToPrimary =
   | { sg: 'release'; ip: string; port: number | null }
   | { sg: 'ack'; seq: number }
   | { sg: 'reply'; seq: number; ok: boolean; data?: unknown; error?: string }
-  // Session claims of limits.store: local (src/cluster/limit-store.ts).
+  // Session claims of limits.store: local (src/cluster/limit-store.ts): a worker asks for places
+  // (slots) when it has none left, and returns them when idle or recalled (`recall`: the recall answered).
   | { sg: 'limit-claim'; seq: number; kind: ClaimKind; key: string; limit: number }
-  | { sg: 'limit-release'; kind: ClaimKind; key: string }
+  | { sg: 'limit-return'; kind: ClaimKind; key: string; slots: number; recall?: number }
   | { sg: 'limit-lease'; seq: number; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; want: number }
   | { sg: 'limit-login-failed'; seq: number; address: string; windowMs: number }
   | { sg: 'limit-login-forgiven'; address: string }
@@ -35,7 +36,8 @@ export type ToWorker =
   | { sg: 'claimed'; seq: number; error?: string }
   | { sg: 'request'; seq: number; what: 'status' | 'sample' | 'reload' | 'metrics' }
   | { sg: 'drain'; seq: number; deadlineMs: number }
-  | { sg: 'limit-claimed'; seq: number; granted: boolean }
+  | { sg: 'limit-claimed'; seq: number; slots: number }
+  | { sg: 'limit-recall'; kind: ClaimKind; key: string; recall: number }
   | { sg: 'limit-leased'; seq: number; tokens: number }
   | { sg: 'limit-counted'; seq: number; failures: number };
 

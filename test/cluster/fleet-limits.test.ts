@@ -66,6 +66,44 @@ describe('session caps across workers and instances (real processes)', () => {
     await redis.stop();
   });
 
+  test('limits.store: local — places idle on one worker go to the other (recall), and the cap stays exact', async () => {
+    // Round robin: consecutive connections go to alternate workers, so freed places keep changing hands.
+    const saved = process.env.NODE_CLUSTER_SCHED_POLICY;
+    process.env.NODE_CLUSTER_SCHED_POLICY = 'rr';
+    const echo = await startEcho();
+    const open: Peer[] = [];
+    let one: Instance;
+    try {
+      one = await startInstance(['--limits-sessions-per-client', '2']);
+    } finally {
+      if (saved === undefined) delete process.env.NODE_CLUSTER_SCHED_POLICY;
+      else process.env.NODE_CLUSTER_SCHED_POLICY = saved;
+    }
+    running.push(one.cli);
+    const live = async (): Promise<number> => (await status(one)).sessions.filter((s) => s.client.includes('127.0.0.2')).length;
+    try {
+      for (let i = 0; i < 2; i++) {
+        const s = await session(one.port, echo.port);
+        assert.equal(s.code, 0, `session ${i + 1} of 2`);
+        open.push(s.peer);
+      }
+      // 12 rounds: the cap refuses a third session, then one ends and the next is admitted, whichever
+      // worker held the place it frees.
+      for (let round = 0; round < 12; round++) {
+        const over = await session(one.port, echo.port);
+        assert.notEqual(over.code, 0, `round ${round}: a third session was admitted`);
+        open.shift()!.destroy();
+        for (let i = 0; i < 200 && (await live()) > 1; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+        const next = await session(one.port, echo.port);
+        assert.equal(next.code, 0, `round ${round}: a freed place was not given to the next session`);
+        open.push(next.peer);
+      }
+    } finally {
+      for (const peer of open) peer.destroy();
+      await echo.close();
+    }
+  });
+
   test('limits.store: local — exact across 2 workers; a killed worker gives its claims back at once', async () => {
     const echo = await startEcho();
     const open: Peer[] = [];
