@@ -85,7 +85,7 @@ export class LimitHost {
       const claim: WaitingClaim = { worker, seq: m.seq, limit: m.limit };
       const recall = this.recalls.get(id);
       if (recall) recall.waiting.push(claim);
-      else if (!this.grant(id, claim)) this.recall(id, claim);
+      else if (!this.grant(id, claim)) this.recall(id, m.kind, m.key, claim);
     } else if (m.sg === 'limit-lease') {
       sendTo(worker, { sg: 'limit-leased', seq: m.seq, tokens: this.lease(`${m.kind} ${m.dimension} ${m.key}`, m.rate, m.burst, m.want) });
     } else if (m.sg === 'limit-login-failed') {
@@ -129,15 +129,14 @@ export class LimitHost {
   }
 
   /** Every slot of `id` is out: asks the other workers for their idle ones; `claim` waits for the answers. */
-  private recall(id: string, claim: WaitingClaim): void {
+  private recall(id: string, kind: ClaimKind, key: string, claim: WaitingClaim): void {
     const from = new Set<number>();
     const seq = ++this.recallSeq;
-    const [kind, ...rest] = id.split(' ');
     for (const [workerId, count] of this.claims.get(id) ?? []) {
       const other = cluster.workers?.[workerId];
       if (workerId === claim.worker.id || count <= 0 || !other?.isConnected()) continue;
       from.add(workerId);
-      sendTo(other, { sg: 'limit-recall', kind: kind as ClaimKind, key: rest.join(' '), recall: seq });
+      sendTo(other, { sg: 'limit-recall', kind, key, recall: seq });
     }
     if (from.size === 0) {
       sendTo(claim.worker, { sg: 'limit-claimed', seq: claim.seq, slots: 0 });
@@ -240,7 +239,7 @@ interface Waiter {
 export class IpcLimitStore implements LimitStore {
   readonly kind = 'local';
   /** Slots held and sessions on them, by "kind key"; `idle`: the sweeps since the key's last session ended. */
-  private readonly slots = new Map<string, { slots: number; used: number; idle: number }>();
+  private readonly slots = new Map<string, { kind: ClaimKind; key: string; slots: number; used: number; idle: number }>();
   private readonly waiting = new Map<number, Waiter>();
   /** Gives back the slots of keys with no session for a whole sweep interval. */
   private readonly sweep: NodeJS.Timeout;
@@ -254,8 +253,7 @@ export class IpcLimitStore implements LimitStore {
       for (const [id, here] of this.slots) {
         if (here.used > 0 || here.idle++ < 1) continue;
         this.slots.delete(id);
-        const [kind, ...key] = id.split(' ');
-        this.giveSlots(kind as ClaimKind, key.join(' '), here.slots);
+        this.giveSlots(here.kind, here.key, here.slots);
       }
     }, IDLE_SLOTS_MS);
     this.sweep.unref();
@@ -272,7 +270,7 @@ export class IpcLimitStore implements LimitStore {
     const got = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (slots) => this.giveSlots(kind, key, slots));
     if (got <= 0) return false;
     const now = this.slots.get(id);
-    if (now === undefined) this.slots.set(id, { slots: got, used: 1, idle: 0 });
+    if (now === undefined) this.slots.set(id, { kind, key, slots: got, used: 1, idle: 0 });
     else {
       now.slots += got;
       now.used++;

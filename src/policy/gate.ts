@@ -56,7 +56,7 @@ export function overLimit(kind: ClaimKind): OverLimit {
 }
 
 // Shared by every session whose client and user have no rate limits (most of them): no array each.
-const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
+export const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
 // Destinations remembered per memo (oldest forgotten first).
 const MAX_DECISIONS = 4096;
 // Lookups one memo may wait for at once; more are refused ('busy').

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { RateBuckets } from '../policy/limits.js';
+import { NO_RATES } from '../policy/gate.js';
 import { overLimit, type OverLimit } from '../policy/gate.js';
 import type { SharedClaim } from '../policy/store.js';
 import type { Closable, CommandContext, Describable, Metered, ServerStats, SessionContext } from './context.js';
@@ -15,7 +16,6 @@ import { runAssociate } from './associate.js';
 import { runUdpOverTcp } from './udp-over-tcp.js';
 
 const UNSPECIFIED: SocksAddress = { host: '0.0.0.0', port: 0, type: 'ipv4' };
-const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
 // Bytes a client may send ahead while its command is being set up (optimistic data), before we stop reading.
 const EARLY_DATA_LIMIT = 64 * 1024;
 // After a failure reply, how long the client gets to read it and close before we drop the connection.

@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { createServer, type Server, type Socket } from 'node:net';
+import { connect as connectTcp, createServer, type Server, type Socket } from 'node:net';
 import { SocksServer, type ServerOptions } from '../../src/server/server.js';
 import { waitFor } from './peer.js';
 
@@ -207,32 +207,32 @@ export function danteConfig(port: number): string {
   ].join('\n');
 }
 
-export async function startDante(): Promise<Running<ChildProcess>> {
-  const binary = requireProgram('danted', 'dante-server');
-  const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
-  const dir = await mkdtemp(join(tmpdir(), 'socksgate-dante-'));
-  const port = await freeTcpUdpPort();
-  await writeFile(join(dir, 'danted.conf'), danteConfig(port));
-  const child = spawn(binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-  const { connect } = await import('node:net');
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connectTcp({ host: '127.0.0.1', port }, () => {
+      socket.destroy();
+      resolve(true);
     });
-    if (up) break;
+    socket.on('error', () => resolve(false));
+  });
+}
+
+/**
+ * Starts a third-party server and waits until it accepts on 127.0.0.1:port (its output in the error
+ * when it does not); close() ends it and runs `cleanup` (its config folder).
+ */
+export async function startListening(name: string, binary: string, args: string[], port: number, cleanup: () => Promise<void> = async () => {}): Promise<Running<ChildProcess>> {
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  const deadline = Date.now() + 15_000;
+  while (!(await accepts(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
-      throw new Error(`danted did not start on 127.0.0.1:${port}: ${stderr}`);
+      await cleanup();
+      throw new Error(`${name} did not start on 127.0.0.1:${port}: ${output}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -242,9 +242,20 @@ export async function startDante(): Promise<Running<ChildProcess>> {
     close: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
-        await waitFor(() => child.exitCode !== null || child.signalCode !== null, 5000, 'danted to exit');
+        await waitFor(() => child.exitCode !== null || child.signalCode !== null, 5000, `${name} to exit`);
       }
-      await rm(dir, { recursive: true, force: true });
+      await cleanup();
     },
   };
+}
+
+export async function startDante(): Promise<Running<ChildProcess>> {
+  const binary = requireProgram('danted', 'dante-server');
+  const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'socksgate-dante-'));
+  const port = await freeTcpUdpPort();
+  await writeFile(join(dir, 'danted.conf'), danteConfig(port));
+  return startListening('danted', binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')], port, () => rm(dir, { recursive: true, force: true }));
 }
