@@ -83,10 +83,11 @@ const CHUNK_SECONDS = 0.1;
 
 /**
  * A token bucket whose tokens come from the fleet's bucket in the store, in chunks of a tenth of a
- * second of the rate: take() and reserve() never wait for the store; when fewer than two chunks are on
- * hand the bucket asks for more in the background (one request at a time, and after a short answer
- * not before the store can have refilled a chunk). close() gives back what is left. While the store
- * does not answer, it refills itself at the full rate: the process' own limit.
+ * second of the rate: take() and reserve() never wait for the store; when less than one chunk is on
+ * hand the bucket asks in the background for enough to hold two (one request at a time, and after a
+ * short answer not before the store can have refilled a chunk), so a steady flow costs the store one
+ * request per chunk used. close() gives back what is left. While the store does not answer, it
+ * refills itself at the full rate: the process' own limit.
  */
 export class LeasedBucket extends TokenBucket {
   private asking = false;
@@ -140,7 +141,7 @@ export class LeasedBucket extends TokenBucket {
     this.last = now;
     const chunk = Math.max(1, Math.ceil(this.rate * CHUNK_SECONDS));
     const target = Math.max(2 * chunk, this.need);
-    if (this.asking || this.tokens >= target || now < this.notBefore) return;
+    if (this.asking || this.tokens >= Math.max(chunk, this.need) || now < this.notBefore) return;
     const want = Math.ceil(target - this.tokens);
     this.asking = true;
     this.source.lease(this.rate, this.burst, want).then(

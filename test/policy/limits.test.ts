@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AuthLockout } from '../../src/policy/lockout.js';
-import { RateBuckets, RateTable, TokenBucket, takeDatagramFromAll } from '../../src/policy/limits.js';
+import { LimitHost } from '../../src/cluster/limit-store.js';
+import { LeasedBucket, RateBuckets, RateTable, TokenBucket, takeDatagramFromAll } from '../../src/policy/limits.js';
 
 describe('token buckets and rate tables', () => {
   test('a refused datagram takes nothing from any bucket', () => {
@@ -32,6 +33,40 @@ describe('token buckets and rate tables', () => {
     table.update({ udpPacketsPerSecond: 5, udpBytesPerSecond: 0, tcpBytesPerSecond: 0 });
     assert.equal(table.acquire('127.0.0.2'), buckets);
     assert.equal(buckets.takeDatagram(1), false);
+  });
+});
+
+describe('leased buckets', () => {
+  test('a steady flow asks the store once per chunk it uses, not once per datagram', async () => {
+    // The primary's fleet bucket (what `limits.store: local` leases from), on a clock the test moves.
+    let now = 1_000_000;
+    const host = new LimitHost(() => now);
+    let requests = 0;
+    const source = {
+      up: true,
+      lease: (rate: number, burst: number, want: number) => {
+        requests++;
+        return Promise.resolve(host.lease('user udpPackets alice', rate, burst, want));
+      },
+      giveBack: (_rate: number, _burst: number, tokens: number) => host.giveBack('user udpPackets alice', tokens),
+    };
+    try {
+      // 10,000 a second: chunks of 1,000. The flow uses 5,000 a second for 4 s, a datagram every 0.2 ms.
+      const bucket = new LeasedBucket(10_000, 10_000, source, () => now);
+      await Promise.resolve();
+      let passed = 0;
+      for (let i = 0; i < 20_000; i++) {
+        now += 0.2;
+        if (bucket.take(1)) passed++;
+        if (i % 100 === 0) await Promise.resolve();
+      }
+      // Under the rate: nothing refused beyond the first lease's wait; 20 chunks used, about one request each.
+      assert.ok(passed >= 19_900, `passed ${passed} of 20,000`);
+      assert.ok(requests >= 18 && requests <= 25, `${requests} lease requests for 20 chunks`);
+      bucket.close();
+    } finally {
+      host.close();
+    }
   });
 });
 
