@@ -21,6 +21,8 @@ export interface RunningServer {
 export interface SocksgateMode {
   fixedPort?: boolean;
   workers?: number;
+  /** More `serve` flags (the limits group: a users file, rates, the store). */
+  extra?: string[];
 }
 
 /**
@@ -98,7 +100,7 @@ export async function startServer(name: ServerName, cli: string, nofile: number,
   let command: string, args: string[], udp = true, admin: number | undefined;
   if (name === 'socksgate') {
     admin = await freePort();
-    const extra = [...(mode.fixedPort ? ['--udp-port', String(port)] : []), ...(mode.workers ? ['--workers', String(mode.workers)] : [])];
+    const extra = [...(mode.fixedPort ? ['--udp-port', String(port)] : []), ...(mode.workers ? ['--workers', String(mode.workers)] : []), ...(mode.extra ?? [])];
     [command, args] = limited(nofile, process.execPath, socksgateArgs(cli, port, admin, extra));
   } else if (name === 'dante') {
     const binary = requireProgram('danted', 'dante-server');

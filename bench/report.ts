@@ -4,23 +4,27 @@
 export const SERVERS = ['socksgate', 'dante', 'v2ray', 'microsocks'] as const;
 export type ServerName = (typeof SERVERS)[number];
 // 'socksgate-default' is socksgate in its default mode, measured beside fixed-port mode in the fixed-port group.
-export type Peer = ServerName | 'direct' | 'socksgate-default';
+export type Peer = ServerName | 'direct' | 'socksgate-default' | 'socksgate-login';
 
 /** One figure: its samples per peer (one per run), how to read it, and the target as a ratio to Dante. */
 export interface Figure {
   id: string;
-  group: 'udp' | 'latency' | 'tcp' | 'rate' | 'memory' | 'fixed';
+  group: 'udp' | 'latency' | 'tcp' | 'rate' | 'memory' | 'fixed' | 'limits';
   label: string;
   unit: string;
   /** true when more is better (datagrams/s), false when less is (latency, memory). */
   higherIsBetter: boolean;
   /** socksgate / Dante must be ≥ this (higherIsBetter) or ≤ this (otherwise); absent: no target. */
   target?: number;
+  /** What `target` compares socksgate with, when not Dante (the limits group: socksgate without limits). */
+  baseline?: Peer;
   /** An absolute bound for socksgate (memory: KiB per association). */
   absoluteTarget?: number;
   samples: Partial<Record<Peer, number[]>>;
   /** Fixed-port group: per run, the client datagrams socksgate's workers passed on to a sibling, and all client datagrams. */
   steered?: { steered: number; total: number }[];
+  /** Limits group with Redis: the store's script calls (leases, claims) in each run. */
+  storeRequests?: number[];
   notes?: string[];
 }
 
@@ -46,6 +50,14 @@ export function ratioToDante(figure: Figure, peer: Peer): number | undefined {
   return ratio(medianOf(figure, peer), medianOf(figure, 'dante'));
 }
 
+/** socksgate's median over its baseline's (Dante's unless the figure names another). */
+export function ratioToBaseline(figure: Figure): number | undefined {
+  return ratio(medianOf(figure, 'socksgate'), medianOf(figure, figure.baseline ?? 'dante'));
+}
+
+const BASELINE_NAMES: Partial<Record<Peer, string>> = { dante: 'Dante', 'socksgate-login': 'no limits' };
+const baselineName = (figure: Figure): string => BASELINE_NAMES[figure.baseline ?? 'dante'] ?? String(figure.baseline);
+
 /** Turns round-trip samples into added latency: each server's sample minus the median direct round trip. */
 export function addedLatency(figures: Figure[]): void {
   for (const f of figures) {
@@ -66,7 +78,7 @@ export function verdict(figure: Figure): Verdict {
   if (sg === undefined) return 'no data';
   let ok = true;
   if (figure.target !== undefined) {
-    const r = ratioToDante(figure, 'socksgate');
+    const r = ratioToBaseline(figure);
     if (r === undefined) return 'no data';
     ok &&= figure.higherIsBetter ? r >= figure.target : r <= figure.target;
   }
@@ -90,7 +102,7 @@ function formatRatio(value: number | undefined): string {
 
 function targetText(figure: Figure): string {
   const parts: string[] = [];
-  if (figure.target !== undefined) parts.push(`${figure.higherIsBetter ? '≥' : '≤'} ${figure.target}× Dante`);
+  if (figure.target !== undefined) parts.push(`${figure.higherIsBetter ? '≥' : '≤'} ${figure.target}× ${baselineName(figure)}`);
   if (figure.absoluteTarget !== undefined) parts.push(`${figure.higherIsBetter ? '≥' : '≤'} ${figure.absoluteTarget} ${figure.unit}`);
   return parts.join(', ') || '—';
 }
@@ -143,12 +155,31 @@ export function markdownTable(figures: readonly Figure[]): string {
 }
 
 export function summaryLine(figure: Figure): string {
-  const r = ratioToDante(figure, 'socksgate');
+  const r = ratioToBaseline(figure);
   const sg = formatNumber(medianOf(figure, 'socksgate'));
-  const dante = formatNumber(medianOf(figure, 'dante'));
+  const reference = formatNumber(medianOf(figure, figure.baseline ?? 'dante'));
   const v = verdict(figure);
   const mark = v === 'met' ? 'target met' : v === 'not met' ? 'target NOT met' : v;
-  return `- ${figure.label}: socksgate ${sg} ${figure.unit} vs Dante ${dante} (${formatRatio(r)}); target ${targetText(figure)}: ${mark}.`;
+  return `- ${figure.label}: socksgate ${sg} ${figure.unit} vs ${baselineName(figure)} ${reference} (${formatRatio(r)}); target ${targetText(figure)}: ${mark}.`;
+}
+
+/** The limits group: socksgate with a per-user rate that never binds, against the same login without limits. */
+export function limitsTable(figures: readonly Figure[]): string {
+  const head = '| figure | unit | no limits | with the rate | ÷ no limits | store requests per run | target | |';
+  const rows = figures.map((f) => {
+    const cells = [
+      f.label,
+      f.unit,
+      formatNumber(medianOf(f, 'socksgate-login')),
+      formatNumber(medianOf(f, 'socksgate')),
+      formatRatio(ratioToBaseline(f)),
+      f.storeRequests?.length ? f.storeRequests.join(', ') : '—',
+      targetText(f),
+      verdict(f),
+    ];
+    return `| ${cells.join(' | ')} |`;
+  });
+  return [head, '|---|---|--:|--:|--:|---|---|---|', ...rows].join('\n');
 }
 
 const escapeXml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

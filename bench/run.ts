@@ -1,7 +1,7 @@
 // npm run bench — socksgate side by side with Dante, v2ray and microsocks on loopback, every figure a median of
 // several runs and a ratio to Dante measured in the same run. See README "Benchmarks".
 //
-//   npm run bench -- [--quick] [--only udp,latency,tcp,rate,memory,fixed,scale] [--runs N] [--seconds S]
+//   npm run bench -- [--quick] [--only udp,latency,tcp,rate,memory,fixed,limits,scale] [--runs N] [--seconds S]
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -9,10 +9,11 @@ import { fileURLToPath } from 'node:url';
 import { measureMemory, removeNamespace, scale, type MemorySample, type ScaleResult } from './capacity.js';
 import { removeTempDirs, scrapeCounter, startEcho, startServer, type RunningServer } from './peers.js';
 import { killAllNow, line, nofileHardLimit, start, stop, stopAll } from './procs.js';
-import { SERVERS, addedLatency, fixedPortTable, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
+import { LIMITS_LOGIN, LIMITS_PEERS, limitsFigures, startLimitsServers } from './limits.js';
+import { SERVERS, addedLatency, fixedPortTable, limitsTable, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
-const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed', 'scale'] as const;
+const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed', 'limits', 'scale'] as const;
 // Workers of both socksgate instances in the fixed-port group: the mode exists for many instances and workers
 // sharing one port, so it is measured with the steering between workers at work.
 const FIXED_WORKERS = 2;
@@ -128,11 +129,14 @@ async function main(): Promise<void> {
   }
   const fixedP50 = o.only.has('fixed') ? figure({ id: 'fixed-latency-p50', group: 'fixed', label: 'fixed port: added latency p50', unit: 'µs', higherIsBetter: false }) : undefined;
   const fixedP99 = o.only.has('fixed') ? figure({ id: 'fixed-latency-p99', group: 'fixed', label: 'fixed port: added latency p99', unit: 'µs', higherIsBetter: false, target: 1.0 }) : undefined;
+  // A per-user rate that never binds, on the local store and on Redis, against the same login without limits.
+  const limitsFigs = o.only.has('limits') ? limitsFigures(assocs) : new Map<string, Figure>();
+  figures.push(...limitsFigs.values());
   const memorySamples: MemorySample[] = [];
   let scaleResults: ScaleResult[] = [];
   const generatorErrors: string[] = [];
 
-  const needsPeers = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed'].some((g) => o.only.has(g));
+  const needsPeers = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed', 'limits'].some((g) => o.only.has(g));
   const needsAll = ['udp', 'latency', 'tcp', 'rate', 'memory'].some((g) => o.only.has(g));
   if (needsPeers) {
     const udpEcho = await startEcho(generator, 'echo-udp');
@@ -149,7 +153,8 @@ async function main(): Promise<void> {
     // TIME_WAIT is the echo's, on its own port.
     const rateEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, [`addrs=${RATE_DESTINATIONS}`, 'once=1']);
     const servers: RunningServer[] = [];
-    for (const name of SERVERS) if (needsAll || name === 'dante') servers.push(await startServer(name, cli, nofile));
+    for (const name of SERVERS) if (needsAll || (fixedFigures.size > 0 && name === 'dante')) servers.push(await startServer(name, cli, nofile));
+    const limited = limitsFigs.size > 0 ? await startLimitsServers(cli, nofile) : undefined;
     const byName = (n: ServerName): RunningServer => servers.find((s) => s.name === n)!;
     const fixed = fixedFigures.size > 0 ? await startServer('socksgate', cli, nofile, { fixedPort: true, workers: FIXED_WORKERS }) : undefined;
     const fixedDefault = fixedFigures.size > 0 ? await startServer('socksgate', cli, nofile, { workers: FIXED_WORKERS }) : undefined;
@@ -246,6 +251,28 @@ async function main(): Promise<void> {
           });
         });
       }
+      for (const assoc of limitsFigs.size > 0 ? assocs : []) {
+        const local = limitsFigs.get(`local/512/${assoc}`)!, redis = limitsFigs.get(`redis/512/${assoc}`)!;
+        for (const peer of rotate(LIMITS_PEERS, round)) {
+          await attempt(`limits ${peer} ${assoc}`, async () => {
+            const before = peer === 'redis' ? await limited!.storeRequests() : 0;
+            const r = await generate(generator, ['udp', `proxy=${limited!.servers[peer].port}`, `target=${udpEcho.port}`, `assoc=${assoc}`, 'size=512',
+              'window=8', `seconds=${secs}`, `threads=${assoc > 1 ? 2 : 1}`, ...LIMITS_LOGIN], o.seconds);
+            const pps = Number(r.pps);
+            let extra = '';
+            if (peer === 'login') {
+              push(local, 'socksgate-login', pps);
+              push(redis, 'socksgate-login', pps);
+            } else push(peer === 'local' ? local : redis, 'socksgate', pps);
+            if (peer === 'redis') {
+              const calls = (await limited!.storeRequests()) - before;
+              redis.storeRequests!.push(calls);
+              extra = `, ${calls} Redis script calls`;
+            }
+            log(`  limits: UDP 512 B, ${String(assoc).padStart(3)} assoc ${peer.padEnd(6)} ${pps.toFixed(0).padStart(8)} datagrams/s (lost ${String(r.lost)}${extra})`);
+          });
+        }
+      }
       if (rate) {
         for (const peer of rotate(tcpPeers, round)) {
           await attempt(`rate ${peer}`, async () => {
@@ -286,6 +313,7 @@ async function main(): Promise<void> {
     for (const s of servers) await stop(s.process);
     if (fixed) await stop(fixed.process);
     if (fixedDefault) await stop(fixedDefault.process);
+    if (limited) await limited.stop();
     await stop(udpEcho.process);
     await stop(directUdpEcho.process);
     await stop(tcpEcho.process);
@@ -306,7 +334,7 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
   const dir = `${root}bench/results/`;
   mkdirSync(dir, { recursive: true });
   const when = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  const headroom = figures.filter((f) => f.group !== 'memory' && f.higherIsBetter).map((f) => {
+  const headroom = figures.filter((f) => f.group !== 'memory' && f.group !== 'limits' && f.higherIsBetter).map((f) => {
     const direct = median(f.samples.direct ?? []);
     const best = Math.max(...SERVERS.map((s) => median(f.samples[s] ?? []) ?? 0));
     return `${f.label}: direct ${direct?.toFixed(0) ?? '—'} vs best server ${best.toFixed(0)} (${direct && best ? (direct / best).toFixed(1) : '—'}×)`;
@@ -326,7 +354,7 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
     '',
     '## Figures',
     '',
-    markdownTable(figures.filter((f) => f.group !== 'fixed')),
+    markdownTable(figures.filter((f) => f.group !== 'fixed' && f.group !== 'limits')),
     '',
     '- UDP: closed loop, 8 datagrams in flight per association, round trips per second through the proxy to a UDP echo.',
     '- Added latency: 64-byte datagrams at a fixed 2000/s on one association; the proxied round-trip percentile of each run minus the median direct one (the "direct" column is the direct round trip itself). The p99 of a few thousand samples on a shared machine is noisy.',
@@ -344,6 +372,17 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
         + 'socksgate_udp_datagrams_total{direction="client_to_proxy"}, over all runs).',
       '',
       fixedPortTable(figures.filter((f) => f.group === 'fixed')),
+      '',
+    ] : []),
+    ...(figures.some((f) => f.group === 'limits') ? [
+      '## Limits',
+      '',
+      'socksgate (default workers) with a users file, and `limits.user.udpPacketsPerSecond` 1,000,000 and `limits.user.udpBytesPerSecond` 1,000,000,000 set far above '
+        + 'the traffic, so that they never refuse a datagram, leased from the local store (the primary) and from a Redis server on loopback; against the same login with no '
+        + 'limits. The same generator runs as above (512-byte datagrams, 8 in flight per association), logging in as one user. "Store requests" are the Redis server\'s '
+        + 'script calls (leases, session claims, renewals) during each run.',
+      '',
+      limitsTable(figures.filter((f) => f.group === 'limits')),
       '',
     ] : []),
     '## The generator is not the bottleneck',

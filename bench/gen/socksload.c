@@ -10,6 +10,7 @@
 //   socksload rate    proxy=P|0 target=T seconds=D [threads=K] [srcn=M] [dsts=N]  (dsts: spread over N echo addresses)
 //   socksload probe   port=P [seconds=D]     waits until 127.0.0.1:P accepts TCP (for servers inside a namespace)
 //   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [first=F] [uport=B] [threads=K]
+//   Every mode that talks to a proxy also takes user=NAME pass=WORD: log in with RFC 1929.
 //
 // proxy=0 means the direct path (no proxy): the ceiling of this generator and echo on this machine.
 // spin=US: the UDP echo and the closed-loop UDP generator poll for up to US microseconds of quiet
@@ -56,6 +57,13 @@ static long arg(const char *key, long fallback) {
   for (int i = 2; i < g_argc; i++)
     if (strncmp(g_argv[i], key, k) == 0 && g_argv[i][k] == '=') return strtol(g_argv[i] + k + 1, NULL, 10);
   return fallback;
+}
+// A string argument, or NULL when absent.
+static const char *sarg(const char *key) {
+  size_t k = strlen(key);
+  for (int i = 2; i < g_argc; i++)
+    if (strncmp(g_argv[i], key, k) == 0 && g_argv[i][k] == '=') return g_argv[i] + k + 1;
+  return NULL;
 }
 
 static void die(const char *what) {
@@ -127,14 +135,29 @@ static int tcp_connect(int port, uint32_t src) {
   return tcp_connect_to(&a, src);
 }
 
-// SOCKS5 greeting (no auth) and request `cmd` (1 CONNECT, 3 UDP ASSOCIATE) for dst. Returns the control socket
+// With user=NAME pass=WORD the greeting offers USERNAME/PASSWORD (RFC 1929) only, and logs in with them.
+static const char *g_user, *g_pass;
+
+// SOCKS5 greeting (no auth, or a login with user=/pass=) and request `cmd` (1 CONNECT, 3 UDP ASSOCIATE) for dst. Returns the control socket
 // and the reply's BND in *bnd (0.0.0.0 replaced by 127.0.0.1), or -1 with *why set.
 static int socks_request(int proxy, uint32_t src, int cmd, const struct sockaddr_in *dst, struct sockaddr_in *bnd, const char **why) {
   int fd = tcp_connect(proxy, src);
   if (fd < 0) { *why = "connect"; return -1; }
-  unsigned char b[32] = {5, 1, 0};
+  unsigned char b[32] = {5, 1, g_user ? 2 : 0};
   if (write(fd, b, 3) != 3 || read_full(fd, b, 2) < 0) { *why = "greeting"; goto fail; }
-  if (b[0] != 5 || b[1] != 0) { *why = "method"; goto fail; }
+  if (b[0] != 5 || b[1] != (g_user ? 2 : 0)) { *why = "method"; goto fail; }
+  if (g_user) {
+    unsigned char login[515];
+    size_t ul = strlen(g_user), pl = strlen(g_pass);
+    login[0] = 1;
+    login[1] = (unsigned char)ul;
+    memcpy(login + 2, g_user, ul);
+    login[2 + ul] = (unsigned char)pl;
+    memcpy(login + 3 + ul, g_pass, pl);
+    ssize_t n = (ssize_t)(3 + ul + pl);
+    if (write(fd, login, (size_t)n) != n || read_full(fd, b, 2) < 0) { *why = "login"; goto fail; }
+    if (b[1] != 0) { *why = "login refused"; errno = 0; goto fail; }
+  }
   unsigned char req[10] = {5, (unsigned char)cmd, 0, 1};
   memcpy(req + 4, &dst->sin_addr, 4);
   memcpy(req + 8, &dst->sin_port, 2);
@@ -815,6 +838,12 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
   const char *mode = argc > 1 ? argv[1] : "";
+  g_user = sarg("user");
+  g_pass = sarg("pass");
+  if (g_user && (!g_pass || strlen(g_user) < 1 || strlen(g_user) > 255 || strlen(g_pass) < 1 || strlen(g_pass) > 255)) {
+    fprintf(stderr, "socksload: user= and pass= go together, each 1 to 255 bytes\n");
+    return 2;
+  }
   if (!strcmp(mode, "echo-udp")) return echo_udp();
   if (!strcmp(mode, "echo-tcp")) return echo_tcp();
   if (!strcmp(mode, "udp")) return udp_loop();

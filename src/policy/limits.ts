@@ -41,6 +41,11 @@ export class TokenBucket {
     }
   }
 
+  /** Takes `n` tokens that has(n) has just found (no refill, no second check). */
+  charge(n: number): void {
+    if (this.rate > 0) this.tokens -= n;
+  }
+
   /** Takes `n` tokens if there are that many; false (nothing taken) otherwise. */
   take(n: number): boolean {
     if (this.rate <= 0) return true;
@@ -234,7 +239,10 @@ export class RateBuckets {
 /** A datagram against several sets of buckets (client and user): all must have room, or none is charged. */
 export function takeDatagramFromAll(all: readonly RateBuckets[], bytes: number): boolean {
   for (const buckets of all) if (!buckets.canTakeDatagram(bytes)) return false;
-  for (const buckets of all) buckets.takeDatagram(bytes);
+  for (const buckets of all) {
+    buckets.udpPackets.charge(1);
+    buckets.udpBytes.charge(bytes);
+  }
   return true;
 }
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { addedLatency, fixedPortTable, markdownTable, median, ratio, ratioToDante, steeredShare, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
+import { addedLatency, fixedPortTable, limitsTable, markdownTable, median, ratio, ratioToDante, steeredShare, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
 import { requireProgram, startSocks } from '../helpers/servers.js';
 
 const figure = (over: Partial<Figure>): Figure => ({ id: 'f', group: 'udp', label: 'UDP 64 B, 16 assoc', unit: 'datagrams/s', higherIsBetter: true, samples: {}, ...over });
@@ -61,6 +61,17 @@ describe('bench report helpers', () => {
     assert.ok(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"') && svg.trimEnd().endsWith('</svg>'));
     assert.equal(svg.match(/class="bar"/g)?.length, 2 + 3);
     assert.ok(svg.includes('A &amp; B') && svg.includes('title &lt;x&gt;') && !svg.includes('no Dante'));
+  });
+
+  test('a limits figure compares socksgate with its own login without limits, not with Dante', () => {
+    const f = figure({ id: 'limits-redis-512-16', group: 'limits', label: 'per-user rate, Redis: UDP 512 B, 16 assoc', target: 0.95, baseline: 'socksgate-login',
+      samples: { 'socksgate-login': [100, 120, 110], socksgate: [105, 104, 106], dante: [10] }, storeRequests: [70, 74] });
+    assert.equal(verdict(f), 'met');
+    assert.equal(verdict({ ...f, samples: { 'socksgate-login': [110], socksgate: [104] } }), 'not met');
+    assert.match(summaryLine(f), /^- per-user rate, Redis: UDP 512 B, 16 assoc: socksgate 105 datagrams\/s vs no limits 110 \(0\.95×\); target ≥ 0\.95× no limits: target met\.$/);
+    const table = limitsTable([f]).split('\n');
+    assert.equal(table.length, 3);
+    assert.equal(table[2], '| per-user rate, Redis: UDP 512 B, 16 assoc | datagrams/s | 110 | 105 | 0.95× | 70, 74 | ≥ 0.95× no limits | met |');
   });
 
   test('the fixed-port table puts fixed-port mode beside the default mode, each as a ratio to Dante, with the share steered', () => {

@@ -31,7 +31,7 @@ export async function startRedis(): Promise<RunningRedis> {
     // Ready once it answers PING (bounded: 200 tries, 25 ms apart).
     for (let i = 0; i < 200; i++) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}: ${output}`);
-      if ((await send(port, 'PING').catch(() => '')).startsWith('+PONG')) return;
+      if ((await redisCommand(port, 'PING').catch(() => '')).startsWith('+PONG')) return;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     throw new Error(`redis-server did not answer on port ${port}: ${output}`);
@@ -50,12 +50,12 @@ export async function startRedis(): Promise<RunningRedis> {
       await exited;
     },
     start,
-    command: (line) => send(port, line),
+    command: (line) => redisCommand(port, line),
   };
 }
 
 /** One inline command on a connection of its own; the reply as far as the first read got it. */
-function send(port: number, line: string): Promise<string> {
+export function redisCommand(port: number, line: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     socket.setTimeout(2000, () => socket.destroy(new Error('redis did not answer within 2 s')));
