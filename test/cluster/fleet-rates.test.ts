@@ -6,8 +6,47 @@ import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
 import { freeTcpUdpPort } from '../helpers/servers.js';
 import { handshake, readReply, request } from '../helpers/socks-bytes.js';
+import { openAssociation, type TestAssociation } from '../helpers/udp.js';
+import { createSocket } from 'node:dgram';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const RATE = 400_000;
+const UDP_RATE = 200_000;
+
+/** A UDP target that counts the payload bytes it receives. */
+async function startUdpSink(): Promise<{ port: number; received: () => number; close: () => void }> {
+  const socket = createSocket('udp4');
+  let received = 0;
+  socket.on('message', (data) => (received += data.length));
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+  return { port: socket.address().port, received: () => received, close: () => socket.close() };
+}
+
+/**
+ * A UDP association of `user` from 127.0.0.2 sending 1000-byte datagrams to the sink at `perSecond` bytes
+ * a second (paced every 10 ms), until stop() or 60 s.
+ */
+async function udpSender(port: number, sink: number, credentials: { user: string; pass: string }, perSecond: number): Promise<{ stop: () => void }> {
+  const association: TestAssociation = await openAssociation(port, { from: '127.0.0.2', credentials });
+  assert.equal(association.reply.code, 0);
+  const payload = Buffer.alloc(1000, 0x62);
+  const started = performance.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    const elapsed = performance.now() - started;
+    if (elapsed > 60_000) return clearInterval(timer);
+    // Catch up to the pace (at most 50 datagrams a tick), so a slow tick does not lower the offered rate.
+    for (let i = 0; i < 50 && sent * payload.length < (elapsed * perSecond) / 1000; i++, sent++) void association.sendTo('127.0.0.1', sink, payload).catch(() => {});
+  }, 10);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      association.close();
+    },
+  };
+}
 
 /** A TCP target that counts what it receives. */
 async function startSink(): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
@@ -86,6 +125,34 @@ describe('rates across workers and instances (leases)', () => {
 
   for (const store of ['local', 'redis'] as const) {
     const instancesCount = store === 'local' ? 1 : 3;
+    test(`limits.store: ${store} — one user's UDP through ${instancesCount} instance(s) × 2 workers stays within 10% of its rate`, async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'socksgate-udp-rate-'));
+      const users = join(dir, 'users.txt');
+      const passwd = startCli(['passwd', '--file', users, 'ann'], 'secret\n');
+      assert.equal(await passwd.exited(), 0, passwd.stderr);
+      const sink = await startUdpSink();
+      const instances: Array<{ cli: RunningCli; port: number }> = [];
+      const senders: Array<{ stop: () => void }> = [];
+      try {
+        for (let i = 0; i < instancesCount; i++) {
+          const instance = await startInstance(['--users', users, '--limits-user-udp-bytes-per-second', String(UDP_RATE), '--limits-store', store === 'local' ? 'local' : redis.url]);
+          running.push(instance.cli);
+          instances.push(instance);
+        }
+        // Four associations per instance (with its 2 workers, almost surely on both), together offering 3× the rate.
+        const count = instancesCount * 4;
+        for (let i = 0; i < count; i++) senders.push(await udpSender(instances[i % instancesCount]!.port, sink.port, { user: 'ann', pass: 'secret' }, (3 * UDP_RATE) / count));
+        const rate = await measuredRate(sink.received, 2000, 4000);
+        const error = Math.abs(rate - UDP_RATE) / UDP_RATE;
+        assert.ok(error <= 0.1, `measured ${Math.round(rate)} B/s through ${senders.length} associations, configured ${UDP_RATE} B/s (${(error * 100).toFixed(1)}% off)`);
+      } finally {
+        for (const s of senders) s.stop();
+        for (const instance of instances) await instance.cli.stop();
+        sink.close();
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
     test(`limits.store: ${store} — one client through ${instancesCount} instance(s) × 2 workers stays within 10% of its TCP rate`, async () => {
       const sink = await startSink();
       const instances: Array<{ cli: RunningCli; port: number }> = [];

@@ -107,6 +107,36 @@ describe('hot reload', () => {
     }
   });
 
+  test('a reload that changes limits.store or limits.claimTtl says a restart applies them, and keeps the store in force', async () => {
+    const config = join(dir, 'store.yaml');
+    const base = 'listen: ["127.0.0.1:0"]\nworkers: 2\nallowLoopbackTargets: true\nlog: { format: json }\n';
+    await writeFile(config, `${base}limits: { store: local, sessionsPerClient: 1 }\n`);
+    const echo = await startEcho();
+    const cli = startCli(['serve', '--config', config]);
+    try {
+      const port = listenPorts(await cli.waitForLine(isListening)).get('127.0.0.1')!;
+      // Port 1 on loopback answers nothing: had the reload switched stores, the next session would meet it.
+      await writeFile(config, `${base}limits: { store: "redis://127.0.0.1:1", claimTtl: 30s, sessionsPerClient: 2 }\n`);
+      cli.child.kill('SIGHUP');
+      const reloaded = await cli.waitForLine((l) => l.msg === 'configuration reloaded');
+      assert.deepEqual(reloaded.needsRestart, ['limits.store', 'limits.claimTtl']);
+      // The rest of the reload applies (two sessions per client now), counted by the local store across both workers.
+      const peers = [await Peer.connect(port), await Peer.connect(port), await Peer.connect(port)];
+      const codes: number[] = [];
+      for (const peer of peers) {
+        await handshake(peer);
+        peer.write(request(1, '127.0.0.1', echo.port));
+        codes.push((await readReply(peer)).code);
+      }
+      assert.deepEqual(codes, [0, 0, 0x01], 'the third session is over the cap');
+      assert.equal(cli.lines.some((l) => /redis/i.test(String(l.msg)) && l.level !== undefined && Number(l.level) >= 40), false, 'no store error: Redis was never dialled');
+      for (const peer of peers) peer.destroy();
+    } finally {
+      assert.equal(await cli.stop(), 0, cli.output());
+      await echo.close();
+    }
+  });
+
   test('reload without a running server says what to do', async () => {
     const cli = startCli(['reload', '--pid-file', join(dir, 'absent.pid')]);
     assert.equal(await cli.exited(), 2);
