@@ -5,7 +5,12 @@ import { startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
 import { freeTcpUdpPort } from '../helpers/servers.js';
-import { handshake, readReply, request } from '../helpers/socks-bytes.js';
+import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
+import pino from 'pino';
+import { RedisLimitStore } from '../../src/cluster/redis-store.js';
+import { UserStore, hashPassword } from '../../src/server/users.js';
+import { startSocks } from '../helpers/servers.js';
+import { waitFor } from '../helpers/peer.js';
 import { openAssociation, type TestAssociation } from '../helpers/udp.js';
 import { createSocket } from 'node:dgram';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -77,9 +82,9 @@ async function startInstance(extra: string[]): Promise<{ cli: RunningCli; port: 
 }
 
 /** A CONNECT from 127.0.0.2 that writes as fast as the proxy takes it, until stop(). */
-async function bulkSender(port: number, target: number): Promise<{ stop: () => void }> {
+async function bulkSender(port: number, target: number, credentials?: { user: string; pass: string }): Promise<{ stop: () => void; alive: () => boolean }> {
   const peer = await Peer.connect(port, '127.0.0.1', '127.0.0.2');
-  await handshake(peer);
+  await handshake(peer, credentials);
   peer.write(request(1, '127.0.0.1', target));
   assert.equal((await readReply(peer)).code, 0);
   const socket = peer.socket;
@@ -92,11 +97,14 @@ async function bulkSender(port: number, target: number): Promise<{ stop: () => v
   };
   socket.on('drain', pump);
   pump();
+  let closed = false;
+  socket.once('close', () => (closed = true));
   return {
     stop: () => {
       stopped = true;
       peer.destroy();
     },
+    alive: () => !closed,
   };
 }
 
@@ -177,4 +185,57 @@ describe('rates across workers and instances (leases)', () => {
       }
     });
   }
+  test('Redis stopped: rates and lockout fall back to each process, live sessions go on; restarted: rates shared again', async () => {
+    const log = pino({ level: 'silent' });
+    const users = UserStore.fromEntries([['ann', await hashPassword(Buffer.from('right'), 10)]]);
+    const sink = await startSink();
+    const servers = await Promise.all(
+      [0, 1].map(async () => {
+        const store = new RedisLimitStore(redis.url, { claimTtlMs: 3000, log });
+        await store.open();
+        return startSocks({ users, auth: { slowAfter: 100, blockAfter: 3, blockMs: 60_000, windowMs: 60_000 }, limits: { client: { tcpBytesPerSecond: RATE } }, limitStore: store });
+      }),
+    );
+    const ann = { user: 'ann', pass: 'right' };
+    /** The RFC 1929 status a login from `from` gets (0: success); null when the server closed without one. */
+    const login = async (port: number, from: string, pass: string): Promise<number | null> => {
+      const peer = await Peer.connect(port, '127.0.0.1', from);
+      try {
+        peer.write(greeting(2));
+        if ((await peer.read(2).catch(() => null)) === null) return null;
+        peer.write(userPass('ann', pass));
+        const reply = await peer.read(2).catch(() => null);
+        return reply === null ? null : reply[1]!;
+      } finally {
+        peer.destroy();
+      }
+    };
+    const senders = [await bulkSender(servers[0]!.port, sink.port, ann), await bulkSender(servers[1]!.port, sink.port, ann)];
+    try {
+      const shared = await measuredRate(sink.received, 1500, 3000);
+      assert.ok(Math.abs(shared - RATE) / RATE <= 0.1, `Redis up: ${Math.round(shared)} B/s through both servers, configured ${RATE} B/s`);
+
+      await redis.stop();
+      await waitFor(() => servers.every((s) => s.server.limitStore?.up === false), 5000, 'every store to notice Redis is gone');
+      // Each process' own bucket decides: two servers pass twice the rate, and neither session ends.
+      const alone = await measuredRate(sink.received, 1500, 3000);
+      assert.ok(Math.abs(alone - 2 * RATE) / (2 * RATE) <= 0.1, `Redis down: ${Math.round(alone)} B/s through both servers, each allowing ${RATE} B/s`);
+      assert.ok(senders.every((s) => s.alive()), 'live sessions go on while the store is down');
+      // Failed logins count per process. With blockAfter 3 a login counts as a failure until its check passes, so
+      // across the fleet one failure on each server and a third try would block; alone, each server saw one.
+      for (const s of servers) assert.equal(await login(s.port, '127.0.0.9', 'wrong'), 1);
+      assert.equal(await login(servers[0]!.port, '127.0.0.9', 'right'), 0, 'each process counts only its own failures while Redis is down');
+
+      await redis.start();
+      await waitFor(() => servers.every((s) => s.server.limitStore?.up === true), 10_000, 'every store to reconnect');
+      const again = await measuredRate(sink.received, 1500, 3000);
+      assert.ok(Math.abs(again - RATE) / RATE <= 0.1, `Redis back: ${Math.round(again)} B/s through both servers, configured ${RATE} B/s`);
+      assert.ok(senders.every((s) => s.alive()), 'live sessions went through the outage');
+    } finally {
+      for (const s of senders) s.stop();
+      await Promise.all(servers.map((s) => s.close()));
+      await sink.close();
+      if (redis.pid() === 0) await redis.start();
+    }
+  });
 });
