@@ -49,7 +49,10 @@ typedef struct listener {
   uv_timer_t backoff;
   int backoff_open;
   int fd;
+  int nodelay; // NODELAY_*: whether accepted sockets come with TCP_NODELAY set
 } listener_t;
+
+enum { NODELAY_UNKNOWN, NODELAY_INHERITED, NODELAY_EACH };
 
 static void conn_update(conn_t *c);
 
@@ -374,13 +377,14 @@ static void on_backoff_over(uv_timer_t *timer) {
   if (!l->o.closed && l->poll_open && rpoll_start(&l->poll, UV_READABLE, on_listen) != 0) obj_close(&l->o);
 }
 
-// One connection per readiness event (level-triggered: the next one wakes it again). With workers each
-// process watches the listener, and one that takes all that waited leaves the others idle.
-static void on_listen(rpoll_t *p, int events) {
-  (void)events;
-  listener_t *l = (listener_t *)p->data;
+// Connections taken per readiness event. Node's own watcher on the listener accepts every waiting one
+// in a loop; taking a few here too keeps them off Node's path (a TCP handle made and closed, a dup,
+// a getpeername per connection) without one process taking a whole burst from the others.
+#define ACCEPTS_PER_EVENT 8
+
+// Accepts one connection and hands it to JS; false when none is left (or the listener is closed).
+static bool accept_one(listener_t *l) {
   env_t *e = l->o.env;
-  if (l->o.closed) return;
   struct sockaddr_storage peer;
   int fd;
   do {
@@ -392,13 +396,23 @@ static void on_listen(rpoll_t *p, int events) {
     // meets the same error and deals with it; this side waits a moment instead of spinning on it.
     if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) && rpoll_stop(&l->poll) == 0 && l->backoff_open)
       uv_timer_start(&l->backoff, on_backoff_over, LISTEN_BACKOFF_MS, 0);
-    return;
+    return false;
   }
-  set_nodelay(fd);
+  // Linux's accepted sockets inherit TCP_NODELAY from the listener: set there once, checked on the
+  // first connection (a kernel that does not inherit it gets it set on each one).
+  if (l->nodelay != NODELAY_INHERITED) {
+    int on = 0;
+    socklen_t on_len = sizeof on;
+    if (l->nodelay == NODELAY_UNKNOWN && getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &on_len) == 0 && on) l->nodelay = NODELAY_INHERITED;
+    else {
+      l->nodelay = NODELAY_EACH;
+      set_nodelay(fd);
+    }
+  }
   conn_t *c = conn_new(e, fd);
   if (c == NULL) {
     close(fd);
-    return;
+    return true;
   }
   // The first bytes (the greeting) are often here already: they come with the connection.
   char *buf = conn_arena(e);
@@ -413,7 +427,7 @@ static void on_listen(rpoll_t *p, int events) {
   napi_value argv[5], handle, result = NULL;
   if (!obj_wrap(e, &c->o, &handle)) {
     obj_close(&c->o);
-    return;
+    return true;
   }
   argv[1] = handle;
   // Read from now on unless JS pauses it during the call (it is watched once the call returns).
@@ -423,14 +437,29 @@ static void on_listen(rpoll_t *p, int events) {
       napi_create_uint32(e->env, n > 0 ? (uint32_t)n : 0, &argv[4]) == napi_ok)
     result = env_call(e, e->cb_accept, &l->o, 5, argv);
   // JS took, ended or closed it during the call: it is no longer the listener's concern.
-  if (c->o.closed || c->state != S_OPEN) return;
+  if (c->o.closed || c->state != S_OPEN) return true;
   // The object that gets its callbacks; none: JS does not want the connection.
   if (result == NULL || napi_typeof(e->env, result, &type) != napi_ok || type != napi_object ||
       napi_create_reference(e->env, result, 1, &c->o.owner) != napi_ok) {
     obj_close(&c->o);
-    return;
+    return true;
   }
   conn_update(c);
+  return true;
+}
+
+// A few connections per readiness event (level-triggered: more waiting wake it again).
+static void on_listen(rpoll_t *p, int events) {
+  (void)events;
+  listener_t *l = (listener_t *)p->data;
+  for (int i = 0; i < ACCEPTS_PER_EVENT && !l->o.closed && l->poll.events != 0; i++) {
+    // Each connection's JS values are released before the next one.
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(l->o.env->env, &scope) != napi_ok) return;
+    bool more = accept_one(l);
+    (void)napi_close_handle_scope(l->o.env->env, scope);
+    if (!more) return;
+  }
 }
 
 static napi_value js_listen(napi_env env, napi_callback_info info) {
@@ -455,6 +484,8 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
     free(l);
     return throw_errno(env, -rc, "listen: watch");
   }
+  // For the accepted sockets to inherit (see accept_one()); Node's accepted ones set it anyway.
+  set_nodelay(l->fd);
   obj_init(e, &l->o, K_LISTENER, listener_shut, NULL);
   l->poll.data = l;
   l->poll_open = 1;

@@ -6,12 +6,14 @@
 // on after the bytes before it (half-close); the tunnel ends when both directions have ended, or at
 // the first error.
 //
-//   tunnelOpen(owner, clientConn, targetConn, toTarget|null, clientEnded) -> tunnel
+//   tunnelOpen(owner, clientConn, targetConn, toTarget|null, clientEnded, toClient?) -> tunnel
 //       the tunnel drives both connections (tcp-conn.c's) from now on and closes them when it closes;
-//       bytes the client connection had queued go first
+//       bytes the client connection had queued go first, then toClient (a reply), written at once
 //   tunnelFromSockets(owner, clientFd, targetFd, toTarget|null, clientEnded) -> tunnel
 //       the same on duplicates of two Node sockets' descriptors (Node still owns the originals)
-//   callbacks.tunnelEnd(owner, reason)   'closed', or 'client ECONNRESET', 'target EPIPE'…
+//   callbacks.tunnelEnd(owner, reason, up, down)   'closed', or 'client ECONNRESET', 'target EPIPE'…,
+//                                        with the bytes moved client→target and target→client; the
+//                                        tunnel closes itself after the call (tunnelClose is a no-op then)
 //   tunnelInfo(tunnel) -> [bytes client→target, bytes target→client, ms since the last byte]
 //   tunnelClose(tunnel)                  stops it and closes both connections (no tunnelEnd); idempotent
 #define _GNU_SOURCE
@@ -164,13 +166,16 @@ static void finish(tunnel_t *t, const char *reason) {
   t->finished = 1;
   env_t *e = t->o.env;
   napi_handle_scope scope;
-  napi_value argv[2];
+  napi_value argv[4];
   if (napi_open_handle_scope(e->env, &scope) == napi_ok) {
-    if (napi_create_string_utf8(e->env, reason, NAPI_AUTO_LENGTH, &argv[1]) == napi_ok) env_call(e, e->cb_tunnel_end, &t->o, 2, argv);
+    // The counts come with the report: JS needs no second call for them.
+    if (napi_create_string_utf8(e->env, reason, NAPI_AUTO_LENGTH, &argv[1]) == napi_ok && napi_create_double(e->env, t->up.bytes, &argv[2]) == napi_ok &&
+        napi_create_double(e->env, t->down.bytes, &argv[3]) == napi_ok)
+      env_call(e, e->cb_tunnel_end, &t->o, 4, argv);
     (void)napi_close_handle_scope(e->env, scope);
   }
-  // JS closes the tunnel from the report; if it did not, nothing is watched any more.
-  if (!t->o.closed) update(t);
+  // An ended tunnel has nothing left to do: it closes both connections now (JS's close is a no-op).
+  obj_close(&t->o);
 }
 
 static void step(tunnel_t *t, int client_ready, int events) {
@@ -220,7 +225,7 @@ static void tunnel_release(obj_t *o) {
 }
 
 // Takes over bytes JS queued on a connection (the tail of a reply) as a direction's pending bytes,
-// before `extra` (early data for the target).
+// before `extra` (early data for the target, or the reply for the client).
 static int take_queued(dir_t *d, conn_t *c, const void *extra, size_t extra_len) {
   size_t queued = c->out == NULL ? 0 : c->out_len - c->out_off;
   size_t len = queued + extra_len;
@@ -238,12 +243,16 @@ static int take_queued(dir_t *d, conn_t *c, const void *extra, size_t extra_len)
 }
 
 // A tunnel on two open connections. Before the tunnel exists a failure leaves them as they were.
-static napi_value open_tunnel(napi_env env, env_t *e, napi_value owner, conn_t *client, conn_t *target, napi_value early, bool ended) {
-  void *extra = NULL;
-  size_t extra_len = 0;
+static napi_value open_tunnel(napi_env env, env_t *e, napi_value owner, conn_t *client, conn_t *target, napi_value early, bool ended, napi_value reply) {
+  void *extra = NULL, *reply_bytes = NULL;
+  size_t extra_len = 0, reply_len = 0;
   napi_valuetype type;
   CHECK(napi_typeof(env, early, &type));
   if (type != napi_null && type != napi_undefined) CHECK(napi_get_buffer_info(env, early, &extra, &extra_len));
+  if (reply != NULL) {
+    CHECK(napi_typeof(env, reply, &type));
+    if (type != napi_null && type != napi_undefined) CHECK(napi_get_buffer_info(env, reply, &reply_bytes, &reply_len));
+  }
   if (e->scratch == NULL && (e->scratch = malloc(SCRATCH)) == NULL) return throw_errno(env, ENOMEM, "tunnel");
   tunnel_t *t = calloc(1, sizeof *t);
   if (t == NULL) return throw_errno(env, ENOMEM, "tunnel");
@@ -267,7 +276,7 @@ static napi_value open_tunnel(napi_env env, env_t *e, napi_value owner, conn_t *
   t->down.eof = target->eof;
   t->last_activity = uv_now(e->loop);
   napi_value handle;
-  if (take_queued(&t->down, client, NULL, 0) != 0 || take_queued(&t->up, target, extra, extra_len) != 0) {
+  if (take_queued(&t->down, client, reply_bytes, reply_len) != 0 || take_queued(&t->up, target, extra, extra_len) != 0) {
     obj_close(&t->o);
     return throw_errno(env, ENOMEM, "tunnel");
   }
@@ -275,6 +284,11 @@ static napi_value open_tunnel(napi_env env, env_t *e, napi_value owner, conn_t *
     obj_close(&t->o);
     return throw_message(env, NULL, "tunnel: cannot make its handle");
   }
+  // The reply (and early data) go out now rather than after a readiness event. A failure leaves the
+  // bytes pending: the socket's writability reports the error from the loop, not during this call.
+  // (A direction whose source already ended is left to the loop: its FIN's errors are reported there.)
+  if (t->down.pending != NULL && !t->down.eof) (void)flush_pending(&t->down);
+  if (t->up.pending != NULL && !t->up.eof) (void)flush_pending(&t->up);
   int rc = pass_fin(&t->up);
   if (rc < 0) {
     char reason[48];
@@ -284,8 +298,8 @@ static napi_value open_tunnel(napi_env env, env_t *e, napi_value owner, conn_t *
 }
 
 static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   bool ended;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   env_t *e = env_of(env);
@@ -298,7 +312,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_bool(env, argv[4], &ended));
   if (client == target || client->o.closed || target->o.closed || client->state != S_OPEN || target->state != S_OPEN)
     return throw_message(env, "EBADF", "tunnelOpen: both connections must be open and not in a tunnel");
-  return open_tunnel(env, e, argv[0], client, target, argv[3], ended);
+  return open_tunnel(env, e, argv[0], client, target, argv[3], ended, argc > 5 ? argv[5] : NULL);
 }
 
 static conn_t *dup_conn(env_t *e, int fd, int *error) {
@@ -336,7 +350,7 @@ static napi_value js_from_sockets(napi_env env, napi_callback_info info) {
   // Kept alive across the call: if no tunnel took them, they are closed here.
   client->o.refs++;
   target->o.refs++;
-  napi_value handle = open_tunnel(env, e, argv[0], client, target, argv[3], ended);
+  napi_value handle = open_tunnel(env, e, argv[0], client, target, argv[3], ended, NULL);
   conn_t *sides[2] = { client, target };
   for (int i = 0; i < 2; i++) {
     if (!sides[i]->o.held) obj_close(&sides[i]->o);

@@ -39,7 +39,8 @@ export interface ConnOwner {
   onConnected(code: string | null, host: string | null, port: number): void;
 }
 export interface TunnelOwner {
-  ended(reason: string): void;
+  /** The tunnel ended by itself (and closes once this returns), with the bytes it moved each way. */
+  ended(reason: string, up: number, down: number): void;
 }
 
 /** The helper's functions (native/*.c; see their header comments). */
@@ -50,7 +51,7 @@ export interface Addon {
     accept(owner: ListenerOwner, conn: unknown, host: string, port: number, length: number): ConnOwner | null;
     data(owner: ConnOwner, length: number, reason: string | null): void;
     connected(owner: ConnOwner, code: string | null, host: string | null, port: number): void;
-    tunnelEnd(owner: TunnelOwner, reason: string): void;
+    tunnelEnd(owner: TunnelOwner, reason: string, up: number, down: number): void;
   }): void;
   udpArena(): { arena: ArrayBuffer; meta: ArrayBuffer; batch: number; slot: number };
   /**
@@ -76,7 +77,7 @@ export interface Addon {
   connClose(conn: unknown): void;
   connLocal(conn: unknown): [string, number];
   connKeepAlive(conn: unknown, ms: number): void;
-  tunnelOpen(owner: TunnelOwner, client: unknown, target: unknown, toTarget: Buffer | null, clientEnded: boolean): unknown;
+  tunnelOpen(owner: TunnelOwner, client: unknown, target: unknown, toTarget: Buffer | null, clientEnded: boolean, toClient?: Buffer | null): unknown;
   tunnelFromSockets(owner: TunnelOwner, clientFd: number, targetFd: number, toTarget: Buffer | null, clientEnded: boolean): unknown;
   tunnelInfo(tunnel: unknown): [number, number, number];
   tunnelClose(tunnel: unknown): void;
@@ -120,7 +121,7 @@ const CALLBACKS: Parameters<Addon['setup']>[0] = {
   accept: (owner, conn, host, port, length) => owner.accepted(conn, host, port, length),
   data: (owner, length, reason) => owner.onData(length, reason),
   connected: (owner, code, host, port) => owner.onConnected(code, host, port),
-  tunnelEnd: (owner, reason) => owner.ended(reason),
+  tunnelEnd: (owner, reason, up, down) => owner.ended(reason, up, down),
 };
 
 function load(): { loaded: Addon | null; reason: string } {

@@ -262,14 +262,16 @@ export class NativeTunnel implements TunnelOwner {
 
   /**
    * A tunnel between two connections the helper holds: it takes them over (closing the tunnel closes
-   * them). Bytes queued on the client connection (the reply) go first, `early` to the target first.
+   * them). Bytes queued on the client connection go first, then `reply` (written in the same call),
+   * and `early` to the target first.
    */
-  static fromConns(client: NativeConn, target: NativeConn, options: { idleMs: number; early?: Buffer; clientEnded?: boolean }): NativeTunnel | null {
+  static fromConns(client: NativeConn, target: NativeConn, options: { idleMs: number; early?: Buffer; clientEnded?: boolean; reply?: Buffer }): NativeTunnel | null {
     const addon = nativeAddon();
     if (addon === null || !client.open || !target.open) return null;
     const tunnel = new NativeTunnel(addon, options.early, options.idleMs);
     try {
-      tunnel.handle = addon.tunnelOpen(tunnel, client.raw, target.raw, options.early && options.early.length > 0 ? options.early : null, options.clientEnded ?? false);
+      tunnel.handle = addon.tunnelOpen(tunnel, client.raw, target.raw, options.early && options.early.length > 0 ? options.early : null, options.clientEnded ?? false,
+        options.reply ?? null);
     } catch {
       return null;
     }
@@ -299,9 +301,13 @@ export class NativeTunnel implements TunnelOwner {
     return { relay: 'native' };
   }
 
-  /** Called by the helper when the tunnel ended by itself. */
-  ended(reason: string): void {
-    this.finish(reason);
+  /** Called by the helper when the tunnel ended by itself, with its counts; it closes itself after the call. */
+  ended(reason: string, up: number, down: number): void {
+    if (this.closed) return;
+    this.last = [up + this.earlyBytes, down];
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.resolveDone(reason);
   }
 
   /** Stops the tunnel (a tunnel of connections closes them; sockets stay for their owner). */

@@ -46,8 +46,9 @@ export async function runConnect(session: CommandContext, destination: SocksAddr
   }
   const conn = target;
   session.own(conn);
-  session.reply(Reply.SUCCEEDED, addressFromHost(unmapAddress(conn.localHost || '0.0.0.0'), conn.localPort));
-  await tunnelSession(session, conn);
+  // The tunnel writes the reply as it starts: one call into the helper for both.
+  const reply = session.replyBytes(Reply.SUCCEEDED, addressFromHost(unmapAddress(conn.localHost || '0.0.0.0'), conn.localPort));
+  await tunnelSession(session, conn, reply);
 }
 
 /** Relays the session's client and `target`, then closes the session with the relay's outcome. */
@@ -73,11 +74,11 @@ export async function pipeSession(session: CommandContext, target: Socket): Prom
   finish(session, end);
 }
 
-/** A tunnel between the session's client connection and `target`, both held by the native helper. */
-async function tunnelSession(session: CommandContext, target: NativeConn): Promise<void> {
+/** A tunnel between the session's client connection and `target`, both held by the native helper; `reply` goes first. */
+async function tunnelSession(session: CommandContext, target: NativeConn, reply: Buffer | null): Promise<void> {
   const client = session.nativeClient!;
   const { early, ended } = session.detach();
-  const tunnel = NativeTunnel.fromConns(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended });
+  const tunnel = NativeTunnel.fromConns(client, target, { idleMs: session.ctx.idleTimeoutMs, early, clientEnded: ended, reply: reply ?? undefined });
   if (tunnel === null) return session.close('internal error: the native helper refused the tunnel');
   session.meter = tunnel;
   session.details = NATIVE_DETAILS;

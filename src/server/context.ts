@@ -114,6 +114,8 @@ export interface CommandContext {
   own(release: (() => void) | Closable): void;
   /** Sends a reply (RFC 1928 §6); `onSent` once it is written. */
   reply(code: ReplyCode, bound?: SocksAddress, onSent?: () => void): void;
+  /** A reply's bytes for a native tunnel to write as it starts (null once closed). */
+  replyBytes(code: ReplyCode, bound?: SocksAddress): Buffer | null;
   /** Sends a failure reply, then closes once the client has had a moment to read it. */
   fail(code: ReplyCode, result: string): void;
   close(result?: string): void;

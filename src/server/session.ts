@@ -247,9 +247,15 @@ export class Session implements ConnEvents, CommandContext {
 
   /** Sends a reply (RFC 1928 §6); `onSent` runs once it is written. */
   reply(code: ReplyCode, bound: SocksAddress = UNSPECIFIED, onSent?: () => void): void {
-    if (this.closed || (this.sock === null && this.conn === null)) return;
+    const bytes = this.replyBytes(code, bound);
+    if (bytes !== null) this.send(bytes, onSent);
+  }
+
+  /** A reply's bytes for whoever writes them (a native tunnel, as it starts); null once closed. */
+  replyBytes(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): Buffer | null {
+    if (this.closed || (this.sock === null && this.conn === null)) return null;
     this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
-    this.send(encodeReply(code, bound), onSent);
+    return encodeReply(code, bound);
   }
 
   /** Sends a failure reply, then closes once the client has had a moment to read it. */

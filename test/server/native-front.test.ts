@@ -182,3 +182,37 @@ test('front door: policy denials, the client limit, a reload that adds users, an
   }
   await waitFor(() => openFds() <= fds, 3000, `descriptors back to ${fds} (now ${openFds()})`);
 });
+
+test('front door: a burst of connections waiting at once is served whole; each session counts its bytes exactly', async () => {
+  const echo = await startEcho();
+  const socks = await startSocks();
+  const ends: Array<{ command: string; result: string; up: number; down: number }> = [];
+  socks.server.on('session-end', (end: { command: string; result: string; up: number; down: number }) => ends.push(end));
+  const fds = openFds();
+  try {
+    // Greeting, request and data in one write, 24 clients at once: several are waiting in the backlog
+    // when the listener wakes. The reply must come before the echoed bytes, written as the tunnel starts.
+    const count = 24;
+    const peers = await Promise.all(Array.from({ length: count }, () => Peer.connect(socks.port)));
+    const payloads = peers.map((_, i) => Buffer.alloc(100 + i * 37, String.fromCharCode(97 + (i % 26))));
+    peers.forEach((peer, i) => peer.write(Buffer.concat([greeting(0), request(1, '127.0.0.1', echo.port), payloads[i]!])));
+    await Promise.all(
+      peers.map(async (peer, i) => {
+        assert.deepEqual([...(await peer.read(2))], [5, 0]);
+        assert.equal((await readReply(peer)).code, 0);
+        peer.end();
+        assert.ok((await peer.readToEnd(5000)).equals(payloads[i]!), `client ${i}: echoed byte-exact after the reply`);
+      }),
+    );
+    await waitFor(() => ends.length === count, 3000, `${count} sessions to end (${ends.length} so far)`);
+    assert.equal(socks.server.stats.connectionsAccepted, count);
+    const sizes = payloads.map((p) => p.length).sort((a, b) => a - b);
+    assert.deepEqual(ends.map((e) => e.up).sort((a, b) => a - b), sizes, 'bytes up: the optimistic data, counted once each');
+    assert.deepEqual(ends.map((e) => e.down).sort((a, b) => a - b), sizes, 'bytes down: the echo');
+    assert.ok(ends.every((e) => e.command === 'connect' && e.result === 'ok'), JSON.stringify(ends.filter((e) => e.result !== 'ok')));
+  } finally {
+    await socks.close();
+    await echo.close();
+  }
+  await waitFor(() => openFds() <= fds, 3000, `descriptors back to ${fds} (now ${openFds()})`);
+});
