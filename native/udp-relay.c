@@ -22,6 +22,7 @@
 //   udpClose(handle)                         idempotent
 //   udpCounters() -> [gsoMessages, gsoDatagrams]
 //   udpBusyPoll(us)   the adaptive busy polling of on_readable() for this environment; 20 µs until set
+//   udpInode(handle) -> the socket's inode (its line in /proc/net/udp[6] carries its kernel drops)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +33,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -642,6 +644,21 @@ static napi_value js_ntop(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// inode(handle) -> the socket's inode number, -1 once closed
+static napi_value js_inode(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_message(env, NULL, "udpInode: 1 argument");
+  relay_t *r = get_relay(env, argv[0]);
+  if (r == NULL) return NULL;
+  struct stat sb;
+  double inode = -1;
+  if (!r->o.closed && fstat(r->fd, &sb) == 0) inode = (double)sb.st_ino;
+  CHECK(napi_create_double(env, inode, &result));
+  return result;
+}
+
 // busyPoll(us): the quiet time a lone busy socket is polled for before the loop sleeps; 0 turns it off.
 static napi_value js_busy_poll(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -698,6 +715,7 @@ napi_status udp_register(napi_env env, napi_value exports) {
     { "udpCounters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL },
     { "udpBusyPoll", NULL, js_busy_poll, NULL, NULL, NULL, napi_default, NULL },
     { "udpNtop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
+    { "udpInode", NULL, js_inode, NULL, NULL, NULL, napi_default, NULL },
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

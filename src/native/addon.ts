@@ -64,6 +64,7 @@ export interface Addon {
   udpClose(handle: unknown): void;
   udpBusyPoll(microseconds: number): void;
   udpCounters(): [number, number];
+  udpInode(handle: unknown): number;
   connArena(): ArrayBuffer;
   listen(owner: ListenerOwner, fd: number): unknown;
   listenClose(listener: unknown): void;

@@ -109,6 +109,11 @@ export class NativeRelay implements UdpOwner {
     }
   }
 
+  /** The socket's inode (how /proc/net/udp names it), -1 when closed. */
+  get inode(): number {
+    return this.closed ? -1 : addon().udpInode(this.handle);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

@@ -3,6 +3,7 @@ import type { Association, ClientChannel } from './association.js';
 import { openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { UdpStats } from './stats.js';
+import { inodeOfPort, type KernelDrops } from './kernel-drops.js';
 
 /**
  * How a fixed-port demultiplexer shares its port with sibling worker processes. A datagram reaches
@@ -44,7 +45,12 @@ export class FixedPortDemux implements RelayReceiver {
     private readonly log: Logger,
     /** Set in a worker process: the port is shared with sibling workers. */
     private readonly steer: DemuxSteer | null = null,
+    /** Where the shared sockets' kernel receive-queue drops are counted. */
+    private readonly kernelDrops: KernelDrops | null = null,
   ) {}
+
+  // The inodes of the sockets whose kernel drops are counted.
+  private readonly inodes = new Map<RelaySocket, number>();
 
   // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
   // bound (a worker starting up) waits for it instead of failing.
@@ -68,6 +74,13 @@ export class FixedPortDemux implements RelayReceiver {
     const socket = await openSharedSocket(host, port, this.steer !== null);
     socket.receive(this);
     this.sockets.set(host, socket);
+    // A dgram socket that the primary bound for every worker is one socket read by all: each worker
+    // would count its drops, so it is left uncounted. Each worker's own socket (the helper's) is counted.
+    if (this.kernelDrops && (socket.transient || this.steer === null)) {
+      const inode = socket.inode ?? inodeOfPort(socket.port);
+      this.inodes.set(socket, inode);
+      this.kernelDrops.trackInode(inode);
+    }
     return socket.port;
   }
 
@@ -101,7 +114,12 @@ export class FixedPortDemux implements RelayReceiver {
   }
 
   close(): Promise<void> {
-    for (const socket of this.sockets.values()) socket.close();
+    for (const socket of this.sockets.values()) {
+      const inode = this.inodes.get(socket);
+      if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
+      socket.close();
+    }
+    this.inodes.clear();
     this.sockets.clear();
     this.byEndpoint.clear();
     this.waiting.clear();

@@ -24,6 +24,8 @@ export interface RelaySocket {
    */
   send(header: Buffer | null, payload: Buffer, port: number, address: string, offset?: number): string | null;
   close(): void;
+  /** The socket's inode, how /proc/net/udp names it (-1 once closed); the helper's sockets only. */
+  readonly inode?: number;
 }
 
 /** How relay sockets are made: kernel buffer sizes, and where their kernel drops are counted. */
