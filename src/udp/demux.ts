@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Association, ClientChannel } from './association.js';
-import { openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
+import { openClientSocket, openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { UdpStats } from './stats.js';
 import { inodeOfPort, type KernelDrops } from './kernel-drops.js';
@@ -51,6 +51,11 @@ export class FixedPortDemux implements RelayReceiver {
 
   // The inodes of the sockets whose kernel drops are counted.
   private readonly inodes = new Map<RelaySocket, number>();
+  // The listen host of each shared socket, and the shared socket each association was registered on.
+  private readonly hostOf = new Map<RelaySocket, string>();
+  private readonly sharedOf = new Map<Association, RelaySocket>();
+  // With workers: an association's socket connected to its client (null: tried, none made). See attract().
+  private readonly attracted = new Map<Association, RelaySocket | null>();
 
   // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
   // bound (a worker starting up) waits for it instead of failing.
@@ -74,6 +79,7 @@ export class FixedPortDemux implements RelayReceiver {
     const socket = await openSharedSocket(host, port, this.steer !== null);
     socket.receive(this);
     this.sockets.set(host, socket);
+    this.hostOf.set(socket, host);
     // A dgram socket that the primary bound for every worker is one socket read by all: each worker
     // would count its drops, so it is left uncounted. Each worker's own socket (the helper's) is counted.
     if (this.kernelDrops && (socket.transient || this.steer === null)) {
@@ -101,6 +107,7 @@ export class FixedPortDemux implements RelayReceiver {
       if (!set) this.waiting.set(ip, (set = new Set()));
       set.add(association);
     }
+    this.sharedOf.set(association, bound);
     const target = addressForSocket(ip, bound.dualStack) ?? ip;
     const channel: ClientChannel = {
       // A dgram socket may keep the payload until its send completes; the helper copies it at once.
@@ -114,12 +121,16 @@ export class FixedPortDemux implements RelayReceiver {
   }
 
   close(): Promise<void> {
-    for (const socket of this.sockets.values()) {
+    for (const socket of [...this.sockets.values(), ...this.attracted.values()]) {
+      if (socket === null) continue;
       const inode = this.inodes.get(socket);
       if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
       socket.close();
     }
     this.inodes.clear();
+    this.hostOf.clear();
+    this.sharedOf.clear();
+    this.attracted.clear();
     this.sockets.clear();
     this.byEndpoint.clear();
     this.waiting.clear();
@@ -143,6 +154,15 @@ export class FixedPortDemux implements RelayReceiver {
 
   private unregister(association: Association): void {
     if (this.memoOwner === association) this.memoOwner = null;
+    this.sharedOf.delete(association);
+    const own = this.attracted.get(association);
+    this.attracted.delete(association);
+    if (own) {
+      const inode = this.inodes.get(own);
+      this.inodes.delete(own);
+      if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
+      own.close();
+    }
     const ip = association.client;
     if (association.clientPort !== null) {
       const key = `${ip}|${association.clientPort}`;
@@ -196,9 +216,42 @@ export class FixedPortDemux implements RelayReceiver {
 
   /** A datagram a sibling worker passed on: ours, or dropped (never passed on again). */
   deliver(datagram: Buffer, ip: string, port: number): void {
-    const owner = this.byEndpoint.get(`${ip}|${port}`);
-    if (owner) return owner.fromClient(datagram);
-    this.deliverWaiting(datagram, ip, port);
+    const key = `${ip}|${port}`;
+    const owner = this.byEndpoint.get(key);
+    if (owner) owner.fromClient(datagram);
+    else this.deliverWaiting(datagram, ip, port);
+    // Still ours (fromClient may have ended it, a drop leaves none): its next datagrams come here.
+    const now = this.byEndpoint.get(key);
+    if (now !== undefined) this.attract(now, ip, port);
+  }
+
+  /**
+   * An association whose client's datagrams the kernel gives to a sibling: one socket of the port,
+   * connected to the client, makes the kernel give them to this worker instead (once per association;
+   * where it cannot be made, on dgram or out of descriptors, the sibling keeps passing them on).
+   */
+  private attract(association: Association, ip: string, port: number): void {
+    if (this.attracted.has(association)) return;
+    this.attracted.set(association, null);
+    const shared = this.sharedOf.get(association);
+    const host = shared === undefined ? undefined : this.hostOf.get(shared);
+    const peer = shared === undefined ? null : addressForSocket(ip, shared.dualStack);
+    if (shared === undefined || host === undefined || peer === null) return;
+    let socket: RelaySocket | null;
+    try {
+      socket = openClientSocket(host, shared.port, peer, port);
+    } catch (error) {
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ err: error, client: `${ip}:${port}` }, 'no connected socket for a steered client');
+      return;
+    }
+    if (socket === null) return;
+    socket.receive(this);
+    this.attracted.set(association, socket);
+    const inode = socket.inode ?? -1;
+    if (this.kernelDrops && inode >= 0) {
+      this.inodes.set(socket, inode);
+      this.kernelDrops.trackInode(inode);
+    }
   }
 
   /** The sender's first datagram: it goes to the one association from its IP still waiting for it. */

@@ -116,6 +116,22 @@ async function openSocket(options: RelayOptions): Promise<RelaySocket> {
   return new DgramRelay(bound.socket, bound.port, bound.dualStack);
 }
 
+// Receive buffer of a socket that hears one client of the fixed port (see openClientSocket).
+const CLIENT_RECEIVE_BUFFER = 1024 * 1024;
+
+/**
+ * On the native helper, in a worker: a socket of the fixed port (`host`, `port`, SO_REUSEPORT as the
+ * workers' shared ones) connected to one client's `peerHost`:`peerPort`. The kernel gives that
+ * client's datagrams to a connected socket of the group before any unconnected one, so they reach
+ * this worker and no sibling has to pass them on. Null on dgram (no SO_REUSEPORT in Node 20).
+ * Throws with the errno code (EMFILE…) when it cannot be made.
+ */
+export function openClientSocket(host: string, port: number, peerHost: string, peerPort: number): RelaySocket | null {
+  if (!nativeLoaded()) return null;
+  const plain = unmapAddress(host);
+  return new NativeRelay(!isIPv4(plain), CLIENT_RECEIVE_BUFFER, 0, { host: plain, port, reusePort: true, peer: { host: peerHost, port: peerPort } });
+}
+
 // Send buffer of a shared socket on the helper (its receive buffer: SHARED_RECEIVE_BUFFER, as on dgram).
 const SHARED_SEND_BUFFER = 1024 * 1024;
 
