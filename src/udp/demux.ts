@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Association, ClientChannel } from './association.js';
 import { openClientSocket, openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
@@ -56,6 +57,10 @@ export class FixedPortDemux implements RelayReceiver {
   private readonly sharedOf = new Map<Association, RelaySocket>();
   // With workers: an association's socket connected to its client (null: tried, none made). See attract().
   private readonly attracted = new Map<Association, RelaySocket | null>();
+  private connectedSockets = 0;
+  // Connected sockets are an extra descriptor per association: at most a quarter of the descriptor limit
+  // goes to them, so that relay sockets and connections of new clients never run out for their sake.
+  private readonly connectedLimit = Math.floor(descriptorLimit() / 4);
 
   // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
   // bound (a worker starting up) waits for it instead of failing.
@@ -131,6 +136,7 @@ export class FixedPortDemux implements RelayReceiver {
     this.hostOf.clear();
     this.sharedOf.clear();
     this.attracted.clear();
+    this.connectedSockets = 0;
     this.sockets.clear();
     this.byEndpoint.clear();
     this.waiting.clear();
@@ -158,6 +164,7 @@ export class FixedPortDemux implements RelayReceiver {
     const own = this.attracted.get(association);
     this.attracted.delete(association);
     if (own) {
+      this.connectedSockets--;
       const inode = this.inodes.get(own);
       this.inodes.delete(own);
       if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
@@ -231,7 +238,7 @@ export class FixedPortDemux implements RelayReceiver {
    * where it cannot be made, on dgram or out of descriptors, the sibling keeps passing them on).
    */
   private attract(association: Association, ip: string, port: number): void {
-    if (this.attracted.has(association)) return;
+    if (this.attracted.has(association) || this.connectedSockets >= this.connectedLimit) return;
     this.attracted.set(association, null);
     const shared = this.sharedOf.get(association);
     const host = shared === undefined ? undefined : this.hostOf.get(shared);
@@ -247,6 +254,7 @@ export class FixedPortDemux implements RelayReceiver {
     if (socket === null) return;
     socket.receive(this);
     this.attracted.set(association, socket);
+    this.connectedSockets++;
     const inode = socket.inode ?? -1;
     if (this.kernelDrops && inode >= 0) {
       this.inodes.set(socket, inode);
@@ -277,5 +285,18 @@ export class FixedPortDemux implements RelayReceiver {
   private drop(reason: 'unknown-client' | 'ambiguous'): void {
     this.stats.clientDatagrams++;
     this.stats.drops[reason]++;
+  }
+}
+
+/** This process's soft limit of open descriptors (RLIMIT_NOFILE), from procfs; 1024 where unknown. */
+function descriptorLimit(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'latin1').split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    if (soft === 'unlimited') return Number.MAX_SAFE_INTEGER;
+    const value = Number(soft);
+    return Number.isSafeInteger(value) && value > 0 ? value : 1024;
+  } catch {
+    return 1024;
   }
 }
