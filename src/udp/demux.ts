@@ -24,6 +24,33 @@ export interface DemuxSteer {
 }
 
 /**
+ * The datagrams of a socket connected to one association's client: straight to the association, with
+ * no lookup by sender. Anything from another sender (which a connected socket should never get) goes
+ * through the demultiplexer like a datagram of a shared socket.
+ */
+class ClientPort implements RelayReceiver {
+  constructor(
+    private readonly demux: FixedPortDemux,
+    private readonly association: Association,
+    private readonly address: string,
+    private readonly port: number,
+  ) {}
+
+  onDatagram(datagram: Buffer, address: string, port: number): void {
+    if (port === this.port && address === this.address) this.association.fromClient(datagram);
+    else this.demux.onDatagram(datagram, address, port);
+  }
+
+  onSendError(code: string, count: number): void {
+    this.demux.onSendError(code, count);
+  }
+
+  onSocketFailed(reason: string): void {
+    this.demux.onSocketFailed(reason);
+  }
+}
+
+/**
  * Fixed-port mode: one UDP socket per listen address, shared by every association, each datagram
  * routed to its association by the sender's address alone. A sender maps to an association when
  * its IP and port were declared in the request or fixed by an earlier datagram; otherwise to the one
@@ -252,7 +279,7 @@ export class FixedPortDemux implements RelayReceiver {
       return;
     }
     if (socket === null) return;
-    socket.receive(this);
+    socket.receive(new ClientPort(this, association, peer, port));
     this.attracted.set(association, socket);
     this.connectedSockets++;
     const inode = socket.inode ?? -1;
