@@ -85,9 +85,9 @@ export class FixedPortDemux implements RelayReceiver {
   // With workers: an association's socket connected to its client (null: tried, none made). See attract().
   private readonly attracted = new Map<Association, RelaySocket | null>();
   private connectedSockets = 0;
-  // Connected sockets are an extra descriptor per association: at most a quarter of the descriptor limit
+  // Connected sockets are an extra descriptor per association: at most an eighth of the descriptor limit
   // goes to them, so that relay sockets and connections of new clients never run out for their sake.
-  private readonly connectedLimit = Math.floor(descriptorLimit() / 4);
+  private readonly connectedLimit = Math.floor(descriptorLimit() / 8);
 
   // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
   // bound (a worker starting up) waits for it instead of failing.
