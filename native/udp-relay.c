@@ -13,15 +13,18 @@
 //       views are valid only during the call: whatever must outlive it is copied.
 //     callbacks.udpError(owner, code, count): sends queued during a batch that the kernel refused, or
 //       (count 0) a socket error that ended its watching ('EPOLL…': the socket can no longer be read).
-//   udpBind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?) -> [handle, port]
+//   udpBind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?, peerHost?, peerPort?) -> [handle, port]
 //     throws an Error with .code on failure; buffer sizes in bytes (0: the kernel's default); host: an
 //     IP literal of the family (absent or null: all addresses), port (absent: an ephemeral one);
-//     reusePort: SO_REUSEPORT, so each process of a server holds its own socket of one shared port
+//     reusePort: SO_REUSEPORT, so each process of a server holds its own socket of one shared port;
+//     peerHost/peerPort: connect(2) it to that sender, whose datagrams the kernel then gives to this
+//     socket rather than to any unconnected one of the port's SO_REUSEPORT group
 //   udpSend(handle, header|null, payload, port, address, offset) -> 0, or a negative errno
 //   udpNtop(i) -> the sender address of datagram i as text ("::ffff:127.0.0.1", as dgram writes it)
 //   udpClose(handle)                         idempotent
 //   udpCounters() -> [gsoMessages, gsoDatagrams]
 //   udpBusyPoll(us)   the adaptive busy polling of on_readable() for this environment; 20 µs until set
+//   udpInode(handle) -> the socket's inode (its line in /proc/net/udp[6] carries its kernel drops)
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -512,10 +516,10 @@ static int host_argument(napi_env env, napi_value value, char *text, size_t size
   return 1;
 }
 
-// bind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?) -> [handle, port]
+// bind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?, peerHost?, peerPort?) -> [handle, port]
 static napi_value js_bind(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
+  size_t argc = 9;
+  napi_value argv[9];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 2) return throw_message(env, NULL, "udpBind(owner, ipv6, receiveBuffer?, sendBuffer?, host?, port?, reusePort?): 2 arguments at least");
   int32_t sizes[2] = { 0, 0 };
@@ -531,6 +535,15 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
   }
   bool reuse_port = false;
   if (argc > 6) CHECK(napi_get_value_bool(env, argv[6], &reuse_port));
+  char peer_host[INET6_ADDRSTRLEN + 1];
+  int has_peer = argc > 8 ? host_argument(env, argv[7], peer_host, sizeof peer_host) : 0;
+  if (has_peer < 0) return NULL;
+  int32_t peer_port = 0;
+  if (has_peer) CHECK(napi_get_value_int32(env, argv[8], &peer_port));
+  if (has_peer && (peer_port <= 0 || peer_port > 65535)) {
+    napi_throw_range_error(env, NULL, "udpBind: peer port out of range");
+    return NULL;
+  }
   state_t *st = udp_state(env);
   if (st == NULL) return throw_errno(env, ENOMEM, "udpBind");
   if (st->e->tearing_down) return throw_errno(env, ESHUTDOWN, "udpBind");
@@ -579,6 +592,30 @@ static napi_value js_bind(napi_env env, napi_callback_info info) {
     int e = errno;
     close(fd);
     return throw_errno(env, e, "bind");
+  }
+  if (has_peer) {
+    struct sockaddr_in6 peer;
+    memset(&peer, 0, sizeof peer);
+    int parsed;
+    if (ipv6) {
+      peer.sin6_family = AF_INET6;
+      peer.sin6_port = htons((uint16_t)peer_port);
+      parsed = inet_pton(AF_INET6, peer_host, &peer.sin6_addr);
+    } else {
+      struct sockaddr_in *a = (struct sockaddr_in *)&peer;
+      a->sin_family = AF_INET;
+      a->sin_port = htons((uint16_t)peer_port);
+      parsed = inet_pton(AF_INET, peer_host, &a->sin_addr);
+    }
+    if (parsed != 1) {
+      close(fd);
+      return throw_errno(env, EINVAL, "udpBind: peer not an IP literal of the socket's family");
+    }
+    if (connect(fd, (struct sockaddr *)&peer, ipv6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in)) < 0) {
+      int e = errno;
+      close(fd);
+      return throw_errno(env, e, "connect");
+    }
   }
   int port = ntohs(ipv6 ? addr.sin6_port : ((struct sockaddr_in *)&addr)->sin_port);
   // Buffer sizes asked for: the kernel caps them at net.core.rmem_max / wmem_max, and one it refuses
@@ -642,6 +679,21 @@ static napi_value js_ntop(napi_env env, napi_callback_info info) {
   return result;
 }
 
+// inode(handle) -> the socket's inode number, -1 once closed
+static napi_value js_inode(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_message(env, NULL, "udpInode: 1 argument");
+  relay_t *r = get_relay(env, argv[0]);
+  if (r == NULL) return NULL;
+  struct stat sb;
+  double inode = -1;
+  if (!r->o.closed && fstat(r->fd, &sb) == 0) inode = (double)sb.st_ino;
+  CHECK(napi_create_double(env, inode, &result));
+  return result;
+}
+
 // busyPoll(us): the quiet time a lone busy socket is polled for before the loop sleeps; 0 turns it off.
 static napi_value js_busy_poll(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -698,6 +750,7 @@ napi_status udp_register(napi_env env, napi_value exports) {
     { "udpCounters", NULL, js_counters, NULL, NULL, NULL, napi_default, NULL },
     { "udpBusyPoll", NULL, js_busy_poll, NULL, NULL, NULL, napi_default, NULL },
     { "udpNtop", NULL, js_ntop, NULL, NULL, NULL, napi_default, NULL },
+    { "udpInode", NULL, js_inode, NULL, NULL, NULL, napi_default, NULL },
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -58,13 +58,14 @@ export interface Addon {
    * Buffer sizes in bytes (0: the kernel's default); host: an IP literal of the family (null: all
    * addresses); port 0: an ephemeral one; reusePort: SO_REUSEPORT (each worker its own socket of one port).
    */
-  udpBind(owner: UdpOwner, ipv6: boolean, receiveBuffer?: number, sendBuffer?: number, host?: string | null, port?: number, reusePort?: boolean): [unknown, number];
+  udpBind(owner: UdpOwner, ipv6: boolean, receiveBuffer?: number, sendBuffer?: number, host?: string | null, port?: number, reusePort?: boolean, peerHost?: string | null, peerPort?: number): [unknown, number];
   /** Sends header + payload[offset..]; 0 or -errno. */
   udpSend(handle: unknown, header: Buffer | null, payload: Buffer, port: number, address: string, offset: number): number;
   udpNtop(index: number): string;
   udpClose(handle: unknown): void;
   udpBusyPoll(microseconds: number): void;
   udpCounters(): [number, number];
+  udpInode(handle: unknown): number;
   connArena(): ArrayBuffer;
   listen(owner: ListenerOwner, fd: number): unknown;
   listenClose(listener: unknown): void;

@@ -47,10 +47,12 @@ export class NativeRelay implements UdpOwner {
    * Throws an Error with the errno code (EADDRINUSE, EAFNOSUPPORT, EMFILE…) when it cannot bind.
    * Without `at`, on all addresses and an ephemeral port.
    */
-  constructor(ipv6: boolean, receiveBuffer = 0, sendBuffer = 0, at?: { host: string | null; port: number; reusePort: boolean }) {
+  constructor(ipv6: boolean, receiveBuffer = 0, sendBuffer = 0, at?: { host: string | null; port: number; reusePort: boolean; peer?: { host: string; port: number } }) {
     const [handle, port] = at === undefined
       ? addon().udpBind(this, ipv6, receiveBuffer, sendBuffer)
-      : addon().udpBind(this, ipv6, receiveBuffer, sendBuffer, at.host, at.port, at.reusePort);
+      : at.peer === undefined
+        ? addon().udpBind(this, ipv6, receiveBuffer, sendBuffer, at.host, at.port, at.reusePort)
+        : addon().udpBind(this, ipv6, receiveBuffer, sendBuffer, at.host, at.port, at.reusePort, at.peer.host, at.peer.port);
     this.handle = handle;
     this.port = port;
     this.dualStack = ipv6;
@@ -107,6 +109,11 @@ export class NativeRelay implements UdpOwner {
       }
       receiver.onDatagram(view, address, meta[m + 1]!);
     }
+  }
+
+  /** The socket's inode (how /proc/net/udp names it), -1 when closed. */
+  get inode(): number {
+    return this.closed ? -1 : addon().udpInode(this.handle);
   }
 
   close(): void {

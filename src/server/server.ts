@@ -257,7 +257,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     const resolver = options.resolver ?? createResolver({ servers: options.dnsServers ?? [], onLookup: (seconds, ok) => this.emit('dns-lookup', seconds, ok) });
     const udp = options.udp ?? {};
     setBusyPoll(udp.busyPollUs ?? DEFAULTS.udp.busyPoll);
-    this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log, options.steer ?? null);
+    this.demux = udp.port === undefined || udp.port === null ? null : new FixedPortDemux(this.udpStats, this.log, options.steer ?? null, this.kernelDrops);
     const udpContext: UdpContext = {
       stats: this.udpStats,
       budget: new ReassemblyBudget(udp.reassemblyMemoryTotal ?? DEFAULTS.udp.reassemblyMemoryTotal),

@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Association, ClientChannel } from './association.js';
-import { openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
+import { openClientSocket, openSharedSocket, type RelayReceiver, type RelaySocket } from './relay-socket.js';
 import { addressForSocket, unmapAddress } from './socket.js';
 import type { UdpStats } from './stats.js';
+import { inodeOfPort, type KernelDrops } from './kernel-drops.js';
 
 /**
  * How a fixed-port demultiplexer shares its port with sibling worker processes. A datagram reaches
@@ -19,6 +21,33 @@ export interface DemuxSteer {
   ownerOf(ip: string, port: number): number;
   /** Passes the datagram to sibling `worker`, tagged with its real sender. */
   forward(worker: number, datagram: Buffer, ip: string, port: number): void;
+}
+
+/**
+ * The datagrams of a socket connected to one association's client: straight to the association, with
+ * no lookup by sender. Anything from another sender (which a connected socket should never get) goes
+ * through the demultiplexer like a datagram of a shared socket.
+ */
+class ClientPort implements RelayReceiver {
+  constructor(
+    private readonly demux: FixedPortDemux,
+    private readonly association: Association,
+    private readonly address: string,
+    private readonly port: number,
+  ) {}
+
+  onDatagram(datagram: Buffer, address: string, port: number): void {
+    if (port === this.port && address === this.address) this.association.fromClient(datagram);
+    else this.demux.onDatagram(datagram, address, port);
+  }
+
+  onSendError(code: string, count: number): void {
+    this.demux.onSendError(code, count);
+  }
+
+  onSocketFailed(reason: string): void {
+    this.demux.onSocketFailed(reason);
+  }
 }
 
 /**
@@ -44,7 +73,21 @@ export class FixedPortDemux implements RelayReceiver {
     private readonly log: Logger,
     /** Set in a worker process: the port is shared with sibling workers. */
     private readonly steer: DemuxSteer | null = null,
+    /** Where the shared sockets' kernel receive-queue drops are counted. */
+    private readonly kernelDrops: KernelDrops | null = null,
   ) {}
+
+  // The inodes of the sockets whose kernel drops are counted.
+  private readonly inodes = new Map<RelaySocket, number>();
+  // The listen host of each shared socket, and the shared socket each association was registered on.
+  private readonly hostOf = new Map<RelaySocket, string>();
+  private readonly sharedOf = new Map<Association, RelaySocket>();
+  // With workers: an association's socket connected to its client (null: tried, none made). See attract().
+  private readonly attracted = new Map<Association, RelaySocket | null>();
+  private connectedSockets = 0;
+  // Connected sockets are an extra descriptor per association: at most an eighth of the descriptor limit
+  // goes to them, so that relay sockets and connections of new clients never run out for their sake.
+  private readonly connectedLimit = Math.floor(descriptorLimit() / 8);
 
   // Settles once every bind() so far has: an ASSOCIATE accepted while its listener's socket is still being
   // bound (a worker starting up) waits for it instead of failing.
@@ -68,6 +111,14 @@ export class FixedPortDemux implements RelayReceiver {
     const socket = await openSharedSocket(host, port, this.steer !== null);
     socket.receive(this);
     this.sockets.set(host, socket);
+    this.hostOf.set(socket, host);
+    // A dgram socket that the primary bound for every worker is one socket read by all: each worker
+    // would count its drops, so it is left uncounted. Each worker's own socket (the helper's) is counted.
+    if (this.kernelDrops && (socket.transient || this.steer === null)) {
+      const inode = socket.inode ?? inodeOfPort(socket.port);
+      this.inodes.set(socket, inode);
+      this.kernelDrops.trackInode(inode);
+    }
     return socket.port;
   }
 
@@ -88,6 +139,7 @@ export class FixedPortDemux implements RelayReceiver {
       if (!set) this.waiting.set(ip, (set = new Set()));
       set.add(association);
     }
+    this.sharedOf.set(association, bound);
     const target = addressForSocket(ip, bound.dualStack) ?? ip;
     const channel: ClientChannel = {
       // A dgram socket may keep the payload until its send completes; the helper copies it at once.
@@ -101,7 +153,17 @@ export class FixedPortDemux implements RelayReceiver {
   }
 
   close(): Promise<void> {
-    for (const socket of this.sockets.values()) socket.close();
+    for (const socket of [...this.sockets.values(), ...this.attracted.values()]) {
+      if (socket === null) continue;
+      const inode = this.inodes.get(socket);
+      if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
+      socket.close();
+    }
+    this.inodes.clear();
+    this.hostOf.clear();
+    this.sharedOf.clear();
+    this.attracted.clear();
+    this.connectedSockets = 0;
     this.sockets.clear();
     this.byEndpoint.clear();
     this.waiting.clear();
@@ -125,6 +187,16 @@ export class FixedPortDemux implements RelayReceiver {
 
   private unregister(association: Association): void {
     if (this.memoOwner === association) this.memoOwner = null;
+    this.sharedOf.delete(association);
+    const own = this.attracted.get(association);
+    this.attracted.delete(association);
+    if (own) {
+      this.connectedSockets--;
+      const inode = this.inodes.get(own);
+      this.inodes.delete(own);
+      if (inode !== undefined) this.kernelDrops?.untrackInode(inode);
+      own.close();
+    }
     const ip = association.client;
     if (association.clientPort !== null) {
       const key = `${ip}|${association.clientPort}`;
@@ -178,9 +250,43 @@ export class FixedPortDemux implements RelayReceiver {
 
   /** A datagram a sibling worker passed on: ours, or dropped (never passed on again). */
   deliver(datagram: Buffer, ip: string, port: number): void {
-    const owner = this.byEndpoint.get(`${ip}|${port}`);
-    if (owner) return owner.fromClient(datagram);
-    this.deliverWaiting(datagram, ip, port);
+    const key = `${ip}|${port}`;
+    const owner = this.byEndpoint.get(key);
+    if (owner) owner.fromClient(datagram);
+    else this.deliverWaiting(datagram, ip, port);
+    // Still ours (fromClient may have ended it, a drop leaves none): its next datagrams come here.
+    const now = this.byEndpoint.get(key);
+    if (now !== undefined) this.attract(now, ip, port);
+  }
+
+  /**
+   * An association whose client's datagrams the kernel gives to a sibling: one socket of the port,
+   * connected to the client, makes the kernel give them to this worker instead (once per association;
+   * where it cannot be made, on dgram or out of descriptors, the sibling keeps passing them on).
+   */
+  private attract(association: Association, ip: string, port: number): void {
+    if (this.attracted.has(association) || this.connectedSockets >= this.connectedLimit) return;
+    this.attracted.set(association, null);
+    const shared = this.sharedOf.get(association);
+    const host = shared === undefined ? undefined : this.hostOf.get(shared);
+    const peer = shared === undefined ? null : addressForSocket(ip, shared.dualStack);
+    if (shared === undefined || host === undefined || peer === null) return;
+    let socket: RelaySocket | null;
+    try {
+      socket = openClientSocket(host, shared.port, peer, port);
+    } catch (error) {
+      if (this.log.isLevelEnabled('debug')) this.log.debug({ err: error, client: `${ip}:${port}` }, 'no connected socket for a steered client');
+      return;
+    }
+    if (socket === null) return;
+    socket.receive(new ClientPort(this, association, peer, port));
+    this.attracted.set(association, socket);
+    this.connectedSockets++;
+    const inode = socket.inode ?? -1;
+    if (this.kernelDrops && inode >= 0) {
+      this.inodes.set(socket, inode);
+      this.kernelDrops.trackInode(inode);
+    }
   }
 
   /** The sender's first datagram: it goes to the one association from its IP still waiting for it. */
@@ -206,5 +312,18 @@ export class FixedPortDemux implements RelayReceiver {
   private drop(reason: 'unknown-client' | 'ambiguous'): void {
     this.stats.clientDatagrams++;
     this.stats.drops[reason]++;
+  }
+}
+
+/** This process's soft limit of open descriptors (RLIMIT_NOFILE), from procfs; 1024 where unknown. */
+function descriptorLimit(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'latin1').split('\n').find((l) => l.startsWith('Max open files'));
+    const soft = line?.slice('Max open files'.length).trim().split(/\s+/)[0];
+    if (soft === 'unlimited') return Number.MAX_SAFE_INTEGER;
+    const value = Number(soft);
+    return Number.isSafeInteger(value) && value > 0 ? value : 1024;
+  } catch {
+    return 1024;
   }
 }

@@ -24,6 +24,8 @@ export interface RelaySocket {
    */
   send(header: Buffer | null, payload: Buffer, port: number, address: string, offset?: number): string | null;
   close(): void;
+  /** The socket's inode, how /proc/net/udp names it (-1 once closed); the helper's sockets only. */
+  readonly inode?: number;
 }
 
 /** How relay sockets are made: kernel buffer sizes, and where their kernel drops are counted. */
@@ -112,6 +114,22 @@ async function openSocket(options: RelayOptions): Promise<RelaySocket> {
   const bound = await bindUdp(0);
   sizeBuffers(bound.socket, options);
   return new DgramRelay(bound.socket, bound.port, bound.dualStack);
+}
+
+// Receive buffer of a socket that hears one client of the fixed port (see openClientSocket).
+const CLIENT_RECEIVE_BUFFER = 1024 * 1024;
+
+/**
+ * On the native helper, in a worker: a socket of the fixed port (`host`, `port`, SO_REUSEPORT as the
+ * workers' shared ones) connected to one client's `peerHost`:`peerPort`. The kernel gives that
+ * client's datagrams to a connected socket of the group before any unconnected one, so they reach
+ * this worker and no sibling has to pass them on. Null on dgram (no SO_REUSEPORT in Node 20).
+ * Throws with the errno code (EMFILE…) when it cannot be made.
+ */
+export function openClientSocket(host: string, port: number, peerHost: string, peerPort: number): RelaySocket | null {
+  if (!nativeLoaded()) return null;
+  const plain = unmapAddress(host);
+  return new NativeRelay(!isIPv4(plain), CLIENT_RECEIVE_BUFFER, 0, { host: plain, port, reusePort: true, peer: { host: peerHost, port: peerPort } });
 }
 
 // Send buffer of a shared socket on the helper (its receive buffer: SHARED_RECEIVE_BUFFER, as on dgram).
