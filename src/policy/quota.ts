@@ -13,6 +13,8 @@ export interface QuotaSettings {
   readonly users: Readonly<Record<string, Partial<QuotaLimits>>>;
   /** Most bytes a process takes from the store at a time. */
   readonly chunk: number;
+  /** metrics.perUser: per-user series are exported (the table counts them either way). */
+  readonly metricsPerUser?: boolean;
 }
 
 export const NO_QUOTAS: QuotaSettings = { period: 'month', timeZone: 'UTC', onExhausted: 'end', total: 0, upload: 0, download: 0, users: {}, chunk: 1024 * 1024 };
@@ -371,6 +373,8 @@ export class QuotaTable {
   private readonly sweep: NodeJS.Timeout;
   /** Sessions refused because a quota ran out (by user, for metrics). */
   readonly refusals = new Map<string, number>();
+  /** Bytes relayed [up, down] by accounts closed since start, by user (live ones count their own). */
+  private readonly retired = new Map<string, [number, number]>();
 
   constructor(
     private settings: QuotaSettings,
@@ -381,7 +385,7 @@ export class QuotaTable {
       for (const [user, account] of this.accounts) {
         if (account.sessions > 0 || account.idle++ < 1) continue;
         this.accounts.delete(user);
-        account.close();
+        this.retire(account);
       }
     }, IDLE_SWEEP_MS);
     this.sweep.unref();
@@ -442,9 +446,26 @@ export class QuotaTable {
     return this.accounts.values();
   }
 
+  /** Bytes relayed [up, down] for each user with a quota by this process since it started. */
+  relayed(): Map<string, [number, number]> {
+    const out = new Map<string, [number, number]>();
+    for (const [user, [up, down]] of this.retired) out.set(user, [up, down]);
+    for (const account of this.accounts.values()) {
+      const before = out.get(account.user) ?? [0, 0];
+      out.set(account.user, [before[0] + account.relayed[0]!, before[1] + account.relayed[1]!]);
+    }
+    return out;
+  }
+
   close(): void {
     clearInterval(this.sweep);
-    for (const account of this.accounts.values()) account.close();
+    for (const account of this.accounts.values()) this.retire(account);
     this.accounts.clear();
+  }
+
+  private retire(account: QuotaAccount): void {
+    account.close();
+    const before = this.retired.get(account.user) ?? [0, 0];
+    this.retired.set(account.user, [before[0] + account.relayed[0]!, before[1] + account.relayed[1]!]);
   }
 }
