@@ -144,7 +144,7 @@ export class QuotaAccount {
       if (this.allowance[direction]! < 0) this.checkLocally(direction);
       return true;
     }
-    this.ask(direction);
+    this.ask(direction, n);
     if (this.exhausted !== null && this.ends) this.runOut();
     return false;
   }
@@ -178,10 +178,8 @@ export class QuotaAccount {
 
   /** Why new sessions are refused, or null when they may start. */
   refusal(): QuotaRefusal | null {
+    // The fleet has no more of it: what this process still holds is for the relays already running.
     if (this.exhausted === null) return null;
-    // Bytes still on hand here are this process' to relay (the fleet's last ones, already counted).
-    const onHand = this.exhausted === 'upload' ? this.allowance[UP]! : this.exhausted === 'download' ? this.allowance[DOWN]! : Math.min(this.allowance[UP]!, this.allowance[DOWN]!);
-    if (onHand > 0 && this.ends) return null;
     const limit = this.exhausted === 'total' ? this.limits.total : this.exhausted === 'upload' ? this.limits.upload : this.limits.download;
     return { user: this.user, quota: this.exhausted, limit, period: this.period.kind, periodStart: new Date(this.period.start).toISOString() };
   }
@@ -261,8 +259,11 @@ export class QuotaAccount {
     return new Promise((resolve) => this.waiters.push(() => (this.asking[direction] ? this.asked(direction).then(resolve) : resolve())));
   }
 
-  /** Asks the store for more of `direction` in the background (one take at a time); first pays what is owed. */
-  private ask(direction: QuotaDirection): void {
+  /**
+   * Asks the store for more of `direction` in the background (one take at a time); first pays what
+   * is owed. `need`: a datagram that must fit whole (a level below it would never be asked past).
+   */
+  private ask(direction: QuotaDirection, need = 0): void {
     if (this.asking[direction] || this.closed || !this.source.up) return;
     const have = this.allowance[direction]!;
     const chunk = this.chunk;
@@ -272,8 +273,8 @@ export class QuotaAccount {
       want = -have;
       force = true;
     } else {
-      if (have >= this.low(direction) || (this.exhausted !== null && this.ends)) return;
-      const level = this.level[direction] === 0 ? this.firstWant() : Math.min(2 * chunk, 2 * this.level[direction]!);
+      if (have >= Math.max(this.low(direction), need) || (this.exhausted !== null && this.ends)) return;
+      const level = Math.max(need, this.level[direction] === 0 ? this.firstWant() : Math.min(2 * chunk, 2 * this.level[direction]!));
       this.level[direction] = level;
       want = level - have;
     }

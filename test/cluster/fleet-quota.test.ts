@@ -8,9 +8,13 @@ import { after, before, describe, test } from 'node:test';
 import { CLI, startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
-import { freeTcpUdpPort } from '../helpers/servers.js';
+import { freeTcpUdpPort, startEcho, startSocks } from '../helpers/servers.js';
+import { openAssociation, startUdpEcho } from '../helpers/udp.js';
+import { waitFor } from '../helpers/peer.js';
 import { handshake, readReply, request } from '../helpers/socks-bytes.js';
-import { setUserInFile } from '../../src/server/users.js';
+import { UserStore, setUserInFile } from '../../src/server/users.js';
+import { AdminServer } from '../../src/observe/admin.js';
+import { NO_QUOTAS, type QuotaSettings } from '../../src/policy/quota.js';
 import type { UsageReport } from '../../src/observe/usage.js';
 
 const QUOTA = 4 * 1024 * 1024;
@@ -195,4 +199,111 @@ describe('traffic quotas across workers and instances (real processes)', () => {
       }
     });
   }
+});
+
+describe('traffic quotas in one process', () => {
+  let dir: string;
+  let users: UserStore;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'socksgate-quota-one-'));
+    await setUserInFile(join(dir, 'users.txt'), ALICE.user, Buffer.from(ALICE.pass));
+    users = await UserStore.load(join(dir, 'users.txt'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const quotas = (over: Partial<QuotaSettings>): QuotaSettings => ({ ...NO_QUOTAS, chunk: 4096, ...over });
+
+  test('finish: a live session goes on past the quota and its bytes count; new sessions get 0x02; a reload lets her in again', async () => {
+    const echo = await startEcho();
+    const socks = await startSocks({ users, quotas: quotas({ onExhausted: 'finish', users: { alice: { total: 256 * 1024 } } }) });
+    const admin = new AdminServer(socks.server);
+    const { port: adminPort } = await admin.listen('127.0.0.1', 0);
+    try {
+      const { peer, code } = await connectAs(socks.port, echo.port);
+      assert.equal(code, 0);
+      // 512 KiB through the echo: 1 MiB relayed both ways, four times the quota, and all of it comes back.
+      const payload = Buffer.alloc(512 * 1024, 0x62);
+      peer.write(payload);
+      assert.deepEqual(await peer.read(payload.length, 10_000), payload);
+      const refused = await connectAs(socks.port, echo.port);
+      assert.equal(refused.code, 2);
+      peer.destroy();
+      const report = (await (await fetch(`http://127.0.0.1:${adminPort}/users/usage`)).json()) as UsageReport;
+      const alice = report.users.find((u) => u.user === 'alice')!;
+      assert.equal(alice.up, payload.length);
+      assert.equal(alice.down, payload.length);
+      assert.equal(alice.remaining.total, 0);
+      assert.equal(alice.exhausted, true);
+      // A larger quota (a reload): the account asks again, and she is admitted.
+      socks.server.reload({ users, allowLoopbackTargets: true, quotas: quotas({ onExhausted: 'finish', users: { alice: { total: 4 * 1024 * 1024 } } }) });
+      const again = await connectAs(socks.port, echo.port);
+      assert.equal(again.code, 0);
+      again.peer.destroy();
+    } finally {
+      await admin.close();
+      await socks.close();
+      await echo.close();
+    }
+  });
+
+  test('end: a UDP association stops at the quota (drops counted) and its session ends; the next gets 0x02; per-user metrics opt-in', async () => {
+    const echo = await startUdpEcho();
+    const limit = 64 * 1024;
+    const socks = await startSocks({ users, quotas: quotas({ total: limit, metricsPerUser: true }) });
+    const admin = new AdminServer(socks.server);
+    const { port: adminPort } = await admin.listen('127.0.0.1', 0);
+    const association = await openAssociation(socks.port, { credentials: ALICE });
+    try {
+      assert.equal(association.reply.code, 0);
+      const datagram = Buffer.alloc(1000, 0x63);
+      let echoed = 0;
+      // Bounded: at most 400 datagrams (400 kB, six times the quota), one in flight at a time.
+      const ended = (): boolean => association.control.ended || association.control.isClosed;
+      for (let i = 0; i < 400 && !ended(); i++) {
+        await association.sendTo('127.0.0.1', echo.port, datagram);
+        const back = await association.udp.receive(300).catch(() => null);
+        if (back) echoed += back.data.length;
+      }
+      await waitFor(ended, 5000, 'the proxy to end the session at the quota');
+      // What went up plus what came back stays within the quota.
+      assert.ok(echo.received() * 1000 + echoed <= limit, `${echo.received()} datagrams up, ${echoed} bytes back, quota ${limit}`);
+      assert.ok(echo.received() * 1000 + echoed >= limit - 4 * 4096, `stopped at ${echo.received() * 1000 + echoed} of ${limit}`);
+      assert.ok(socks.server.udpStats.drops.quota >= 1);
+      const next = await openAssociation(socks.port, { credentials: ALICE });
+      assert.equal(next.reply.code, 2);
+      next.close();
+      const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      assert.match(metrics, new RegExp(`socksgate_user_bytes_total\\{user="alice",direction="up"\\} ${echo.received() * 1000}\\b`));
+      assert.match(metrics, /socksgate_user_quota_refusals_total\{user="alice"\} 1\b/);
+      assert.match(metrics, /socksgate_quota_refusals_total 1\b/);
+    } finally {
+      association.close();
+      await admin.close();
+      await socks.close();
+      echo.close();
+    }
+  });
+
+  test('per-user metrics stay off by default', async () => {
+    const echo = await startEcho();
+    const socks = await startSocks({ users, quotas: quotas({ total: 1024 * 1024 }) });
+    const admin = new AdminServer(socks.server);
+    const { port: adminPort } = await admin.listen('127.0.0.1', 0);
+    try {
+      const { peer, code } = await connectAs(socks.port, echo.port);
+      assert.equal(code, 0);
+      peer.write(Buffer.from('hello'));
+      assert.equal((await peer.read(5)).toString(), 'hello');
+      peer.destroy();
+      const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+      assert.doesNotMatch(metrics, /user="alice"/);
+      assert.match(metrics, /socksgate_quota_refusals_total 0\b/);
+    } finally {
+      await admin.close();
+      await socks.close();
+      await echo.close();
+    }
+  });
 });
