@@ -382,6 +382,7 @@ export class QuotaTable {
     readonly source: QuotaSource,
     private readonly now: () => number = Date.now,
   ) {
+    this.active = QuotaTable.anyQuota(settings);
     this.sweep = setInterval(() => {
       for (const [user, account] of this.accounts) {
         if (account.sessions > 0 || account.idle++ < 1) continue;
@@ -392,9 +393,8 @@ export class QuotaTable {
     this.sweep.unref();
   }
 
-  get active(): boolean {
-    return this.settings.total > 0 || this.settings.upload > 0 || this.settings.download > 0 || Object.keys(this.settings.users).length > 0;
-  }
+  /** Whether any quota is configured (checked at every session start: kept, not computed). */
+  private active: boolean;
 
   get config(): QuotaSettings {
     return this.settings;
@@ -434,8 +434,13 @@ export class QuotaTable {
   /** New quotas (a reload): live accounts take them; users whose quota is gone keep counting until their sessions end. */
   update(settings: QuotaSettings): void {
     this.settings = settings;
+    this.active = QuotaTable.anyQuota(settings);
     const now = this.now();
     for (const account of this.accounts.values()) account.update(settings, limitsFor(settings, account.user) ?? account.limits, now);
+  }
+
+  private static anyQuota(settings: QuotaSettings): boolean {
+    return settings.total > 0 || settings.upload > 0 || settings.download > 0 || Object.keys(settings.users).length > 0;
   }
 
   /** Users with an account here. */
