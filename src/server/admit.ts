@@ -38,7 +38,7 @@ export async function admitQuota(session: CommandContext): Promise<boolean> {
   const refusal = await session.ctx.gate.quotaAllows(session.user);
   if (refusal === null) return !session.isClosed;
   if (session.isClosed) return false;
-  session.ctx.stats.denied++;
+  // Counted by the gate (socksgate_quota_refusals_total), not as a rule's denial.
   if (refusal === 'store-down') {
     session.log.info({ command: session.command, user: session.user }, 'quota not checked: the limit store cannot answer (limits.storeDown: refuse)');
     session.fail(Reply.NOT_ALLOWED, 'quota not checked: the limit store cannot answer');
