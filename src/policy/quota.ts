@@ -154,6 +154,8 @@ export class QuotaAccount {
    * (the quota ran out in `end` mode: the relay ends; live relays of the user here end too).
    */
   short(direction: QuotaDirection, wake: () => void): 'wait' | 'end' {
+    // Closed under a relay only when the server shuts down: nothing more will come.
+    if (this.closed) return 'end';
     if (!this.asking[direction]) this.ask(direction);
     if (this.asking[direction]) {
       this.waiters.push(wake);
@@ -265,6 +267,9 @@ export class QuotaAccount {
    */
   private ask(direction: QuotaDirection, need = 0): void {
     if (this.asking[direction] || this.closed || !this.source.up) return;
+    // A session that runs across midnight: the new period starts here (a take is once per chunk, not per byte).
+    const now = Date.now();
+    if (this.stale(now)) this.update(this.settings, this.limits, now);
     const have = this.allowance[direction]!;
     const chunk = this.chunk;
     let want: number;

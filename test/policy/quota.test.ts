@@ -160,4 +160,20 @@ describe('quota account', () => {
     account.close();
     assert.deepEqual(ledger.usage(period), [{ user: 'bob', up: 0, down: 5000 }]);
   });
+
+  test('a session across the end of a period: the next take starts the new period, what the old one held goes back', async () => {
+    const old = quotaPeriod(Date.parse('2020-03-10T00:00:00Z'), 'day', 'UTC');
+    const ledger = new QuotaLedger();
+    const settings: QuotaSettings = { ...NO_QUOTAS, period: 'day', total: 64 * 1000 };
+    const account = new QuotaAccount('carol', limitsFor(settings, 'carol')!, old, settings, ledgerSource(ledger));
+    // Bytes taken for the old day (as if before midnight), then spent in part.
+    ledger.take('carol', old, account.limits, UP, 0, false);
+    assert.equal(account.take(UP, 10), 0);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.notEqual(account.period.key, old.key);
+    assert.equal(account.period.key, quotaPeriod(Date.now(), 'day', 'UTC').key);
+    assert.equal(account.take(UP, 10), 10);
+    account.close();
+    assert.deepEqual(ledger.usage(account.period), [{ user: 'carol', up: 10, down: 0 }]);
+  });
 });
