@@ -140,7 +140,7 @@ describe('traffic quotas across workers and instances (real processes)', () => {
     test(`limits.store: ${store} — alice through ${count} instance(s) × 2 workers stops within one chunk of her quota`, async () => {
       const config = join(dir, `${store}.yaml`);
       const storeUrl = store === 'local' ? 'local' : redis.url;
-      await writeFile(config, `users: ${join(dir, 'users.txt')}\nlimits:\n  store: ${storeUrl}\nquotas:\n  period: day\n  timeZone: Europe/Berlin\n  chunk: ${CHUNK}\n  users:\n    alice:\n      total: ${QUOTA}\n`);
+      await writeFile(config, `users: ${join(dir, 'users.txt')}\nmetrics:\n  perUser: true\nlimits:\n  store: ${storeUrl}\nquotas:\n  period: day\n  timeZone: Europe/Berlin\n  chunk: ${CHUNK}\n  users:\n    alice:\n      total: ${QUOTA}\n`);
       const sink = await startSink();
       const instances: Instance[] = [];
       // Round robin: consecutive connections go to alternate workers, so both workers of each instance relay.
@@ -177,6 +177,15 @@ describe('traffic quotas across workers and instances (real processes)', () => {
           assert.equal(report.period.kind, 'day');
           assert.equal(report.period.timeZone, 'Europe/Berlin');
         }
+
+        // Per-user metrics (metrics.perUser): each primary sums its workers' bytes; the instances together relayed them all.
+        let metered = 0;
+        for (const instance of instances) {
+          const text = await (await fetch(`http://${instance.admin}/metrics`)).text();
+          const sample = text.split('\n').find((l) => l.startsWith('socksgate_user_bytes_total{user="alice",direction="up"} '));
+          metered += Number(sample?.split(' ')[1] ?? 0);
+        }
+        assert.equal(metered, received);
 
         // The refusals were logged with the quota named.
         const line = instances
