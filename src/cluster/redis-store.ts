@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ClaimKind, Dimension, LimitStore } from '../policy/store.js';
-import { DOWN, UP, type QuotaDirection, type QuotaGrant, type QuotaLimits, type UserUsage } from '../policy/quota-ledger.js';
+import type { QuotaDirection, QuotaGrant, QuotaLimits, UserUsage } from '../policy/quota-ledger.js';
 import type { QuotaPeriod } from '../policy/quota-period.js';
 
 /** Keys of the store, all under this prefix. */

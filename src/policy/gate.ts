@@ -6,7 +6,8 @@ import type { AuthLockout } from './lockout.js';
 import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
 import type { Decision, Policy } from './policy.js';
 import { QuotaLedger } from './quota-ledger.js';
-import { NO_QUOTAS, QuotaBuckets, QuotaTable, describeRefusal, type QuotaAccount, type QuotaRefusal, type QuotaSettings, type QuotaSource } from './quota.js';
+import { NO_QUOTAS, describeRefusal, type QuotaAccount, type QuotaRefusal, type QuotaSettings, type QuotaSource } from './quota.js';
+import { QuotaBuckets, QuotaTable } from './quota-table.js';
 import type { CommandName, PolicyRequest } from './request.js';
 
 /** The limits a reload may change; rates and caps of 0 are unlimited. */

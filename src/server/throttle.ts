@@ -1,6 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import type { TokenBucket } from '../policy/limits.js';
-import { QuotaBucket, type QuotaAccount, type QuotaWatcher } from '../policy/quota.js';
+import type { QuotaAccount, QuotaWatcher } from '../policy/quota.js';
+import { QuotaBucket } from '../policy/quota-table.js';
 import { DOWN, UP } from '../policy/quota-ledger.js';
 
 // A debt still there is checked again after at least this long (it is paid by leases, not by the clock).
