@@ -16,6 +16,7 @@ import { loadConfig } from './config/load.js';
 import { OPTIONS, formatValue, type OptionInfo } from './config/options.js';
 import { createLogger } from './observe/log.js';
 import { AdminServer } from './observe/admin.js';
+import { usageReport, usageTable, type UsageReader, type UsageReport } from './observe/usage.js';
 import { formatAddress, addressFromHost } from 'socksgate-client/protocol';
 import { reloadableFromConfig, restartOnlyChanges } from './server/from-config.js';
 import { socksServerFromConfig } from './gateway/from-config.js';
@@ -167,7 +168,10 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
   const primary = new Primary(workers, log);
   // limits.store: local — the primary counts the session claims of its workers.
   const limitHost = config.limits.store === 'local' ? new LimitHost() : null;
-  const admin = config.admin ? new AdminServer(primary.adminSource()) : null;
+  // Quota usage for the admin endpoint: the primary's ledger, or (Redis) a connection of the primary's own.
+  const usageStore = config.admin && limitHost === null ? await openLimitStore(config.limits, false, log) : null;
+  const readUsage: UsageReader = (period) => (limitHost ? Promise.resolve(limitHost.quotas.usage(period)) : usageStore ? usageStore.quotaUsage(period) : Promise.resolve([]));
+  const admin = config.admin ? new AdminServer({ ...primary.adminSource(), usage: () => usageReport(config.quotas, readUsage) }) : null;
   const pidFile = config.pidFile;
   let draining: Promise<{ exited: Promise<void> }> | null = null;
   stopOnSignals(
@@ -175,6 +179,7 @@ async function servePrimary(first: Config, workers: number, load: () => Promise<
     async () => {
       await (await draining!).exited;
       limitHost?.close();
+      await usageStore?.close();
       await admin?.close();
       if (pidFile) await rm(pidFile, { force: true });
     },
@@ -498,6 +503,27 @@ program
       throw new ConfigError('ERR_RELOAD', `cannot signal process ${pid}: ${(error as NodeJS.ErrnoException).code} (is the server running?)`);
     }
     process.stderr.write(`asked process ${pid} to reload; its log says whether the new configuration was accepted\n`);
+  });
+
+const users = program.command('users').description('Users of a running server: their traffic this quota period.');
+users
+  .command('usage')
+  .description("Each user's traffic this period, quotas and what is left, from a running server's admin listener (GET /users/usage).")
+  .requiredOption('--admin <HOST:PORT>', "the server's admin listener (serve --admin)")
+  .option('--json', 'print the JSON the admin listener answers')
+  .action(async (options: { admin: string; json?: boolean }) => {
+    const where = parseHostPort(options.admin);
+    if (typeof where === 'string') throw new ConfigError('ERR_USAGE', `--admin ${options.admin}: ${where}`);
+    const host = where.host.includes(':') ? `[${where.host}]` : where.host;
+    let response: Response;
+    try {
+      response = await fetch(`http://${host}:${where.port}/users/usage`);
+    } catch (error) {
+      throw new ConfigError('ERR_USAGE', `cannot reach the admin listener at ${options.admin} (${((error as Error).cause as Error | undefined)?.message ?? (error as Error).message}): is the server running with --admin ${options.admin}?`);
+    }
+    const body = await response.text();
+    if (!response.ok) throw new ConfigError('ERR_USAGE', `the admin listener answered ${response.status}: ${body.trim()}`);
+    process.stdout.write(options.json ? `${body}\n` : usageTable(JSON.parse(body) as UsageReport));
   });
 
 program

@@ -1,6 +1,8 @@
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import type { ClaimKind, Dimension, LimitStore } from '../policy/store.js';
+import { QuotaLedger, type QuotaDirection, type QuotaGrant, type QuotaLimits, type UserUsage } from '../policy/quota-ledger.js';
+import type { QuotaPeriod } from '../policy/quota-period.js';
 import { RedisLimitStore } from './redis-store.js';
 import { isToPrimary, isToWorker, sendTo, sendToPrimary, type ToPrimary } from './messages.js';
 
@@ -23,8 +25,11 @@ export class LimitHost {
   private readonly failures = new Map<string, { count: number; until: number }>();
   private readonly sweep: NodeJS.Timeout;
   private closed = false;
+  /** Traffic quotas of the workers' users (lost when the primary restarts: Redis keeps them). */
+  readonly quotas: QuotaLedger;
 
   constructor(private readonly now: () => number = Date.now) {
+    this.quotas = new QuotaLedger(now);
     cluster.on('message', this.onMessage);
     cluster.on('exit', this.onExit);
     // Full buckets are forgotten (a new one starts full, so that changes nothing).
@@ -97,6 +102,13 @@ export class LimitHost {
     } else if (m.sg === 'limit-login-forgiven') {
       const entry = this.failures.get(m.address);
       if (entry && entry.count > 0) entry.count--;
+    } else if (m.sg === 'limit-quota-take') {
+      const grant = this.quotas.take(m.user, m.period, m.limits, m.direction, m.want, m.force);
+      sendTo(worker, { sg: 'limit-quota-taken', seq: m.seq, ...grant });
+    } else if (m.sg === 'limit-quota-give-back') {
+      this.quotas.giveBack(m.user, m.period, m.direction, m.bytes);
+    } else if (m.sg === 'limit-quota-usage') {
+      sendTo(worker, { sg: 'limit-quota-used', seq: m.seq, users: this.quotas.usage(m.period) });
     } else if (m.sg === 'limit-give-back') {
       this.giveBack(`${m.kind} ${m.dimension} ${m.key}`, m.tokens);
     } else if (m.sg === 'limit-return') {
@@ -223,12 +235,12 @@ const IDLE_SLOTS_MS = 5000;
 const ANSWER_TIMEOUT_MS = 5000;
 
 interface Waiter {
-  resolve: (answer: number) => void;
+  resolve: (answer: never) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
   /** Given up on: what it still gets is given back through this. */
-  late: ((answer: number) => void) | null;
-  readonly giveBack: (answer: number) => void;
+  late: ((answer: never) => void) | null;
+  readonly giveBack: (answer: never) => void;
 }
 
 /**
@@ -295,11 +307,28 @@ export class IpcLimitStore implements LimitStore {
     if (!this.closed && tokens > 0) sendToPrimary({ sg: 'limit-give-back', kind, key, dimension, rate, burst, tokens });
   }
 
+  quotaTake(user: string, period: QuotaPeriod, limits: QuotaLimits, direction: QuotaDirection, want: number, force: boolean): Promise<QuotaGrant> {
+    return this.ask<QuotaGrant>(
+      (seq) => ({ sg: 'limit-quota-take', seq, user, period, limits, direction, want, force }),
+      (grant) => {
+        if (!force) this.quotaGiveBack(user, period, direction, grant.granted);
+      },
+    );
+  }
+
+  quotaGiveBack(user: string, period: QuotaPeriod, direction: QuotaDirection, bytes: number): void {
+    if (!this.closed && bytes > 0) sendToPrimary({ sg: 'limit-quota-give-back', user, period, direction, bytes });
+  }
+
+  quotaUsage(period: QuotaPeriod): Promise<UserUsage[]> {
+    return this.ask<UserUsage[]>((seq) => ({ sg: 'limit-quota-usage', seq, period }), () => {});
+  }
+
   /** Sends a request and resolves with its answer; `giveBack` undoes an answer that comes after the timeout. */
-  private ask(message: (seq: number) => ToPrimary, giveBack: (answer: number) => void): Promise<number> {
+  private ask<T = number>(message: (seq: number) => ToPrimary, giveBack: (answer: T) => void): Promise<T> {
     if (this.closed || !process.connected) return Promise.reject(new Error('the primary process is gone'));
     const seq = ++this.seq;
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const waiter: Waiter = {
         resolve,
         reject,
@@ -354,15 +383,20 @@ export class IpcLimitStore implements LimitStore {
   private readonly onMessage = (message: unknown): void => {
     if (!isToWorker(message)) return;
     if (message.sg === 'limit-recall') return this.recalled(message.kind, message.key, message.recall);
-    if (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased' && message.sg !== 'limit-counted') return;
+    if (message.sg !== 'limit-claimed' && message.sg !== 'limit-leased' && message.sg !== 'limit-counted' && message.sg !== 'limit-quota-taken' && message.sg !== 'limit-quota-used') return;
     const waiter = this.waiting.get(message.seq);
     if (!waiter) return;
     this.waiting.delete(message.seq);
     clearTimeout(waiter.timer);
     this.up = true;
-    const answer = message.sg === 'limit-claimed' ? message.slots : message.sg === 'limit-leased' ? message.tokens : message.failures;
-    if (waiter.late) waiter.late(answer);
-    else waiter.resolve(answer);
+    let answer: unknown;
+    if (message.sg === 'limit-claimed') answer = message.slots;
+    else if (message.sg === 'limit-leased') answer = message.tokens;
+    else if (message.sg === 'limit-counted') answer = message.failures;
+    else if (message.sg === 'limit-quota-taken') answer = { granted: message.granted, up: message.up, down: message.down };
+    else answer = message.users;
+    if (waiter.late) waiter.late(answer as never);
+    else waiter.resolve(answer as never);
   };
 }
 

@@ -1,6 +1,8 @@
 import type { Worker } from 'node:cluster';
 import type { ClaimCounts, StatusData } from '../observe/admin.js';
 import type { ClaimKind, Dimension } from '../policy/store.js';
+import type { QuotaDirection, QuotaLimits, UserUsage } from '../policy/quota-ledger.js';
+import type { QuotaPeriod } from '../policy/quota-period.js';
 
 /** A worker's answer to a status request: its server's figures and, in fixed-port mode, its claim table. */
 export interface WorkerStatus {
@@ -26,7 +28,11 @@ export type ToPrimary =
   | { sg: 'limit-lease'; seq: number; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; want: number }
   | { sg: 'limit-login-failed'; seq: number; address: string; windowMs: number }
   | { sg: 'limit-login-forgiven'; address: string }
-  | { sg: 'limit-give-back'; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; tokens: number };
+  | { sg: 'limit-give-back'; kind: ClaimKind; key: string; dimension: Dimension; rate: number; burst: number; tokens: number }
+  // Traffic quotas: bytes taken in chunks from the primary's ledger, given back unused; usage for the admin endpoint.
+  | { sg: 'limit-quota-take'; seq: number; user: string; period: QuotaPeriod; limits: QuotaLimits; direction: QuotaDirection; want: number; force: boolean }
+  | { sg: 'limit-quota-give-back'; user: string; period: QuotaPeriod; direction: QuotaDirection; bytes: number }
+  | { sg: 'limit-quota-usage'; seq: number; period: QuotaPeriod };
 
 export type ToWorker =
   | { sg: 'peer'; worker: number; port: number; host: string }
@@ -39,7 +45,9 @@ export type ToWorker =
   | { sg: 'limit-claimed'; seq: number; slots: number }
   | { sg: 'limit-recall'; kind: ClaimKind; key: string; recall: number }
   | { sg: 'limit-leased'; seq: number; tokens: number }
-  | { sg: 'limit-counted'; seq: number; failures: number };
+  | { sg: 'limit-counted'; seq: number; failures: number }
+  | { sg: 'limit-quota-taken'; seq: number; granted: number; up: number; down: number }
+  | { sg: 'limit-quota-used'; seq: number; users: UserUsage[] };
 
 export function isToPrimary(message: unknown): message is ToPrimary {
   return typeof message === 'object' && message !== null && typeof (message as { sg?: unknown }).sg === 'string';

@@ -3,6 +3,8 @@ import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { ClaimKind, Dimension, LimitStore } from '../policy/store.js';
+import type { QuotaDirection, QuotaGrant, QuotaLimits, UserUsage } from '../policy/quota-ledger.js';
+import type { QuotaPeriod } from '../policy/quota-period.js';
 
 /** Keys of the store, all under this prefix. */
 const PREFIX = 'socksgate:';
@@ -80,6 +82,43 @@ if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) >
 return 0
 `;
 
+/*
+ * A take of a user's traffic quota: KEYS[1] the hash of the user's period (fields up, down: bytes
+ * handed out), KEYS[2] the set of users with figures in the period. ARGV: user, direction (0 up,
+ * 1 down), bytes wanted, force (1: record them whatever the quota), total, upload, download quotas
+ * (0: none), ms when the keys expire. Returns {granted, up, down}.
+ */
+const QUOTA_TAKE = `
+local up = tonumber(redis.call('HGET', KEYS[1], 'up') or '0')
+local down = tonumber(redis.call('HGET', KEYS[1], 'down') or '0')
+local dir, want = ARGV[2], tonumber(ARGV[3])
+local total, upload, download = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local granted = want
+if ARGV[4] ~= '1' then
+  if total > 0 then granted = math.min(granted, total - up - down) end
+  if dir == '0' and upload > 0 then granted = math.min(granted, upload - up) end
+  if dir == '1' and download > 0 then granted = math.min(granted, download - down) end
+  granted = math.max(0, granted)
+end
+if dir == '0' then up = redis.call('HINCRBY', KEYS[1], 'up', granted) else down = redis.call('HINCRBY', KEYS[1], 'down', granted) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[8])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[8])
+return {granted, up, down}
+`;
+
+// Bytes of a quota take given back unused: KEYS[1] the hash; ARGV direction (0, 1), bytes. Never below 0.
+const QUOTA_GIVE_BACK = `
+local field = ARGV[1] == '0' and 'up' or 'down'
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local left = redis.call('HINCRBY', KEYS[1], field, -tonumber(ARGV[2]))
+if left < 0 then redis.call('HSET', KEYS[1], field, 0) end
+return left
+`;
+
+// Figures stay this long after their period ended (for a look back at the last one).
+const QUOTA_KEEP_MS = 7 * 86_400_000;
+
 interface Held {
   /** Claims granted and not given back. */
   count: number;
@@ -93,6 +132,8 @@ type ClaimingRedis = Redis & {
   sgFailed(key: string, windowMs: number): Promise<number>;
   sgForgiven(key: string): Promise<number>;
   sgLease(bucket: string, rate: number, burst: number, n: number, back: 0 | 1): Promise<number>;
+  sgQuotaTake(hash: string, users: string, user: string, direction: QuotaDirection, want: number, force: 0 | 1, total: number, upload: number, download: number, expireAt: number): Promise<[number, number, number]>;
+  sgQuotaGiveBack(hash: string, direction: QuotaDirection, bytes: number): Promise<number>;
 };
 
 export interface RedisStoreOptions {
@@ -140,6 +181,8 @@ export class RedisLimitStore implements LimitStore {
     this.redis.defineCommand('sgLease', { numberOfKeys: 1, lua: LEASE });
     this.redis.defineCommand('sgFailed', { numberOfKeys: 1, lua: FAILED });
     this.redis.defineCommand('sgForgiven', { numberOfKeys: 1, lua: FORGIVEN });
+    this.redis.defineCommand('sgQuotaTake', { numberOfKeys: 2, lua: QUOTA_TAKE });
+    this.redis.defineCommand('sgQuotaGiveBack', { numberOfKeys: 1, lua: QUOTA_GIVE_BACK });
     this.redis.on('ready', this.onReady);
     this.redis.on('error', this.onError);
     this.redis.on('close', this.onClose);
@@ -193,6 +236,42 @@ export class RedisLimitStore implements LimitStore {
 
   giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void {
     if (this.up && tokens > 0) this.redis.sgLease(`${PREFIX}rate:${kind}:${dimension}:${key}`, rate, burst, tokens, 1).catch(() => {});
+  }
+
+  async quotaTake(user: string, period: QuotaPeriod, limits: QuotaLimits, direction: QuotaDirection, want: number, force: boolean): Promise<QuotaGrant> {
+    const [granted, up, down] = await this.redis.sgQuotaTake(
+      this.quotaKey(period, user),
+      `${PREFIX}quota-users:${period.key}`,
+      user,
+      direction,
+      want,
+      force ? 1 : 0,
+      limits.total,
+      limits.upload,
+      limits.download,
+      period.end + QUOTA_KEEP_MS,
+    );
+    return { granted, up, down };
+  }
+
+  quotaGiveBack(user: string, period: QuotaPeriod, direction: QuotaDirection, bytes: number): void {
+    if (this.up && bytes > 0) this.redis.sgQuotaGiveBack(this.quotaKey(period, user), direction, bytes).catch(() => {});
+  }
+
+  async quotaUsage(period: QuotaPeriod): Promise<UserUsage[]> {
+    const users = (await this.redis.smembers(`${PREFIX}quota-users:${period.key}`)).sort();
+    if (users.length === 0) return [];
+    const batch = this.redis.multi();
+    for (const user of users) batch.hmget(this.quotaKey(period, user), 'up', 'down');
+    const answers = (await batch.exec()) ?? [];
+    return users.map((user, i) => {
+      const [up, down] = (answers[i]?.[1] as Array<string | null> | undefined) ?? [];
+      return { user, up: Number(up ?? 0), down: Number(down ?? 0) };
+    });
+  }
+
+  private quotaKey(period: QuotaPeriod, user: string): string {
+    return `${PREFIX}quota:${period.key}:${user}`;
   }
 
   /** Claims this process holds for `kind` `key` (as it counts them). */

@@ -35,6 +35,57 @@ function duration(description: string, defaultSeconds: number, minimum = 0, why 
     .meta({ arg: 'DURATION', kind: 'duration' });
 }
 
+const BYTE_UNITS: Record<string, number> = { b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** A byte count, given as a number (1048576) or with a unit ("500MB", "10GiB"); 0 for none. */
+function bytes(minimum = 0) {
+  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+    let bytes = Number.NaN;
+    if (typeof value === 'number') bytes = value;
+    else {
+      const m = /^(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?$/i.exec(value.trim());
+      if (m) bytes = Math.round(Number(m[1]) * BYTE_UNITS[(m[2] ?? 'b').toLowerCase()]!);
+    }
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      ctx.addIssue({ code: 'custom', message: 'expected a byte count: a whole number (1048576) or with a unit (500MB, 10GiB; KB/MB/GB/TB or KiB/MiB/GiB/TiB)' });
+      return z.NEVER;
+    }
+    if (bytes !== 0 && bytes < minimum) {
+      ctx.addIssue({ code: 'custom', message: `must be 0 or at least ${minimum} bytes` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+}
+
+function byteSize(description: string, defaultBytes: number, minimum = 0) {
+  return bytes(minimum).default(defaultBytes).describe(description).meta({ arg: 'BYTES' });
+}
+
+/** An IANA time zone name Intl knows ("UTC", "Europe/Berlin"). */
+const timeZone = z.string().superRefine((value, ctx) => {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: value });
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not a time zone this Node.js knows (an IANA name such as UTC, Europe/Berlin or America/New_York)` });
+  }
+});
+
+const quotaFields = {
+  total: 'bytes both ways together',
+  upload: 'bytes from the client (client → destination)',
+  download: 'bytes to the client (destination → client)',
+} as const;
+
+/** One user's quotas in quotas.users: each field given replaces the default's. */
+const userQuota = z
+  .object({
+    total: bytes().optional().describe(quotaFields.total),
+    upload: bytes().optional().describe(quotaFields.upload),
+    download: bytes().optional().describe(quotaFields.download),
+  })
+  .strict();
+
 const hostPort = (defaultPort?: number) =>
   z.string().superRefine((value, ctx) => {
     const parsed = parseHostPort(value, defaultPort);
@@ -189,6 +240,44 @@ export const configSchema = z
           .describe("When the store cannot answer: local (this process' own limits decide; a warning, a metric) or refuse (sessions under a session cap get the over-limit reply). Live sessions never end because of it.")
           .meta({ arg: 'MODE' }),
         claimTtl: duration('With Redis: how long the session claims of an instance that stopped answering (killed, cut off) still count. A restart applies a change.', 15, 3, ' (claims are renewed every third of it)'),
+      })
+      .strict()
+      .prefault({}),
+    quotas: z
+      .object({
+        period: z
+          .enum(['day', 'week', 'month'])
+          .default('month')
+          .describe('The period traffic quotas count over: day, week (from Monday) or month (from the 1st), in quotas.timeZone; usage starts at 0 with each period.')
+          .meta({ arg: 'PERIOD' }),
+        timeZone: timeZone.default('UTC').describe('The time zone (IANA name) in which quota periods begin at midnight.').meta({ arg: 'ZONE' }),
+        onExhausted: z
+          .enum(['end', 'finish'])
+          .default('end')
+          .describe("When a user's quota runs out: end (live sessions of the user are closed at the quota) or finish (they go on until they end, and their bytes still count). New sessions get 0x02 either way.")
+          .meta({ arg: 'MODE' }),
+        total: byteSize(`Default quota per user and period: ${quotaFields.total}, as a number or with a unit (10GiB); 0 for none.`, 0),
+        upload: byteSize(`Default quota per user and period: ${quotaFields.upload}; 0 for none.`, 0),
+        download: byteSize(`Default quota per user and period: ${quotaFields.download}; 0 for none.`, 0),
+        users: z
+          .record(z.string().min(1), userQuota)
+          .default({})
+          .describe('Quotas of single users, replacing the defaults field by field: {alice: {total: 50GiB}, bob: {download: 0}}. As a flag: YAML or JSON.')
+          .meta({ arg: 'YAML' }),
+        chunk: byteSize(
+          "Most bytes a process takes from the store's quota at a time (it keeps up to two on hand, asking ahead); never more than 1/64 of the user's smallest quota. A user is stopped within one chunk per process of the quota.",
+          1024 * 1024,
+          4096,
+        ),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z
+      .object({
+        perUser: z
+          .boolean()
+          .default(false)
+          .describe('Export per-user traffic and quota metrics (label user): off by default, since one series per user can overload Prometheus.'),
       })
       .strict()
       .prefault({}),

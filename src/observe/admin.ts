@@ -4,6 +4,7 @@ import { SocksServer, type LimitStoreState, type UpstreamSnapshot } from '../ser
 import { createMetrics } from './metrics.js';
 import { STATUS_PAGE } from './status-page.js';
 import { udpIo } from '../native/addon.js';
+import { usageReport, type UsageReport } from './usage.js';
 
 /** Running totals the status page charts. */
 export interface Sample {
@@ -81,6 +82,8 @@ export interface AdminSource {
   metrics(): Promise<{ type: string; body: string }>;
   sample(): Promise<Sample>;
   status(): Promise<StatusData>;
+  /** Traffic quotas: every user's usage this period (GET /users/usage). */
+  usage?(): Promise<UsageReport>;
 }
 
 // One sample a second, five minutes of them, for the status page's charts.
@@ -126,6 +129,7 @@ export function serverSource(server: SocksServer): AdminSource {
     metrics: async () => ({ type: registry.contentType, body: await registry.metrics() }),
     sample: () => Promise.resolve(localSample(server)),
     status: () => Promise.resolve(localStatus(server)),
+    usage: () => usageReport(server.gate.quotas.config, (period) => server.gate.quotas.source.usage(period)),
   };
 }
 
@@ -198,10 +202,13 @@ export class AdminServer {
       case '/':
       case '/status':
         return { status: 200, type: 'text/html; charset=utf-8', body: STATUS_PAGE };
+      case '/users/usage':
+        if (!this.source.usage) return { status: 404, type: 'text/plain', body: 'no quota usage here\n' };
+        return { status: 200, type: 'application/json', body: JSON.stringify(await this.source.usage()) };
       case '/api/status':
         return { status: 200, type: 'application/json', body: JSON.stringify({ ...(await this.source.status()), history: [...this.history, await this.source.sample()] }) };
       default:
-        return { status: 404, type: 'text/plain', body: 'not found: try /metrics, /healthz, /readyz or /status\n' };
+        return { status: 404, type: 'text/plain', body: 'not found: try /metrics, /healthz, /readyz, /status or /users/usage\n' };
     }
   }
 }

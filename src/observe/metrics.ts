@@ -14,6 +14,44 @@ export function createMetrics(server: SocksServer): Registry {
   const tcp = server.stats;
   const COMMANDS = ['connect', 'bind', 'udp', 'udp-over-tcp', '-'];
 
+  const quotas = server.gate.quotas;
+  new Counter({
+    name: 'socksgate_quota_refusals_total',
+    help: 'Sessions refused with 0x02 because a traffic quota of their user ran out (quotas.*).',
+    registers: [registry],
+    collect() {
+      let sum = 0;
+      for (const n of quotas.refusals.values()) sum += n;
+      this.reset();
+      this.inc(sum);
+    },
+  });
+  // Per user only with metrics.perUser: one series per user can overload Prometheus.
+  new Counter({
+    name: 'socksgate_user_bytes_total',
+    help: 'Bytes relayed for users with a traffic quota, by user and direction (up: client to destination); only with metrics.perUser.',
+    labelNames: ['user', 'direction'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!quotas.config.metricsPerUser) return;
+      for (const [user, [up, down]] of quotas.relayed()) {
+        this.inc({ user, direction: 'up' }, up);
+        this.inc({ user, direction: 'down' }, down);
+      }
+    },
+  });
+  new Counter({
+    name: 'socksgate_user_quota_refusals_total',
+    help: 'Sessions refused because a traffic quota ran out, by user; only with metrics.perUser.',
+    labelNames: ['user'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      if (!quotas.config.metricsPerUser) return;
+      for (const [user, n] of quotas.refusals) this.inc({ user }, n);
+    },
+  });
   new Gauge({
     name: 'socksgate_limit_store_up',
     help: 'Whether the limit store (limits.store) shared with other workers or instances answers: 1; 0 while each process enforces its own limits, or when none is shared.',

@@ -47,6 +47,13 @@ export const STATUS_PAGE = `<!doctype html>
 <h2>Workers</h2>
 <table id="workers"><thead><tr><th>worker</th><th>process</th><th>sessions</th></tr></thead><tbody></tbody></table>
 </section>
+<section id="quotas-section" hidden>
+<h2>Traffic quotas <span class="muted" id="quota-period"></span></h2>
+<table id="quotas">
+  <thead><tr><th>user</th><th>bytes ↑</th><th>bytes ↓</th><th>total</th><th>quota</th><th>remaining</th></tr></thead>
+  <tbody></tbody>
+</table>
+</section>
 <h2>Drops by reason</h2>
 <table id="drops"><thead><tr><th>reason</th><th>datagrams</th></tr></thead><tbody></tbody></table>
 <script>
@@ -103,8 +110,26 @@ async function refresh() {
     document.getElementById('updated').textContent = 'cannot reach the server: ' + error;
   }
 }
+// Quota usage comes from the limit store (GET users/usage): asked every 5 s, not every second.
+async function refreshQuotas() {
+  try {
+    const response = await fetch('users/usage', { cache: 'no-store' });
+    if (!response.ok) return;
+    const report = await response.json();
+    document.getElementById('quotas-section').hidden = report.users.length === 0;
+    const p = report.period;
+    document.getElementById('quota-period').textContent = '(' + p.kind + ' from ' + p.start + ' to ' + p.end + ', ' + p.timeZone + '; on exhaustion: ' + report.onExhausted + ')';
+    const limits = (q) => q ? ['total', 'upload', 'download'].filter((k) => q[k] > 0).map((k) => k + ' ' + fmt(q[k])).join(', ') : '—';
+    const left = (r) => ['total', 'upload', 'download'].filter((k) => r[k] !== null).map((k) => k + ' ' + fmt(r[k])).join(', ') || '—';
+    document.querySelector('#quotas tbody').innerHTML = report.users.map((u) =>
+      '<tr data-user="' + esc(u.user) + '"><td>' + esc(u.user) + '</td><td class="num">' + fmt(u.up) + '</td><td class="num">' + fmt(u.down) + '</td><td class="num">' + fmt(u.total) +
+      '</td><td>' + limits(u.quota) + '</td><td>' + left(u.remaining) + (u.exhausted ? ' (exhausted)' : '') + '</td></tr>').join('');
+  } catch {}
+}
 refresh();
+refreshQuotas();
 setInterval(refresh, 1000);
+setInterval(refreshQuotas, 5000);
 </script>
 </body>
 </html>

@@ -5,6 +5,9 @@ import { RateTable, SessionCounter, type LeaseSource, type RateBuckets, type Rat
 import type { AuthLockout } from './lockout.js';
 import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
 import type { Decision, Policy } from './policy.js';
+import { QuotaLedger } from './quota-ledger.js';
+import { NO_QUOTAS, describeRefusal, type QuotaAccount, type QuotaRefusal, type QuotaSettings, type QuotaSource } from './quota.js';
+import { QuotaBuckets, QuotaTable } from './quota-table.js';
 import type { CommandName, PolicyRequest } from './request.js';
 
 /** The limits a reload may change; rates and caps of 0 are unlimited. */
@@ -26,6 +29,8 @@ export interface GateLimits {
 export interface GateRules {
   readonly policy: Policy;
   readonly limits: GateLimits;
+  /** Traffic quotas per user (none when absent). */
+  readonly quotas?: QuotaSettings;
 }
 
 /** A CONNECT or BIND destination, as the gate answers it. */
@@ -48,6 +53,27 @@ function leasesFrom(store: LimitStore, kind: ClaimKind): (key: string, dimension
     lease: (rate, burst, want) => store.lease(kind, key, dimension, rate, burst, want),
     giveBack: (rate, burst, tokens) => store.giveBack(kind, key, dimension, rate, burst, tokens),
   });
+}
+
+/** Where quotas are counted: the fleet's store, or this process' own ledger (a single process, or tests). */
+function quotaSource(store: LimitStore | null): QuotaSource {
+  if (store !== null) {
+    return {
+      get up() {
+        return store.up;
+      },
+      take: (user, period, limits, direction, want, force) => store.quotaTake(user, period, limits, direction, want, force),
+      giveBack: (user, period, direction, bytes) => store.quotaGiveBack(user, period, direction, bytes),
+      usage: (period) => store.quotaUsage(period),
+    };
+  }
+  const ledger = new QuotaLedger();
+  return {
+    up: true,
+    take: (user, period, limits, direction, want, force) => Promise.resolve(ledger.take(user, period, limits, direction, want, force)),
+    giveBack: (user, period, direction, bytes) => ledger.giveBack(user, period, direction, bytes),
+    usage: (period) => Promise.resolve(ledger.usage(period)),
+  };
 }
 
 /** The cap a claim of `kind` counts against, as session logs name it. */
@@ -74,6 +100,8 @@ export class Gate {
   private readonly userSessions: SessionCounter;
   private readonly clientRates: RateTable;
   private readonly userRates: RateTable;
+  /** Traffic quotas of the users with sessions here. */
+  readonly quotas: QuotaTable;
 
   /** Sessions admitted or refused because the store could not answer. */
   readonly storeStats = new StoreStats();
@@ -92,6 +120,7 @@ export class Gate {
     this.userSessions = new SessionCounter(rules.limits.sessionsPerUser);
     this.clientRates = new RateTable(rules.limits.client, store ? leasesFrom(store, 'client') : null);
     this.userRates = new RateTable(rules.limits.user, store ? leasesFrom(store, 'user') : null);
+    this.quotas = new QuotaTable(rules.quotas ?? NO_QUOTAS, quotaSource(store));
   }
 
   /** New rules and limits (a reload). Live sessions stay counted and keep their buckets' tokens. */
@@ -101,6 +130,7 @@ export class Gate {
     this.userSessions.limit = rules.limits.sessionsPerUser;
     this.clientRates.update(rules.limits.client);
     this.userRates.update(rules.limits.user);
+    this.quotas.update(rules.quotas ?? NO_QUOTAS);
   }
 
   /** The rules in force; a memo compares it to know its decisions are still good. */
@@ -171,6 +201,9 @@ export class Gate {
     let rates = NO_RATES;
     if (this.clientRates.active) rates = [this.clientRates.acquire(address)];
     if (user !== null && this.userRates.active) rates = [...rates, this.userRates.acquire(user)];
+    // A user with a quota: its account rides with the rates, so TCP takes the metered relay.
+    const quota = user === null ? null : this.quotas.acquire(user);
+    if (quota !== null) rates = [...rates, quota];
     return rates;
   }
 
@@ -194,7 +227,36 @@ export class Gate {
     const address = unmapAddress(client);
     this.clientSessions.leave(address);
     if (user !== null) this.userSessions.leave(user);
-    for (const buckets of rates) buckets.table?.release(buckets);
+    for (const buckets of rates) {
+      if (buckets instanceof QuotaBuckets) this.quotas.release(buckets);
+      else buckets.table?.release(buckets);
+    }
+  }
+
+  // ---- quotas ----
+
+  /** The quota account of `user` while it has sessions here (relays spend from it), or null. */
+  quotaOf(user: string | null): QuotaAccount | null {
+    return this.quotas.get(user);
+  }
+
+  /**
+   * May a session of `user` (admitted by enter()) start, as far as its quotas go? Waits for the
+   * store's first answer about the user on this process (once; nothing after that waits). The
+   * refusal names the quota that ran out; with the store down and storeDown: refuse, users with a
+   * quota are refused (quota null then).
+   */
+  async quotaAllows(user: string | null): Promise<QuotaRefusal | 'store-down' | null> {
+    const account = this.quotas.get(user);
+    if (account === null) return null;
+    if (!this.quotas.source.up && (this.rules.limits.storeDown ?? 'local') === 'refuse') {
+      this.storeStats.refusals++;
+      return 'store-down';
+    }
+    await account.ready();
+    const refusal = account.refusal();
+    if (refusal !== null) this.quotas.refusals.set(refusal.user, (this.quotas.refusals.get(refusal.user) ?? 0) + 1);
+    return refusal;
   }
 
   // ---- commands ----
@@ -223,6 +285,11 @@ export class Gate {
 
   /** May `client` (as `user`) have a UDP association at all (before any datagram)? */
   associate(client: string, user: string | null): Decision {
+    const refusal = this.quotas.get(user)?.refusal() ?? null;
+    if (refusal !== null) {
+      this.quotas.refusals.set(refusal.user, (this.quotas.refusals.get(refusal.user) ?? 0) + 1);
+      return { allowed: false, reason: describeRefusal(refusal) };
+    }
     return this.rules.policy.decideAssociate(unmapAddress(client), user);
   }
 

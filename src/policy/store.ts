@@ -1,6 +1,9 @@
 /** What a session claim counts against: the sessions of one client address or of one user. */
 export type ClaimKind = 'client' | 'user';
 
+import type { QuotaDirection, QuotaGrant, QuotaLimits, UserUsage } from './quota-ledger.js';
+import type { QuotaPeriod } from './quota-period.js';
+
 /** The rate a lease draws from (limits.client.* / limits.user.*). */
 export type Dimension = 'udpPackets' | 'udpBytes' | 'tcpBytes';
 
@@ -34,6 +37,15 @@ export interface LimitStore {
   loginForgiven(address: string): void;
   /** Puts back tokens a lease got and nobody used. Never throws. */
   giveBack(kind: ClaimKind, key: string, dimension: Dimension, rate: number, burst: number, tokens: number): void;
+  /**
+   * Takes up to `want` bytes of `user`'s quota for `period` in `direction` (`force`: all of them,
+   * bytes already relayed): what was granted and the period's figures. Rejects when the store cannot answer.
+   */
+  quotaTake(user: string, period: QuotaPeriod, limits: QuotaLimits, direction: QuotaDirection, want: number, force: boolean): Promise<QuotaGrant>;
+  /** Puts back bytes a quota take got and nobody used. Never throws. */
+  quotaGiveBack(user: string, period: QuotaPeriod, direction: QuotaDirection, bytes: number): void;
+  /** Every user's figures for `period` (bytes handed out, so including what processes hold unused). */
+  quotaUsage(period: QuotaPeriod): Promise<UserUsage[]>;
   /** Whether the store answered the last time it was asked (false: the process counts on its own). */
   readonly up: boolean;
   /** Releases every connection and timer of the store; its claims go with it. Idempotent. */

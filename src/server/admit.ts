@@ -2,6 +2,7 @@ import type { CommandContext } from './context.js';
 import type { SocksAddress } from 'socksgate-client/protocol';
 import { Reply } from 'socksgate-client/protocol';
 import type { CommandName } from '../policy/request.js';
+import { describeRefusal } from '../policy/quota.js';
 
 /** What a command may go on with: for a domain checked address by address, those addresses. */
 export interface Admission {
@@ -15,6 +16,7 @@ export interface Admission {
  * when refused (the session is closing).
  */
 export async function admit(session: CommandContext, command: CommandName, destination: SocksAddress): Promise<Admission | null> {
+  if (!(await admitQuota(session))) return null;
   const verdict = await session.ctx.gate.destination(session.client.host, session.user, command, destination.host, destination.port);
   if (session.isClosed) return null;
   if (verdict.allowed === true) return verdict.addresses === undefined ? {} : { addresses: verdict.addresses };
@@ -26,4 +28,24 @@ export async function admit(session: CommandContext, command: CommandName, desti
   session.log.info({ command: session.command, target: session.target, address: verdict.address, rule: verdict.reason }, 'denied by policy');
   session.fail(Reply.NOT_ALLOWED, `denied: ${verdict.reason}`);
   return null;
+}
+
+/**
+ * Whether the session's user may start a session under its traffic quotas; when not, reply 0x02 and
+ * one log line naming the quota (user, which quota, its period and the period's start).
+ */
+export async function admitQuota(session: CommandContext): Promise<boolean> {
+  const refusal = await session.ctx.gate.quotaAllows(session.user);
+  if (refusal === null) return !session.isClosed;
+  if (session.isClosed) return false;
+  // Counted by the gate (socksgate_quota_refusals_total), not as a rule's denial.
+  if (refusal === 'store-down') {
+    session.log.info({ command: session.command, user: session.user }, 'quota not checked: the limit store cannot answer (limits.storeDown: refuse)');
+    session.fail(Reply.NOT_ALLOWED, 'quota not checked: the limit store cannot answer');
+    return false;
+  }
+  const { user, quota, limit, period, periodStart } = refusal;
+  session.log.info({ command: session.command, user, quota, limit, period, periodStart }, 'quota exhausted');
+  session.fail(Reply.NOT_ALLOWED, describeRefusal(refusal));
+  return false;
 }

@@ -6,6 +6,7 @@ import { SocksError } from 'socksgate-client/protocol';
 import { Association, type AssociationSettings } from '../udp/association.js';
 import { takeDatagramFromAll, type RateBuckets } from '../policy/limits.js';
 import { unmapAddress } from '../udp/socket.js';
+import { admitQuota } from './admit.js';
 
 export type { Egress, EgressFactory, UdpContext } from './context.js';
 
@@ -36,6 +37,7 @@ export async function runAssociate(session: CommandContext, destination: SocksAd
     session.fail(Reply.GENERAL_FAILURE, 'udp: control connection has no addresses');
     return;
   }
+  if (!(await admitQuota(session))) return;
   const association = openAssociation(session, clientAddress, {
     shared: udp.demux !== null,
     declaredPort: declaredPort(destination, unmapAddress(clientAddress)),

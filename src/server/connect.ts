@@ -68,7 +68,7 @@ export async function pipeSession(session: CommandContext, target: Socket): Prom
     session.own(tunnel);
     end = await tunnel.done;
   } else {
-    const throttles = buckets.length > 0 ? { up: new Throttle(buckets), down: new Throttle(buckets) } : {};
+    const throttles = buckets.length > 0 ? { up: new Throttle(buckets, 'up'), down: new Throttle(buckets, 'down') } : {};
     end = await relay(client, target, { idleMs, early, clientEnded: ended, ...throttles });
   }
   finish(session, end);

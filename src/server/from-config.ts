@@ -26,6 +26,7 @@ export async function reloadableFromConfig(config: Config): Promise<ReloadableOp
     groups: config.groups,
     allowLoopbackTargets: config.allowLoopbackTargets,
     limits: config.limits,
+    quotas: { ...config.quotas, metricsPerUser: config.metrics.perUser },
   };
 }
 

@@ -40,6 +40,9 @@ export function relay(client: Socket, target: Socket, options: RelayOptions): Pr
     };
     client.on('error', (error: NodeJS.ErrnoException) => fail(`client ${error.code ?? error.message}`));
     target.on('error', (error: NodeJS.ErrnoException) => fail(`target ${error.code ?? error.message}`));
+    // A throttle fails when the user's quota ran out: that is the relay's end.
+    up?.on('error', (error: Error) => fail(error.message));
+    down?.on('error', (error: Error) => fail(error.message));
     for (const socket of [client, target]) {
       if (socket.closed) process.nextTick(onClose);
       else socket.once('close', onClose);

@@ -10,6 +10,7 @@ import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
 import type { RateLimits } from '../policy/limits.js';
 import { Gate, type GateRules } from '../policy/gate.js';
 import type { LimitStore, StoreDownMode } from '../policy/store.js';
+import type { QuotaSettings } from '../policy/quota.js';
 import { Reply } from 'socksgate-client/protocol';
 import { configSchema } from '../config/schema.js';
 import { networkInterfaces } from 'node:os';
@@ -96,6 +97,8 @@ export interface ServerOptions {
   /** Allow loopback destinations, denied by default. */
   readonly allowLoopbackTargets?: boolean;
   readonly limits?: LimitOptions;
+  /** Traffic quotas per user (quotas.* of the config). */
+  readonly quotas?: QuotaSettings;
   /** Slowing and blocking of addresses that keep failing to log in. */
   readonly auth?: LockoutOptions;
   /** False for a hop whose upstream decides about destinations (no safe defaults, no local name checks). */
@@ -150,7 +153,7 @@ export interface LimitOptions {
 const NO_RATES: RateLimits = { udpPacketsPerSecond: 0, udpBytesPerSecond: 0, tcpBytesPerSecond: 0 };
 
 /** The parts of the options a reload may change. */
-export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets' | 'limits'>;
+export type ReloadableOptions = Pick<ServerOptions, 'users' | 'rules' | 'defaultAction' | 'groups' | 'allowLoopbackTargets' | 'limits' | 'quotas'>;
 
 /** What a reload replaces besides the gate's rules. */
 function liveSettings(options: ReloadableOptions): LiveSettings {
@@ -319,6 +322,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
         amplificationBurst: limits.amplificationBurst ?? DEFAULTS.limits.amplificationBurst,
         storeDown: limits.storeDown ?? DEFAULTS.limits.storeDown,
       },
+      ...(options.quotas ? { quotas: options.quotas } : {}),
     };
   }
 
@@ -333,6 +337,11 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     if (store === null) return null;
     const { fallbacks, refusals } = this.ctx.gate.storeStats;
     return { kind: store.kind, up: store.up, fallbacks, refusals };
+  }
+
+  /** The gate every decision passes (its quota table for the admin endpoint and metrics). */
+  get gate(): Gate {
+    return this.ctx.gate;
   }
 
   /** Live client connections. */
@@ -455,7 +464,8 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
     await Promise.all([...closing, this.demux?.close()]);
-    // After the sessions: their claims are given back before the store goes.
+    // After the sessions: their claims (and quota bytes on hand) are given back before the store goes.
+    this.ctx.gate.quotas.close();
     await this.ctx.gate.store?.close();
   }
 

@@ -6,6 +6,7 @@ import { Reply } from 'socksgate-client/protocol';
 import { UotFrameReader } from 'socksgate-client/protocol';
 import type { ClientChannel } from '../udp/association.js';
 import type { UdpStats } from '../udp/stats.js';
+import { admitQuota } from './admit.js';
 
 // Replies queued for a congested TCP connection before the oldest are dropped (UDP semantics).
 const QUEUE_LIMIT = 256 * 1024;
@@ -71,6 +72,7 @@ export class FrameChannel implements ClientChannel {
  * UDP ASSOCIATE; the session ends with the connection.
  */
 export async function runUdpOverTcp(session: CommandContext): Promise<void> {
+  if (!(await admitQuota(session))) return;
   const socket = session.socket;
   const association = openAssociation(session, socket.remoteAddress ?? '', { shared: true, declaredPort: 0 });
   if (!association) return;

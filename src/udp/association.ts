@@ -8,6 +8,8 @@ import { addressForSocket, unmapAddress } from './socket.js';
 import type { DropReason, UdpStats } from './stats.js';
 import type { DestinationMemo, Gate, MemoOwner } from '../policy/gate.js';
 import type { Policy } from '../policy/policy.js';
+import type { QuotaAccount, QuotaWatcher } from '../policy/quota.js';
+import { DOWN, UP } from '../policy/quota-ledger.js';
 
 /** How datagrams reach the client: the association's own socket, or a shared fixed-port socket. */
 export interface ClientChannel {
@@ -41,6 +43,8 @@ export interface AssociationOwner {
   readonly log: Logger;
   /** The association ended by itself (idle timeout); not called when close() is. */
   timedOut(kind: 'udp-idle'): void;
+  /** Ends the session (the user's quota ran out, quotas.onExhausted: end). */
+  close?(result?: string): void;
 }
 
 /** What is this association's own; kept in its fields (no options object per association). */
@@ -73,7 +77,7 @@ const MAX_STRANGERS = 1024;
  * releases all of them. Datagrams from the client are unwrapped and sent on from the relay socket;
  * datagrams from destinations are wrapped with their real source and sent to the client.
  */
-export class Association implements RelayReceiver, ClientChannel, MemoOwner {
+export class Association implements RelayReceiver, ClientChannel, MemoOwner, QuotaWatcher {
   /** Payload bytes client → destinations, and destinations → client. */
   up = 0;
   down = 0;
@@ -122,6 +126,8 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
   private readonly rateMeter: ((bytes: number) => boolean) | null;
   private readonly egress: ((destination: SocksAddress, payload: Buffer) => void) | undefined;
   private readonly owner: AssociationOwner;
+  /** The user's traffic quota, when one applies: every datagram spends from it. */
+  private readonly quota: QuotaAccount | null;
 
   constructor(
     private readonly settings: AssociationSettings,
@@ -134,6 +140,14 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
     this.rateMeter = options.meter;
     this.egress = options.egress;
     this.owner = options.owner;
+    this.quota = settings.gate.quotaOf(options.user);
+    this.quota?.watch(this);
+  }
+
+  /** The user's quota ran out (quotas.onExhausted: end): the session ends, and this association with it. */
+  quotaRunOut(): void {
+    if (this.owner.close) this.owner.close('quota exhausted');
+    else this.close();
   }
 
   /** The client's IP without IPv4 mapping. */
@@ -198,6 +212,7 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.quota?.unwatch(this);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.fragments?.close();
     this.firstPeer = this.firstPeerHeader = this.morePeers = null;
@@ -245,6 +260,7 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
     const length = datagram.length - offset;
     stats.clientBytes += length;
     if (this.rateMeter !== null && !this.rateMeter(length)) return this.drop('rate-limited', 1);
+    if (this.quota !== null && !this.quota.takeAll(UP, length)) return this.drop('quota', 1);
     if (length > this.settings.maxPayload) return this.drop('too-large', 1);
     this.sendOn(this.lastTarget, this.lastPort, datagram, offset);
   }
@@ -282,6 +298,7 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
     let payload = data;
     stats.clientBytes += payload.length;
     if (this.rateMeter !== null && !this.rateMeter(payload.length)) return this.drop('rate-limited', 1);
+    if (this.quota !== null && !this.quota.takeAll(UP, payload.length)) return this.drop('quota', 1);
     if (fragment !== 0) {
       stats.fragments++;
       if (!this.settings.reassemble) return this.drop('fragment-disabled', 1);
@@ -373,6 +390,7 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
     stats.replyBytes += payload.length;
     const header = this.strangerHeader(`${source.host}|${source.port}`, source.host, source.port);
     if (header.length + payload.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
+    if (this.quota !== null && !this.quota.takeAll(DOWN, payload.length)) return this.drop('quota', 1);
     const refused = this.channel.send(header, payload, this.clientPort);
     if (refused !== null) return this.drop('send-error', 1, refused);
     stats.deliveredDatagrams++;
@@ -468,6 +486,7 @@ export class Association implements RelayReceiver, ClientChannel, MemoOwner {
     if (this.settings.gate.amplifies(this.up, this.down, datagram.length)) return this.drop('amplification', 1);
     if (datagram.length > this.settings.maxPayload || header.length + datagram.length > MAX_UDP_PAYLOAD) return this.drop('too-large', 1);
     if (this.channel === null) return this.drop('filtered', 1);
+    if (this.quota !== null && !this.quota.takeAll(DOWN, datagram.length)) return this.drop('quota', 1);
     const bytes = this.relay.transient && this.channel.keepsPayload ? Buffer.from(datagram) : datagram;
     const refused = this.channel.send(header, bytes, this.clientPort);
     if (refused !== null) return this.drop('send-error', 1, refused);

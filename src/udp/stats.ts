@@ -12,6 +12,7 @@ export const DROP_REASONS = [
   'dns', // the destination name did not resolve, or too many datagrams waited for it
   'denied', // a policy rule (or safe default) forbids the destination
   'rate-limited', // over the client's or user's UDP datagrams/s or bytes/s
+  'quota', // the user's traffic quota has no bytes on hand (ran out, or the store's next chunk is on its way)
   'too-many-destinations', // over limits.destinationsPerAssociation
   'amplification', // replies over limits.amplificationRatio times what the client sent, plus the burst
   'unreachable', // the destination's family cannot be reached from this relay
