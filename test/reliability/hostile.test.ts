@@ -56,8 +56,10 @@ function readSome(socket: Socket, count: number, ms = 1000): Promise<Buffer> {
   });
 }
 
+// An RST, or a plain close. Not an RST once the socket's end has begun (the server's FIN makes Node end it):
+// libuv refuses a reset during a shutdown, and Node then leaves the handle open for good (a process that never exits).
 function hangUp(socket: Socket, reset: boolean): void {
-  if (reset && !socket.destroyed) socket.resetAndDestroy();
+  if (reset && !socket.destroyed && !socket.writableEnded) socket.resetAndDestroy();
   else socket.destroy();
 }
 
