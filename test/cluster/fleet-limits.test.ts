@@ -4,7 +4,7 @@ import { startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
 import { freeTcpUdpPort, startEcho } from '../helpers/servers.js';
-import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
+import { handshake, loginStatus, readReply, request } from '../helpers/socks-bytes.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,20 +144,6 @@ describe('session caps across workers and instances (real processes)', () => {
     assert.equal(await passwd.exited(), 0, passwd.stderr);
     const one = await startInstance(['--users', users, '--auth-block-after', '3', '--auth-slow-after', '100']);
     running.push(one.cli);
-    /** The RFC 1929 status of a login from `from` (0: success); null when the server closed without one. */
-    const login = async (from: string, pass: string): Promise<number | null> => {
-      const peer = await Peer.connect(one.port, '127.0.0.1', from);
-      try {
-        peer.write(greeting(2));
-        // A blocked address may be closed as soon as it connects.
-        if ((await peer.read(2).catch(() => null)) === null) return null;
-        peer.write(userPass('ann', pass));
-        const reply = await peer.read(2).catch(() => null);
-        return reply === null ? null : reply[1]!;
-      } finally {
-        peer.destroy();
-      }
-    };
     /** The workers that logged a failed login of `from`, once all `count` are logged. */
     const failedOn = async (from: string, count: number): Promise<Set<unknown>> => {
       const failed = (l: Record<string, unknown>): boolean => l.msg === 'session end' && String(l.client).startsWith(`${from}:`) && l.result === 'authentication failed';
@@ -171,13 +157,13 @@ describe('session caps across workers and instances (real processes)', () => {
       let proven = false;
       for (let n = 0; n < 8 && !proven; n++) {
         const from = `127.0.0.${30 + n}`;
-        for (let i = 0; i < 3; i++) assert.equal(await login(from, 'wrong'), 1);
-        for (let i = 0; i < 6; i++) assert.notEqual(await login(from, 'right'), 0, `${from}: the right password got in after 3 failures`);
+        for (let i = 0; i < 3; i++) assert.equal(await loginStatus(one.port, from, 'ann', 'wrong'), 1);
+        for (let i = 0; i < 6; i++) assert.notEqual(await loginStatus(one.port, from, 'ann', 'right'), 0, `${from}: the right password got in after 3 failures`);
         proven = (await failedOn(from, 3)).size === 2;
       }
       assert.ok(proven, 'in 8 tries no address had its failed logins on both workers');
       // Another address logs in.
-      assert.equal(await login('127.0.0.60', 'right'), 0);
+      assert.equal(await loginStatus(one.port, '127.0.0.60', 'ann', 'right'), 0);
     } finally {
       await one.cli.stop();
       await rm(dir, { recursive: true, force: true });

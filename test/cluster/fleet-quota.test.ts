@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CLI, startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
-import { freeTcpUdpPort, startEcho, startSocks } from '../helpers/servers.js';
+import { freeTcpUdpPort, startEcho, startSocks, startTcpSink } from '../helpers/servers.js';
 import { openAssociation, startUdpEcho } from '../helpers/udp.js';
 import { waitFor } from '../helpers/peer.js';
 import { handshake, readReply, request } from '../helpers/socks-bytes.js';
@@ -24,27 +23,6 @@ const QUOTA = 4 * 1024 * 1024;
 // quotas.chunk: 1/64 of the quota, the most a take asks for is twice that.
 const CHUNK = QUOTA / 64;
 const ALICE = { user: 'alice', pass: 'alice-secret' };
-
-/** A TCP target that counts what it receives. */
-async function startSink(): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
-  let received = 0;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('data', (chunk: Buffer) => (received += chunk.length));
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as { port: number }).port,
-    received: () => received,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
 
 interface Instance {
   readonly cli: RunningCli;
@@ -141,7 +119,7 @@ describe('traffic quotas across workers and instances (real processes)', () => {
       const config = join(dir, `${store}.yaml`);
       const storeUrl = store === 'local' ? 'local' : redis.url;
       await writeFile(config, `users: ${join(dir, 'users.txt')}\nmetrics:\n  perUser: true\nlimits:\n  store: ${storeUrl}\nquotas:\n  period: day\n  timeZone: Europe/Berlin\n  chunk: ${CHUNK}\n  users:\n    alice:\n      total: ${QUOTA}\n`);
-      const sink = await startSink();
+      const sink = await startTcpSink();
       const instances: Instance[] = [];
       // Round robin: consecutive connections go to alternate workers, so both workers of each instance relay.
       const saved = process.env.NODE_CLUSTER_SCHED_POLICY;

@@ -1,15 +1,13 @@
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startCli, listenPorts, type RunningCli } from '../helpers/cli.js';
 import { Peer } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
-import { freeTcpUdpPort } from '../helpers/servers.js';
-import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
+import { freeTcpUdpPort, startSocks, startTcpSink } from '../helpers/servers.js';
+import { handshake, loginStatus, readReply, request } from '../helpers/socks-bytes.js';
 import pino from 'pino';
 import { RedisLimitStore } from '../../src/cluster/redis-store.js';
 import { UserStore, hashPassword } from '../../src/server/users.js';
-import { startSocks } from '../helpers/servers.js';
 import { waitFor } from '../helpers/peer.js';
 import { openAssociation, type TestAssociation } from '../helpers/udp.js';
 import { createSocket } from 'node:dgram';
@@ -49,27 +47,6 @@ async function udpSender(port: number, sink: number, credentials: { user: string
     stop: () => {
       clearInterval(timer);
       association.close();
-    },
-  };
-}
-
-/** A TCP target that counts what it receives. */
-async function startSink(): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
-  let received = 0;
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
-    sockets.add(socket);
-    socket.on('data', (chunk: Buffer) => (received += chunk.length));
-    socket.on('error', () => {});
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as { port: number }).port,
-    received: () => received,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
     },
   };
 }
@@ -162,7 +139,7 @@ describe('rates across workers and instances (leases)', () => {
     });
 
     test(`limits.store: ${store} — one client through ${instancesCount} instance(s) × 2 workers stays within 10% of its TCP rate`, async () => {
-      const sink = await startSink();
+      const sink = await startTcpSink();
       const instances: Array<{ cli: RunningCli; port: number }> = [];
       const senders: Array<{ stop: () => void }> = [];
       try {
@@ -188,7 +165,7 @@ describe('rates across workers and instances (leases)', () => {
   test('Redis stopped: rates and lockout fall back to each process, live sessions go on; restarted: rates shared again', async () => {
     const log = pino({ level: 'silent' });
     const users = UserStore.fromEntries([['ann', await hashPassword(Buffer.from('right'), 10)]]);
-    const sink = await startSink();
+    const sink = await startTcpSink();
     const servers = await Promise.all(
       [0, 1].map(async () => {
         const store = new RedisLimitStore(redis.url, { claimTtlMs: 3000, log });
@@ -197,19 +174,6 @@ describe('rates across workers and instances (leases)', () => {
       }),
     );
     const ann = { user: 'ann', pass: 'right' };
-    /** The RFC 1929 status a login from `from` gets (0: success); null when the server closed without one. */
-    const login = async (port: number, from: string, pass: string): Promise<number | null> => {
-      const peer = await Peer.connect(port, '127.0.0.1', from);
-      try {
-        peer.write(greeting(2));
-        if ((await peer.read(2).catch(() => null)) === null) return null;
-        peer.write(userPass('ann', pass));
-        const reply = await peer.read(2).catch(() => null);
-        return reply === null ? null : reply[1]!;
-      } finally {
-        peer.destroy();
-      }
-    };
     const senders = [await bulkSender(servers[0]!.port, sink.port, ann), await bulkSender(servers[1]!.port, sink.port, ann)];
     try {
       const shared = await measuredRate(sink.received, 1500, 3000);
@@ -223,8 +187,8 @@ describe('rates across workers and instances (leases)', () => {
       assert.ok(senders.every((s) => s.alive()), 'live sessions go on while the store is down');
       // Failed logins count per process. With blockAfter 3 a login counts as a failure until its check passes, so
       // across the fleet one failure on each server and a third try would block; alone, each server saw one.
-      for (const s of servers) assert.equal(await login(s.port, '127.0.0.9', 'wrong'), 1);
-      assert.equal(await login(servers[0]!.port, '127.0.0.9', 'right'), 0, 'each process counts only its own failures while Redis is down');
+      for (const s of servers) assert.equal(await loginStatus(s.port, '127.0.0.9', 'ann', 'wrong'), 1);
+      assert.equal(await loginStatus(servers[0]!.port, '127.0.0.9', 'ann', 'right'), 0, 'each process counts only its own failures while Redis is down');
 
       await redis.start();
       await waitFor(() => servers.every((s) => s.server.limitStore?.up === true), 10_000, 'every store to reconnect');

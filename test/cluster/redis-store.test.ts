@@ -5,7 +5,7 @@ import { RedisLimitStore } from '../../src/cluster/redis-store.js';
 import { Peer, waitFor } from '../helpers/peer.js';
 import { startRedis, type RunningRedis } from '../helpers/redis.js';
 import { startEcho, startSocks } from '../helpers/servers.js';
-import { greeting, handshake, readReply, request, userPass } from '../helpers/socks-bytes.js';
+import { handshake, loginStatus, readReply, request } from '../helpers/socks-bytes.js';
 import { UserStore, hashPassword } from '../../src/server/users.js';
 
 const log = pino({ level: 'silent' });
@@ -134,24 +134,11 @@ describe('limits.store: redis', () => {
         return startSocks({ users, auth, limitStore: store });
       }),
     );
-    /** The RFC 1929 status a login from 127.0.0.9 gets (0: success); null when the server closed without one. */
-    const status = async (port: number, pass: string): Promise<number | null> => {
-      const peer = await Peer.connect(port, '127.0.0.1', '127.0.0.9');
-      try {
-        peer.write(greeting(2));
-        await peer.read(2);
-        peer.write(userPass('ann', pass));
-        const reply = await peer.read(2).catch(() => null);
-        return reply === null ? null : reply[1]!;
-      } finally {
-        peer.destroy();
-      }
-    };
     try {
       // Each server sees one failure: none of them would block alone (blockAfter 3).
-      for (const s of servers) assert.notEqual(await status(s.port, 'wrong'), 0);
+      for (const s of servers) assert.notEqual(await loginStatus(s.port, '127.0.0.9', 'ann', 'wrong'), 0);
       // The right password on the first server: its own count is 1, the fleet's 4 — refused.
-      assert.notEqual(await status(servers[0]!.port, 'right'), 0, 'the address is blocked fleet-wide');
+      assert.notEqual(await loginStatus(servers[0]!.port, '127.0.0.9', 'ann', 'right'), 0, 'the address is blocked fleet-wide');
       assert.equal(servers.reduce((n, s) => n + s.server.stats.authFailures, 0) >= 3, true);
       // Another address is not affected.
       const other = await Peer.connect(servers[1]!.port, '127.0.0.1', '127.0.0.10');

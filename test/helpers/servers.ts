@@ -259,3 +259,24 @@ export async function startDante(): Promise<Running<ChildProcess>> {
   await writeFile(join(dir, 'danted.conf'), danteConfig(port));
   return startListening('danted', binary, ['-f', join(dir, 'danted.conf'), '-p', join(dir, 'danted.pid')], port, () => rm(dir, { recursive: true, force: true }));
 }
+
+/** A TCP target that counts the bytes it receives; close() destroys its connections and stops it. */
+export async function startTcpSink(): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
+  let received = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    received: () => received,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}

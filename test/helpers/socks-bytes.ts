@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import type { Peer } from './peer.js';
+import { Peer } from './peer.js';
 
 // An independent, deliberately plain encoder of SOCKS5 messages for tests: it shares no code with
 // src/protocol, so a bug there cannot hide itself.
@@ -68,5 +68,22 @@ export async function handshake(peer: Peer, credentials?: { user: string; pass: 
     peer.write(userPass(credentials.user, credentials.pass));
     const status = await peer.read(2);
     if (status[1] !== 0) throw new Error(`authentication failed with status ${status[1]}`);
+  }
+}
+
+/**
+ * The RFC 1929 status a login as `user` from `from` gets (0: success); null when the server closed
+ * without one (a blocked address may be closed as soon as it connects).
+ */
+export async function loginStatus(port: number, from: string, user: string, pass: string): Promise<number | null> {
+  const peer = await Peer.connect(port, '127.0.0.1', from);
+  try {
+    peer.write(greeting(2));
+    if ((await peer.read(2).catch(() => null)) === null) return null;
+    peer.write(userPass(user, pass));
+    const reply = await peer.read(2).catch(() => null);
+    return reply === null ? null : reply[1]!;
+  } finally {
+    peer.destroy();
   }
 }
