@@ -69,6 +69,13 @@ export async function startEcho(generator: string, kind: 'echo-udp' | 'echo-tcp'
   return { process: p, port: Number(ready.port) };
 }
 
+/** The generator's minimal CONNECT server (see bench/gen/socksload.c), a thread per CPU. */
+export async function startMinimalServer(generator: string, threads: number): Promise<{ process: Started; port: number }> {
+  const p = start('minimal-c', generator, ['connect-server', 'port=0', `threads=${threads}`], { stdin: 'pipe' });
+  const ready = await line(p, 'READY', 10_000);
+  return { process: p, port: Number(ready.port) };
+}
+
 const temp: string[] = [];
 export function tempDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'socksgate-bench-'));

@@ -4,7 +4,8 @@
 export const SERVERS = ['socksgate', 'dante', 'v2ray', 'microsocks'] as const;
 export type ServerName = (typeof SERVERS)[number];
 // 'socksgate-default' is socksgate in its default mode, measured beside fixed-port mode in the fixed-port group.
-export type Peer = ServerName | 'direct' | 'socksgate-default' | 'socksgate-login';
+// 'minimal-c' is the generator's own minimal CONNECT server (socksload connect-server), in the new-sessions figure.
+export type Peer = ServerName | 'direct' | 'socksgate-default' | 'socksgate-login' | 'minimal-c';
 
 /** One figure: its samples per peer (one per run), how to read it, and the target as a ratio to Dante. */
 export interface Figure {
@@ -161,6 +162,18 @@ export function summaryLine(figure: Figure): string {
   const v = verdict(figure);
   const mark = v === 'met' ? 'target met' : v === 'not met' ? 'target NOT met' : v;
   return `- ${figure.label}: socksgate ${sg} ${figure.unit} vs ${baselineName(figure)} ${reference} (${formatRatio(r)}); target ${targetText(figure)}: ${mark}.`;
+}
+
+/**
+ * The new-sessions figure beside the least a CONNECT session can cost here: what a minimal C server made,
+ * as a ratio to Dante, and socksgate's share of it. Null without that peer's samples.
+ */
+export function minimalServerLine(figure: Figure): string | null {
+  const minimal = medianOf(figure, 'minimal-c');
+  if (minimal === undefined) return null;
+  const share = ratio(medianOf(figure, 'socksgate'), minimal);
+  return `- ${figure.label}, beside a minimal C server (socksload connect-server: no checks, no logs, a thread per CPU): it made ${formatNumber(minimal)} ${figure.unit} `
+    + `(${formatRatio(ratioToDante(figure, 'minimal-c'))} Dante); socksgate made ${share === undefined ? '—' : `${Math.round(share * 100)}%`} of it.`;
 }
 
 /** The limits group: socksgate with a per-user rate that never binds, against the same login without limits. */

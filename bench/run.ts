@@ -7,10 +7,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measureMemory, removeNamespace, scale, type MemorySample, type ScaleResult } from './capacity.js';
-import { removeTempDirs, scrapeCounter, startEcho, startServer, type RunningServer } from './peers.js';
+import { removeTempDirs, scrapeCounter, startEcho, startMinimalServer, startServer, type RunningServer } from './peers.js';
 import { killAllNow, line, nofileHardLimit, start, stop, stopAll } from './procs.js';
 import { LIMITS_LOGIN, LIMITS_PEERS, limitsFigures, startLimitsServers } from './limits.js';
-import { SERVERS, addedLatency, fixedPortTable, limitsTable, markdownTable, median, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
+import { SERVERS, addedLatency, fixedPortTable, limitsTable, markdownTable, median, minimalServerLine, summaryLine, svgPlot, type Figure, type Peer, type ServerName } from './report.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const GROUPS = ['udp', 'latency', 'tcp', 'rate', 'memory', 'fixed', 'limits', 'scale'] as const;
@@ -152,6 +152,8 @@ async function main(): Promise<void> {
     // source port before connecting, failed hundreds of sessions (reply 03) right after socksgate. Now the
     // TIME_WAIT is the echo's, on its own port.
     const rateEcho = await startEcho(generator, 'echo-tcp', [], 0, 0, [`addrs=${RATE_DESTINATIONS}`, 'once=1']);
+    // Beside the servers in the new-sessions figure: the least a CONNECT session costs on this machine.
+    const minimal = rate ? await startMinimalServer(generator, cpus().length) : undefined;
     const servers: RunningServer[] = [];
     for (const name of SERVERS) if (needsAll || (fixedFigures.size > 0 && name === 'dante')) servers.push(await startServer(name, cli, nofile));
     const limited = limitsFigs.size > 0 ? await startLimitsServers(cli, nofile) : undefined;
@@ -274,9 +276,9 @@ async function main(): Promise<void> {
         }
       }
       if (rate) {
-        for (const peer of rotate(tcpPeers, round)) {
+        for (const peer of rotate([...tcpPeers, 'minimal-c' as const], round)) {
           await attempt(`rate ${peer}`, async () => {
-            const r = await generate(generator, ['rate', `proxy=${proxyOf(peer)}`, `target=${rateEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16',
+            const r = await generate(generator, ['rate', `proxy=${peer === 'minimal-c' ? minimal!.port : proxyOf(peer)}`, `target=${rateEcho.port}`, `seconds=${secs}`, 'threads=8', 'srcn=16',
               `dsts=${RATE_DESTINATIONS}`], o.seconds);
             push(rate, peer, Number(r.perSecond));
             log(`  new sessions             ${peer.padEnd(10)} ${Number(r.perSecond).toFixed(0).padStart(8)} sessions/s (errors ${String(r.errors)}${Number(r.errors) > 0 ? `, last: ${String(r.lastError)}` : ''})`);
@@ -318,6 +320,7 @@ async function main(): Promise<void> {
     await stop(directUdpEcho.process);
     await stop(tcpEcho.process);
     await stop(rateEcho.process);
+    if (minimal) await stop(minimal.process);
   }
 
   if (o.only.has('scale')) {
@@ -348,7 +351,7 @@ function writeResults(o: Options, figures: Figure[], memorySamples: MemorySample
     '',
     '## Summary',
     '',
-    ...figures.map(summaryLine),
+    ...figures.flatMap((f) => [summaryLine(f), minimalServerLine(f)].filter((l): l is string => l !== null)),
     ...scaleResults.map((s) => `- ${s.hold.requested.toLocaleString('en')} associations, socksgate ${s.mode}: ${s.hold.errors === 0 && s.hold.closedByServer === 0 && s.serverAlive && !s.error ? 'held with no errors' : 'NOT held'}`
       + ` (${s.hold.open} open, ${s.hold.echoed} answered, ${s.hold.errors} failed, ${s.hold.closedByServer} closed by the server${s.hold.lastError ? `; last error: ${s.hold.lastError}` : ''}${s.error ? `; ${s.error}` : ''}; server ${s.serverAlive ? 'alive' : 'gone'}, Pss ${s.serverPssMiB} MiB, RLIMIT_NOFILE ${s.nofile}).`),
     '',

@@ -9,6 +9,7 @@
 //   socksload tcp     proxy=P|0 target=T conns=N seconds=D [chunk=B]
 //   socksload rate    proxy=P|0 target=T seconds=D [threads=K] [srcn=M] [dsts=N]  (dsts: spread over N echo addresses)
 //   socksload probe   port=P [seconds=D]     waits until 127.0.0.1:P accepts TCP (for servers inside a namespace)
+//   socksload connect-server port=P [threads=N]  a minimal SOCKS5 server (see below): a measuring stick, not a server
 //   socksload idle    proxy=P target=T count=N hold=D [send=1] [share=K] [srcn=M] [first=F] [uport=B] [threads=K]
 //   Every mode that talks to a proxy also takes user=NAME pass=WORD: log in with RFC 1929.
 //
@@ -286,6 +287,168 @@ static int echo_tcp(void) {
       }
     }
   }
+}
+
+// ---- connect-server: the least a SOCKS5 CONNECT session can cost here ----
+// No authentication, IPv4 targets, no limits, no logs, no timeouts, level-triggered epoll, one thread per
+// CPU each with its own SO_REUSEPORT listener, every reply written whole. Against it, the new-sessions
+// figure shows what the kernel's loopback TCP allows on this machine, so that a server's rate can be read
+// as a share of it. It trusts its clients (the generator) and must never face others.
+typedef struct {
+  int client, target, state, ended_client, ended_target, dead;
+  void *next_dead;
+} cs_conn_t;
+enum { CS_GREETING, CS_REQUEST, CS_CONNECTING, CS_RELAY };
+static __thread cs_conn_t *cs_dead;
+static int cs_port;
+
+static void cs_watch(int ep, int op, int fd, uint32_t events, cs_conn_t *c, int target) {
+  struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(uintptr_t)c | (uint64_t)target};
+  epoll_ctl(ep, op, fd, &ev);
+}
+
+// Closes both sockets now; the memory goes after the batch, whose later events may still name it.
+static void cs_close(int ep, cs_conn_t *c) {
+  if (c->dead) return;
+  c->dead = 1;
+  if (c->client >= 0) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->client, NULL);
+    close(c->client);
+  }
+  if (c->target >= 0) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, c->target, NULL);
+    close(c->target);
+  }
+  c->next_dead = cs_dead;
+  cs_dead = c;
+}
+
+// A side's end of stream: passed on as a FIN; the session ends when both sides have ended.
+static void cs_ended(int ep, cs_conn_t *c, int target) {
+  if (target) c->ended_target = 1;
+  else c->ended_client = 1;
+  shutdown(target ? c->client : c->target, SHUT_WR);
+  if (c->ended_client && c->ended_target) return cs_close(ep, c);
+  cs_watch(ep, EPOLL_CTL_MOD, target ? c->target : c->client, 0, c, target);
+}
+
+static void cs_client(int ep, cs_conn_t *c) {
+  unsigned char buf[16384];
+  ssize_t n = read(c->client, buf, sizeof buf);
+  if (n < 0 && errno == EAGAIN) return;
+  if (c->state == CS_RELAY) {
+    if (n <= 0) return cs_ended(ep, c, 0);
+    if (write(c->target, buf, (size_t)n) != n) cs_close(ep, c);
+    return;
+  }
+  // While connecting only a hang-up or an error is reported: the session ends.
+  if (n <= 0 || c->state == CS_CONNECTING) return cs_close(ep, c);
+  size_t at = 0;
+  if (c->state == CS_GREETING) {
+    if (n < 3 || buf[0] != 5 || (size_t)n < 2u + buf[1] || write(c->client, "\x05\x00", 2) != 2) return cs_close(ep, c);
+    c->state = CS_REQUEST;
+    at = 2u + buf[1];
+    if ((size_t)n == at) return;
+  }
+  if ((size_t)n < at + 10 || buf[at] != 5 || buf[at + 1] != 1 || buf[at + 3] != 1) return cs_close(ep, c);
+  struct sockaddr_in to = {.sin_family = AF_INET};
+  memcpy(&to.sin_addr, buf + at + 4, 4);
+  memcpy(&to.sin_port, buf + at + 8, 2);
+  int one = 1;
+  c->target = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c->target < 0) return cs_close(ep, c);
+  setsockopt(c->target, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(c->target, (struct sockaddr *)&to, sizeof to) < 0 && errno != EINPROGRESS) return cs_close(ep, c);
+  c->state = CS_CONNECTING;
+  cs_watch(ep, EPOLL_CTL_ADD, c->target, EPOLLOUT, c, 1);
+  cs_watch(ep, EPOLL_CTL_MOD, c->client, 0, c, 0);
+}
+
+static void cs_target(int ep, cs_conn_t *c) {
+  if (c->state == CS_CONNECTING) {
+    static const unsigned char reply[10] = {5, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (getsockopt(c->target, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error != 0 || write(c->client, reply, 10) != 10) return cs_close(ep, c);
+    c->state = CS_RELAY;
+    cs_watch(ep, EPOLL_CTL_MOD, c->target, EPOLLIN, c, 1);
+    cs_watch(ep, EPOLL_CTL_MOD, c->client, EPOLLIN, c, 0);
+    return;
+  }
+  unsigned char buf[16384];
+  ssize_t n = read(c->target, buf, sizeof buf);
+  if (n < 0 && errno == EAGAIN) return;
+  if (n <= 0) return cs_ended(ep, c, 1);
+  if (write(c->client, buf, (size_t)n) != n) cs_close(ep, c);
+}
+
+static int cs_listen(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 4096) < 0) die("connect-server listen");
+  return fd;
+}
+
+static void *cs_thread(void *arg) {
+  int listener = (int)(long)arg, ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event lev = {.events = EPOLLIN, .data.u64 = 0};
+  epoll_ctl(ep, EPOLL_CTL_ADD, listener, &lev);
+  struct epoll_event evs[256];
+  for (;;) {
+    int k = epoll_wait(ep, evs, 256, -1);
+    for (int i = 0; i < k; i++) {
+      uint64_t d = evs[i].data.u64;
+      if (d == 0) {
+        for (int j = 0; j < 8; j++) {
+          int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (fd < 0) break;
+          cs_conn_t *c = calloc(1, sizeof *c);
+          if (c == NULL) {
+            close(fd);
+            continue;
+          }
+          c->client = fd;
+          c->target = -1;
+          cs_watch(ep, EPOLL_CTL_ADD, fd, EPOLLIN, c, 0);
+        }
+        continue;
+      }
+      cs_conn_t *c = (cs_conn_t *)(uintptr_t)(d & ~(uint64_t)1);
+      if (c->dead) continue;
+      if (d & 1) cs_target(ep, c);
+      else cs_client(ep, c);
+    }
+    while (cs_dead) {
+      cs_conn_t *c = cs_dead;
+      cs_dead = c->next_dead;
+      free(c);
+    }
+  }
+  return NULL;
+}
+
+static int connect_server(void) {
+  raise_nofile();
+  int threads = (int)arg("threads", 2);
+  if (threads < 1 || threads > 64) threads = 2;
+  int first = cs_listen((int)arg("port", 0));
+  struct sockaddr_in a;
+  socklen_t l = sizeof a;
+  getsockname(first, (struct sockaddr *)&a, &l);
+  cs_port = ntohs(a.sin_port);
+  for (int i = 0; i < threads; i++) {
+    pthread_t t;
+    pthread_create(&t, NULL, cs_thread, (void *)(long)(i == 0 ? first : cs_listen(cs_port)));
+  }
+  printf("READY {\"port\":%d}\n", cs_port);
+  fflush(stdout);
+  // Ends when its parent closes stdin (or is gone).
+  char ch;
+  while (read(0, &ch, 1) > 0) {}
+  return 0;
 }
 
 // ---- UDP closed loop ----
@@ -852,6 +1015,7 @@ int main(int argc, char **argv) {
   if (!strcmp(mode, "rate")) return session_rate();
   if (!strcmp(mode, "idle")) return idle();
   if (!strcmp(mode, "probe")) return probe();
-  fprintf(stderr, "usage: socksload echo-udp|echo-tcp|udp|latency|tcp|rate|idle|probe key=value...\n");
+  if (!strcmp(mode, "connect-server")) return connect_server();
+  fprintf(stderr, "usage: socksload echo-udp|echo-tcp|udp|latency|tcp|rate|idle|probe|connect-server key=value...\n");
   return 2;
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { addedLatency, fixedPortTable, limitsTable, markdownTable, median, ratio, ratioToDante, steeredShare, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
+import { addedLatency, fixedPortTable, limitsTable, markdownTable, median, minimalServerLine, ratio, ratioToDante, steeredShare, summaryLine, svgPlot, verdict, type Figure } from '../../bench/report.js';
 import { requireProgram, startSocks } from '../helpers/servers.js';
 
 const figure = (over: Partial<Figure>): Figure => ({ id: 'f', group: 'udp', label: 'UDP 64 B, 16 assoc', unit: 'datagrams/s', higherIsBetter: true, samples: {}, ...over });
@@ -40,6 +40,12 @@ describe('bench report helpers', () => {
     assert.equal(verdict(figure({ target: 2, samples: { dante: [1] } })), 'no data');
     assert.equal(verdict(figure({})), 'no target');
     assert.match(summaryLine(udp), /^- UDP 64 B, 16 assoc: socksgate 200 datagrams\/s vs Dante 100 \(2\.00×\); target ≥ 2× Dante: target met\.$/);
+  });
+
+  test('the new-sessions figure says what the minimal C server made and socksgate\'s share of it', () => {
+    const rate = figure({ id: 'rate', group: 'rate', label: 'new CONNECT sessions', unit: 'sessions/s', target: 2, samples: { socksgate: [4500], dante: [3000], 'minimal-c': [6000] } });
+    assert.equal(minimalServerLine(rate), '- new CONNECT sessions, beside a minimal C server (socksload connect-server: no checks, no logs, a thread per CPU): it made 6000 sessions/s (2.00× Dante); socksgate made 75% of it.');
+    assert.equal(minimalServerLine(figure({ samples: { socksgate: [1], dante: [1] } })), null);
   });
 
   test('added latency subtracts the median direct round trip from every server sample', () => {
@@ -148,10 +154,17 @@ describe('socksload, the bench generator', () => {
     try {
       const ready = await resultLine(tcpEcho, 'READY', 10_000);
       assert.equal(ready.addrs, 4);
-      for (const proxy of [0, socks.port]) {
-        const r = await run(['rate', `proxy=${proxy}`, `target=${String(ready.port)}`, 'seconds=1', 'threads=4', 'srcn=4', 'dsts=4']);
-        assert.equal(r.errors, 0, JSON.stringify(r));
-        assert.ok(Number(r.sessions) > 0, JSON.stringify(r));
+      // The bench's minimal CONNECT server carries the same sessions.
+      const minimal = spawn(generator, ['connect-server', 'port=0', 'threads=2'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      try {
+        const minimalPort = Number((await resultLine(minimal, 'READY', 10_000)).port);
+        for (const proxy of [0, socks.port, minimalPort]) {
+          const r = await run(['rate', `proxy=${proxy}`, `target=${String(ready.port)}`, 'seconds=1', 'threads=4', 'srcn=4', 'dsts=4']);
+          assert.equal(r.errors, 0, JSON.stringify(r));
+          assert.ok(Number(r.sessions) > 0, JSON.stringify(r));
+        }
+      } finally {
+        minimal.kill('SIGKILL');
       }
       // Every one of the four echo addresses answers.
       for (const last of ['127.0.0.1', '127.0.1.1', '127.0.1.2', '127.0.1.3']) {
