@@ -60,13 +60,18 @@ class ClientPort implements RelayReceiver {
  */
 export class FixedPortDemux implements RelayReceiver {
   private readonly sockets = new Map<string, RelaySocket>();
-  private readonly byEndpoint = new Map<string, Association>();
+  // Associations by client IP, then port: a datagram's lookup makes no key string.
+  private readonly byEndpoint = new Map<string, Map<number, Association>>();
+  private endpoints = 0;
   private readonly waiting = new Map<string, Set<Association>>();
   // The last sender heard and its association: a steady client costs no key string or map lookup. The
   // address is compared as the socket reported it (the helper hands out one string per steady sender).
   private memoAddress = '';
   private memoPort = -1;
   private memoOwner: Association | null = null;
+  // The last sender address as a socket reported it, and its IP unmapped.
+  private rawAddress = '';
+  private rawIp = '';
 
   constructor(
     private readonly stats: UdpStats,
@@ -131,9 +136,8 @@ export class FixedPortDemux implements RelayReceiver {
     if (!bound) return `no fixed-port UDP socket for ${localHost}`;
     const ip = association.client;
     if (association.clientPort !== null) {
-      const key = `${ip}|${association.clientPort}`;
-      if (this.byEndpoint.has(key)) return `UDP endpoint ${ip}:${association.clientPort} already belongs to another association`;
-      this.byEndpoint.set(key, association);
+      if (this.ownerAt(ip, association.clientPort)) return `UDP endpoint ${ip}:${association.clientPort} already belongs to another association`;
+      this.setOwner(ip, association.clientPort, association);
     } else {
       let set = this.waiting.get(ip);
       if (!set) this.waiting.set(ip, (set = new Set()));
@@ -166,6 +170,7 @@ export class FixedPortDemux implements RelayReceiver {
     this.connectedSockets = 0;
     this.sockets.clear();
     this.byEndpoint.clear();
+    this.endpoints = 0;
     this.waiting.clear();
     this.memoOwner = null;
     return Promise.resolve();
@@ -175,7 +180,7 @@ export class FixedPortDemux implements RelayReceiver {
   get size(): number {
     let waiting = 0;
     for (const set of this.waiting.values()) waiting += set.size;
-    return this.byEndpoint.size + waiting;
+    return this.endpoints + waiting;
   }
 
   private socketFor(localHost: string): RelaySocket | undefined {
@@ -198,12 +203,9 @@ export class FixedPortDemux implements RelayReceiver {
       own.close();
     }
     const ip = association.client;
-    if (association.clientPort !== null) {
-      const key = `${ip}|${association.clientPort}`;
-      if (this.byEndpoint.get(key) === association) {
-        this.byEndpoint.delete(key);
-        this.steer?.release(ip, association.clientPort);
-      }
+    if (association.clientPort !== null && this.ownerAt(ip, association.clientPort) === association) {
+      this.deleteOwner(ip, association.clientPort);
+      this.steer?.release(ip, association.clientPort);
     }
     const set = this.waiting.get(ip);
     if (set?.delete(association)) {
@@ -216,8 +218,12 @@ export class FixedPortDemux implements RelayReceiver {
   onDatagram(datagram: Buffer, address: string, port: number): void {
     const memo = this.memoOwner;
     if (memo !== null && port === this.memoPort && address === this.memoAddress) return memo.fromClient(datagram);
-    const ip = unmapAddress(address);
-    const owner = this.byEndpoint.get(`${ip}|${port}`);
+    if (address !== this.rawAddress) {
+      this.rawAddress = address;
+      this.rawIp = unmapAddress(address);
+    }
+    const ip = this.rawIp;
+    const owner = this.ownerAt(ip, port);
     if (owner) {
       this.memoAddress = address;
       this.memoPort = port;
@@ -250,12 +256,11 @@ export class FixedPortDemux implements RelayReceiver {
 
   /** A datagram a sibling worker passed on: ours, or dropped (never passed on again). */
   deliver(datagram: Buffer, ip: string, port: number): void {
-    const key = `${ip}|${port}`;
-    const owner = this.byEndpoint.get(key);
+    const owner = this.ownerAt(ip, port);
     if (owner) owner.fromClient(datagram);
     else this.deliverWaiting(datagram, ip, port);
     // Still ours (fromClient may have ended it, a drop leaves none): its next datagrams come here.
-    const now = this.byEndpoint.get(key);
+    const now = this.ownerAt(ip, port);
     if (now !== undefined) this.attract(now, ip, port);
   }
 
@@ -298,7 +303,7 @@ export class FixedPortDemux implements RelayReceiver {
     set.clear();
     this.waiting.delete(ip);
     association!.learnPort(port);
-    this.byEndpoint.set(`${ip}|${port}`, association!);
+    this.setOwner(ip, port, association!);
     if (this.steer) {
       // The exact claim goes first: siblings must never see a moment with neither claim, or a
       // datagram read there in between would be dropped as unknown. (A sibling that already owns
@@ -307,6 +312,24 @@ export class FixedPortDemux implements RelayReceiver {
       this.steer.release(ip, null);
     }
     association!.fromClient(datagram);
+  }
+
+  private ownerAt(ip: string, port: number): Association | undefined {
+    return this.byEndpoint.get(ip)?.get(port);
+  }
+
+  private setOwner(ip: string, port: number, association: Association): void {
+    let ports = this.byEndpoint.get(ip);
+    if (ports === undefined) this.byEndpoint.set(ip, (ports = new Map()));
+    if (!ports.has(port)) this.endpoints++;
+    ports.set(port, association);
+  }
+
+  private deleteOwner(ip: string, port: number): void {
+    const ports = this.byEndpoint.get(ip);
+    if (ports?.delete(port) !== true) return;
+    this.endpoints--;
+    if (ports.size === 0) this.byEndpoint.delete(ip);
   }
 
   private drop(reason: 'unknown-client' | 'ambiguous'): void {
