@@ -271,14 +271,17 @@ export class IpcLimitStore implements LimitStore {
     this.sweep.unref();
   }
 
+  claimHeld(kind: ClaimKind, key: string): boolean {
+    const here = this.slots.get(`${kind} ${key}`);
+    if (here === undefined || here.used >= here.slots) return false;
+    here.used++;
+    here.idle = 0;
+    return true;
+  }
+
   async claim(kind: ClaimKind, key: string, limit: number): Promise<boolean> {
+    if (this.claimHeld(kind, key)) return true;
     const id = `${kind} ${key}`;
-    const here = this.slots.get(id);
-    if (here !== undefined && here.used < here.slots) {
-      here.used++;
-      here.idle = 0;
-      return true;
-    }
     const got = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (slots) => this.giveSlots(kind, key, slots));
     if (got <= 0) return false;
     const now = this.slots.get(id);

@@ -17,7 +17,9 @@ import { unmapAddress } from '../udp/socket.js';
  * end to end; everything else goes through net.Sockets.
  */
 export async function runConnect(session: CommandContext, destination: SocksAddress): Promise<void> {
-  const admission = await admit(session, 'connect', destination);
+  const admitting = admit(session, 'connect', destination);
+  // Most are decided at once: no wait then.
+  const admission = admitting instanceof Promise ? await admitting : admitting;
   if (!admission || session.isClosed) return;
   const dialer = session.ctx.dialer;
   const dialNative = session.nativeClient !== null && !session.rates.some((r) => r.tcpBytes.rate > 0) ? dialer.dialNative : undefined;

@@ -515,7 +515,10 @@ export class Session implements ConnEvents, CommandContext {
     if (shared === null) return this.run(request);
     // The fleet's store answers once per session, before the command runs; data never waits for it.
     this.shared = shared;
-    shared.start().then(
+    // Mostly answered at once, on slots this process holds already.
+    const claiming = shared.begin();
+    if (claiming === null) return this.run(request);
+    claiming.then(
       (over) => {
         if (this.closed) return;
         if (over === null) return this.run(request);
