@@ -60,7 +60,8 @@ export class Session implements ConnEvents, CommandContext {
   // Made when first needed: an idle association should cost as little memory as possible.
   private abort: AbortController | null = null;
   private logger: Logger | null = null;
-  private timer: NodeJS.Timeout | null;
+  /** The linger after a failure reply, or a wait before a login check (the handshake's deadline is the server's: ctx.handshakes). */
+  private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private clientEnded = false;
   private result = 'ok';
@@ -86,7 +87,7 @@ export class Session implements ConnEvents, CommandContext {
     private readonly onClosed: (session: Session) => void,
     remote?: { host: string; port: number },
   ) {
-    this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
+    ctx.handshakes.add(this, this.started);
     if (client instanceof NativeConn) {
       this.sock = null;
       this.conn = client;
@@ -326,6 +327,7 @@ export class Session implements ConnEvents, CommandContext {
     // After a failure reply (closeGently), the client's own close or reset says nothing new: the failure stays the result.
     if (result !== undefined && this.phase !== 'closing') this.result = result;
     this.phase = 'closing';
+    this.ctx.handshakes.remove(this);
     if (this.timer) clearTimeout(this.timer);
     this.abort?.abort(new Error(`session closed: ${this.result}`));
     // The session counts first, so a client may come back as soon as its session is gone.
@@ -369,6 +371,7 @@ export class Session implements ConnEvents, CommandContext {
     // destroy the reply before the client reads it.
     this.socket.end();
     this.socket.resume();
+    this.ctx.handshakes.remove(this);
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => this.close(), LINGER_MS);
   }
@@ -435,8 +438,7 @@ export class Session implements ConnEvents, CommandContext {
           return this.verify(step.username, step.password);
         case 'request':
           this.phase = 'command';
-          if (this.timer) clearTimeout(this.timer);
-          this.timer = null;
+          this.ctx.handshakes.remove(this);
           return this.dispatch(step.request);
         case 'error':
           if (step.reply === null) return this.close(step.message);
@@ -457,9 +459,10 @@ export class Session implements ConnEvents, CommandContext {
     // An address that keeps failing waits before each new check: guessing gets slow.
     if (login.wait > 0) {
       this.pauseClient();
-      if (this.timer) clearTimeout(this.timer);
+      this.ctx.handshakes.remove(this);
       this.timer = setTimeout(() => {
-        this.timer = setTimeout(() => this.timedOut('handshake'), this.ctx.handshakeTimeoutMs);
+        this.timer = null;
+        this.ctx.handshakes.add(this, performance.now());
         this.check(users, username, password);
       }, login.wait);
       return;
