@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
-import { unmapAddress } from 'socksgate-client/protocol';
+import { unmapAddress as unmapMapped } from 'socksgate-client/protocol';
 import { RateTable, SessionCounter, type LeaseSource, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
 import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
@@ -9,6 +9,14 @@ import { QuotaLedger } from './quota-ledger.js';
 import { NO_QUOTAS, describeRefusal, type QuotaAccount, type QuotaRefusal, type QuotaSettings, type QuotaSource } from './quota.js';
 import { QuotaBuckets, QuotaTable } from './quota-table.js';
 import type { CommandName, PolicyRequest } from './request.js';
+
+/**
+ * unmapAddress(), asked several times per session about the same client: an address that does not
+ * start with ':' cannot be an IPv4-mapped one, and is returned without looking further.
+ */
+function unmapAddress(ip: string): string {
+  return ip.charCodeAt(0) === 0x3a ? unmapMapped(ip) : ip;
+}
 
 /** The limits a reload may change; rates and caps of 0 are unlimited. */
 export interface GateLimits {
