@@ -255,7 +255,8 @@ export class Session implements ConnEvents, CommandContext {
   /** A reply's bytes for whoever writes them (a native tunnel, as it starts); null once closed. */
   replyBytes(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): Buffer | null {
     if (this.closed || (this.sock === null && this.conn === null)) return null;
-    this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
+    // Checked first: the fields' strings cost more than the rest of a reply.
+    if (this.ctx.log.isLevelEnabled('debug')) this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
     return encodeReply(code, bound);
   }
 
@@ -337,11 +338,13 @@ export class Session implements ConnEvents, CommandContext {
     this.shared = null;
     const releases = this.releases;
     this.releases = null;
-    for (const release of releases ?? []) {
-      try {
-        runRelease(release);
-      } catch (error) {
-        this.log.warn({ err: error }, 'releasing a session resource failed');
+    if (releases !== null) {
+      for (const release of releases) {
+        try {
+          runRelease(release);
+        } catch (error) {
+          this.log.warn({ err: error }, 'releasing a session resource failed');
+        }
       }
     }
     this.sock?.destroy();
