@@ -234,6 +234,15 @@ const IDLE_SLOTS_MS = 5000;
 // Claims waiting for the primary at most this long (it answers at once unless it is gone).
 const ANSWER_TIMEOUT_MS = 5000;
 
+/** A worker's slots of one key, and the sessions on them. */
+interface HeldSlots {
+  slots: number;
+  used: number;
+  idle: number;
+}
+
+const CLAIM_KINDS: readonly ClaimKind[] = ['client', 'user'];
+
 interface Waiter {
   resolve: (answer: never) => void;
   reject: (error: Error) => void;
@@ -250,8 +259,11 @@ interface Waiter {
  */
 export class IpcLimitStore implements LimitStore {
   readonly kind = 'local';
-  /** Slots held and sessions on them, by "kind key"; `idle`: the sweeps since the key's last session ended. */
-  private readonly slots = new Map<string, { kind: ClaimKind; key: string; slots: number; used: number; idle: number }>();
+  /**
+   * Slots held and sessions on them, by kind and key; `idle`: the sweeps since the key's last session
+   * ended. A map per kind: a key is looked up as it is, with no "kind key" string made per session.
+   */
+  private readonly slots: Readonly<Record<ClaimKind, Map<string, HeldSlots>>> = { client: new Map(), user: new Map() };
   private readonly waiting = new Map<number, Waiter>();
   /** Gives back the slots of keys with no session for a whole sweep interval. */
   private readonly sweep: NodeJS.Timeout;
@@ -262,27 +274,31 @@ export class IpcLimitStore implements LimitStore {
   constructor() {
     process.on('message', this.onMessage);
     this.sweep = setInterval(() => {
-      for (const [id, here] of this.slots) {
-        if (here.used > 0 || here.idle++ < 1) continue;
-        this.slots.delete(id);
-        this.giveSlots(here.kind, here.key, here.slots);
+      for (const kind of CLAIM_KINDS) {
+        for (const [key, here] of this.slots[kind]) {
+          if (here.used > 0 || here.idle++ < 1) continue;
+          this.slots[kind].delete(key);
+          this.giveSlots(kind, key, here.slots);
+        }
       }
     }, IDLE_SLOTS_MS);
     this.sweep.unref();
   }
 
+  claimHeld(kind: ClaimKind, key: string): boolean {
+    const here = this.slots[kind].get(key);
+    if (here === undefined || here.used >= here.slots) return false;
+    here.used++;
+    here.idle = 0;
+    return true;
+  }
+
   async claim(kind: ClaimKind, key: string, limit: number): Promise<boolean> {
-    const id = `${kind} ${key}`;
-    const here = this.slots.get(id);
-    if (here !== undefined && here.used < here.slots) {
-      here.used++;
-      here.idle = 0;
-      return true;
-    }
+    if (this.claimHeld(kind, key)) return true;
     const got = await this.ask((seq) => ({ sg: 'limit-claim', seq, kind, key, limit }), (slots) => this.giveSlots(kind, key, slots));
     if (got <= 0) return false;
-    const now = this.slots.get(id);
-    if (now === undefined) this.slots.set(id, { kind, key, slots: got, used: 1, idle: 0 });
+    const now = this.slots[kind].get(key);
+    if (now === undefined) this.slots[kind].set(key, { slots: got, used: 1, idle: 0 });
     else {
       now.slots += got;
       now.used++;
@@ -346,8 +362,7 @@ export class IpcLimitStore implements LimitStore {
   }
 
   release(kind: ClaimKind, key: string): void {
-    const id = `${kind} ${key}`;
-    const here = this.slots.get(id);
+    const here = this.slots[kind].get(key);
     // Idle slots stay a while: a client's next session (most are short and follow each other) needs
     // no question; the sweep gives them back, and the primary recalls them when another worker needs them.
     if (here !== undefined && here.used > 0) here.used--;
@@ -359,11 +374,11 @@ export class IpcLimitStore implements LimitStore {
 
   /** The primary needs the idle slots of `kind` `key` for another worker. */
   private recalled(kind: ClaimKind, key: string, recall: number): void {
-    const id = `${kind} ${key}`;
-    const here = this.slots.get(id);
+    // The kind comes over the channel: one this process does not know holds nothing, and the recall is still answered.
+    const here = this.slots[kind]?.get(key);
     const idle = here === undefined ? 0 : here.slots - here.used;
     if (here !== undefined) here.slots = here.used;
-    if (here !== undefined && here.used === 0) this.slots.delete(id);
+    if (here !== undefined && here.used === 0) this.slots[kind].delete(key);
     this.giveSlots(kind, key, idle, recall);
   }
 
@@ -371,7 +386,7 @@ export class IpcLimitStore implements LimitStore {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweep);
-    this.slots.clear();
+    for (const kind of CLAIM_KINDS) this.slots[kind].clear();
     process.off('message', this.onMessage);
     for (const waiter of this.waiting.values()) {
       clearTimeout(waiter.timer);

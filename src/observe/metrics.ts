@@ -1,11 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { SocksServer } from '../server/server.js';
 import { DROP_REASONS } from '../udp/stats.js';
+import { SessionDurations } from './session-durations.js';
 
 /**
  * Prometheus metrics of one server. Counters the server keeps as plain integers are read at scrape
- * time (collect callbacks), so the hot path never touches prom-client; only session ends and DNS
- * lookups are observed as they happen. Label sets are bounded: no per-client labels.
+ * time (collect callbacks), so the hot path never touches prom-client (session durations too, see
+ * session-durations.ts); only DNS lookups are observed as they happen. Label sets are bounded: no
+ * per-client labels.
  */
 export function createMetrics(server: SocksServer): Registry {
   const registry = new Registry();
@@ -223,14 +225,8 @@ export function createMetrics(server: SocksServer): Registry {
     },
   });
 
-  const duration = new Histogram({
-    name: 'socksgate_session_duration_seconds',
-    help: 'How long sessions lasted, by command.',
-    labelNames: ['command'],
-    buckets: [0.01, 0.1, 1, 10, 60, 600, 3600, 86400],
-    registers: [registry],
-  });
-  server.on('session-end', (end) => duration.observe({ command: COMMANDS.includes(end.command) ? end.command : '-' }, end.seconds));
+  const durations = new SessionDurations(registry);
+  server.on('session-end', (end) => durations.observe(COMMANDS.includes(end.command) ? end.command : '-', end.seconds));
   const lookups = new Counter({ name: 'socksgate_dns_lookups_total', help: 'DNS lookups not answered from the cache, by result.', labelNames: ['result'], registers: [registry] });
   const lookupSeconds = new Histogram({
     name: 'socksgate_dns_lookup_duration_seconds',

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { Resolver } from '../dns/resolver.js';
-import { unmapAddress } from 'socksgate-client/protocol';
+import { unmapAddress as unmapMapped } from 'socksgate-client/protocol';
 import { RateTable, SessionCounter, type LeaseSource, type RateBuckets, type RateLimits } from './limits.js';
 import type { AuthLockout } from './lockout.js';
 import { SharedClaim, StoreStats, type ClaimKind, type Dimension, type LimitStore, type StoreDownMode } from './store.js';
@@ -9,6 +9,14 @@ import { QuotaLedger } from './quota-ledger.js';
 import { NO_QUOTAS, describeRefusal, type QuotaAccount, type QuotaRefusal, type QuotaSettings, type QuotaSource } from './quota.js';
 import { QuotaBuckets, QuotaTable } from './quota-table.js';
 import type { CommandName, PolicyRequest } from './request.js';
+
+/**
+ * unmapAddress(), asked several times per session about the same client: an address that does not
+ * start with ':' cannot be an IPv4-mapped one, and is returned without looking further.
+ */
+function unmapAddress(ip: string): string {
+  return ip.charCodeAt(0) === 0x3a ? unmapMapped(ip) : ip;
+}
 
 /** The limits a reload may change; rates and caps of 0 are unlimited. */
 export interface GateLimits {
@@ -81,6 +89,8 @@ export function overLimit(kind: ClaimKind): OverLimit {
   return kind === 'client' ? 'client address' : 'user';
 }
 
+// Shared by every destination allowed without addresses to keep (most of them): no object each.
+const ALLOWED: DestinationVerdict = Object.freeze({ allowed: true });
 // Shared by every session whose client and user have no rate limits (most of them): no array each.
 export const NO_RATES: readonly RateBuckets[] = Object.freeze([]);
 // Destinations remembered per memo (oldest forgotten first).
@@ -263,16 +273,22 @@ export class Gate {
 
   /**
    * May `client` (as `user`) run `command` to `host`:`port`? A name is checked by its text and, when
-   * that cannot decide, by every address it resolves to.
+   * that cannot decide, by every address it resolves to. The verdict comes at once when the rules
+   * decide without DNS (an address, or a name they decide by its text), else once DNS has answered.
    */
-  async destination(client: string, user: string | null, command: CommandName, host: string, port: number): Promise<DestinationVerdict> {
+  destination(client: string, user: string | null, command: CommandName, host: string, port: number): DestinationVerdict | Promise<DestinationVerdict> {
     const request: PolicyRequest = { client: unmapAddress(client), user, command, host, port, ip: isIP(host) === 0 ? null : unmapAddress(host) };
     const policy = this.rules.policy;
     const first = policy.decide(request);
-    if (first) return first.allowed ? { allowed: true } : { allowed: false, reason: first.reason };
+    if (first) return first.allowed ? ALLOWED : { allowed: false, reason: first.reason };
+    return this.destinationByAddresses(policy, request);
+  }
+
+  /** destination() for a name the rules decide only by the addresses it resolves to: every one of them. */
+  private async destinationByAddresses(policy: Policy, request: PolicyRequest): Promise<DestinationVerdict> {
     let addresses: string[];
     try {
-      addresses = (await this.resolver.resolve(host)).filter((a) => isIP(a) !== 0);
+      addresses = (await this.resolver.resolve(request.host)).filter((a) => isIP(a) !== 0);
     } catch (error) {
       return { allowed: null, error: (error as Error).message };
     }

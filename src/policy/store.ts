@@ -20,6 +20,11 @@ export interface LimitStore {
    * when the fleet holds `limit` already. Rejects when the store cannot answer (it is down or slow).
    */
   claim(kind: ClaimKind, key: string, limit: number): Promise<boolean>;
+  /**
+   * claim() when it needs no answer from anyone: true when the session is admitted on what this
+   * process holds already (counted, as claim() would), false when claim() must ask. Optional.
+   */
+  claimHeld?(kind: ClaimKind, key: string): boolean;
   /** Gives back a claim that claim() granted. Never throws; a store that is down settles it later. */
   release(kind: ClaimKind, key: string): void;
   /**
@@ -69,7 +74,7 @@ export class StoreStats {
  * their way (they are given back when granted). One owner: the session.
  */
 export class SharedClaim {
-  private readonly held: Array<[ClaimKind, string]> = [];
+  private held: Array<[ClaimKind, string]> = [];
   private released = false;
 
   constructor(
@@ -79,9 +84,27 @@ export class SharedClaim {
     private readonly stats: StoreStats,
   ) {}
 
-  /** Claims every cap: null when all admit the session, else the kind of the first over its limit (nothing held then). */
-  async start(): Promise<ClaimKind | null> {
-    for (const [kind, key, limit] of this.wanted) {
+  /**
+   * start(), at once when the store grants every cap without asking (claimHeld()): null then, else
+   * the promise of start()'s answer.
+   */
+  begin(): null | Promise<ClaimKind | null> {
+    const wanted = this.wanted;
+    for (let i = 0; i < wanted.length; i++) {
+      const [kind, key] = wanted[i]!;
+      if (this.store.claimHeld?.(kind, key) !== true) return this.start(i);
+      this.held.push([kind, key]);
+    }
+    return null;
+  }
+
+  /**
+   * Claims every cap (from the `from`th on): null when all admit the session, else the kind of the
+   * first over its limit (nothing held then).
+   */
+  async start(from = 0): Promise<ClaimKind | null> {
+    for (let i = from; i < this.wanted.length; i++) {
+      const [kind, key, limit] = this.wanted[i]!;
       let granted: boolean;
       try {
         granted = await this.store.claim(kind, key, limit);
@@ -111,6 +134,10 @@ export class SharedClaim {
   /** Gives back every claim granted (and those still on their way, once granted). Idempotent. */
   release(): void {
     this.released = true;
-    for (const [kind, key] of this.held.splice(0)) this.store.release(kind, key);
+    const held = this.held;
+    if (held.length === 0) return;
+    // A new list rather than emptying this one (setting an array's length is a slow path).
+    this.held = [];
+    for (let i = 0; i < held.length; i++) this.store.release(held[i]![0], held[i]![1]);
   }
 }

@@ -2,6 +2,7 @@ import type { CommandContext } from './context.js';
 import type { SocksAddress } from 'socksgate-client/protocol';
 import { Reply } from 'socksgate-client/protocol';
 import type { CommandName } from '../policy/request.js';
+import type { DestinationVerdict } from '../policy/gate.js';
 import { describeRefusal } from '../policy/quota.js';
 
 /** What a command may go on with: for a domain checked address by address, those addresses. */
@@ -9,17 +10,32 @@ export interface Admission {
   readonly addresses?: string[];
 }
 
+// Shared by every admission without addresses (most): no object each.
+const ADMITTED: Admission = Object.freeze({});
+
 /**
  * Asks the gate whether the session may run `command` to `destination` (src/policy/gate.ts decides).
  * For a name checked address by address the command then uses exactly those addresses, so a second
  * lookup cannot swap in another. Denials get reply 0x02 and a log line naming the rule. Returns null
- * when refused (the session is closing).
+ * when refused (the session is closing). The answer comes at once when nothing has to be waited for
+ * (no quota for the user, a destination the rules decide without DNS), else as a promise.
  */
-export async function admit(session: CommandContext, command: CommandName, destination: SocksAddress): Promise<Admission | null> {
-  if (!(await admitQuota(session))) return null;
-  const verdict = await session.ctx.gate.destination(session.client.host, session.user, command, destination.host, destination.port);
+export function admit(session: CommandContext, command: CommandName, destination: SocksAddress): Admission | null | Promise<Admission | null> {
+  if (session.ctx.gate.quotaOf(session.user) !== null) {
+    return admitQuota(session).then((allowed) => (allowed ? admitDestination(session, command, destination) : null));
+  }
   if (session.isClosed) return null;
-  if (verdict.allowed === true) return verdict.addresses === undefined ? {} : { addresses: verdict.addresses };
+  return admitDestination(session, command, destination);
+}
+
+function admitDestination(session: CommandContext, command: CommandName, destination: SocksAddress): Admission | null | Promise<Admission | null> {
+  const verdict = session.ctx.gate.destination(session.client.host, session.user, command, destination.host, destination.port);
+  return verdict instanceof Promise ? verdict.then((v) => admitted(session, v)) : admitted(session, verdict);
+}
+
+function admitted(session: CommandContext, verdict: DestinationVerdict): Admission | null {
+  if (session.isClosed) return null;
+  if (verdict.allowed === true) return verdict.addresses === undefined ? ADMITTED : { addresses: verdict.addresses };
   if (verdict.allowed === null) {
     session.fail(Reply.HOST_UNREACHABLE, verdict.error);
     return null;

@@ -17,7 +17,9 @@ import { unmapAddress } from '../udp/socket.js';
  * end to end; everything else goes through net.Sockets.
  */
 export async function runConnect(session: CommandContext, destination: SocksAddress): Promise<void> {
-  const admission = await admit(session, 'connect', destination);
+  const admitting = admit(session, 'connect', destination);
+  // Most are decided at once: no wait then.
+  const admission = admitting instanceof Promise ? await admitting : admitting;
   if (!admission || session.isClosed) return;
   const dialer = session.ctx.dialer;
   const dialNative = session.nativeClient !== null && !session.rates.some((r) => r.tcpBytes.rate > 0) ? dialer.dialNative : undefined;
@@ -47,8 +49,22 @@ export async function runConnect(session: CommandContext, destination: SocksAddr
   const conn = target;
   session.own(conn);
   // The tunnel writes the reply as it starts: one call into the helper for both.
-  const reply = session.replyBytes(Reply.SUCCEEDED, addressFromHost(unmapAddress(conn.localHost || '0.0.0.0'), conn.localPort));
+  const reply = session.replyBytes(Reply.SUCCEEDED, boundAddress(conn.localHost || '0.0.0.0', conn.localPort));
   await tunnelSession(session, conn, reply);
+}
+
+// The last local address a native connect reported, as a reply names it: every CONNECT leaving by
+// the same address has the same (the text and its reading are looked at once, not per session).
+let lastLocal = '';
+let lastBound: SocksAddress = addressFromHost('0.0.0.0', 0);
+
+/** BND.ADDR and BND.PORT (RFC 1928 §6) for an outbound connection's own address as the helper reports it. */
+function boundAddress(localHost: string, port: number): SocksAddress {
+  if (localHost !== lastLocal) {
+    lastBound = addressFromHost(unmapAddress(localHost), 0);
+    lastLocal = localHost;
+  }
+  return { host: lastBound.host, port, type: lastBound.type };
 }
 
 /** Relays the session's client and `target`, then closes the session with the relay's outcome. */

@@ -12,6 +12,7 @@ import type { FixedPortDemux } from '../udp/demux.js';
 import type { ReassemblyBudget } from '../udp/fragments.js';
 import type { UdpStats } from '../udp/stats.js';
 import type { RelayOptions } from '../udp/relay-socket.js';
+import type { HandshakeDeadlines } from './handshake-deadlines.js';
 
 // What the server's parts share: the server-wide context every session reads, and the narrow view of
 // a session that a command gets (session.ts implements it; command files never import the session).
@@ -69,6 +70,8 @@ export interface SessionContext {
   readonly resolver: Resolver;
   readonly log: Logger;
   readonly handshakeTimeoutMs: number;
+  /** The sessions' handshake deadlines (handshakeTimeoutMs each), on one timer. */
+  readonly handshakes: HandshakeDeadlines;
   /** The time a CONNECT has to reach its destination (the native helper's connects use it). */
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;

@@ -48,7 +48,8 @@ export class NativeFront implements ListenerOwner {
         nodeOnConnection.call(this, status, client);
         return;
       }
-      const peer: { address?: string; port?: number } = {};
+      // Shaped as getpeername() fills it: no new hidden class per connection.
+      const peer: { address?: string; family?: string; port?: number } = { address: undefined, family: undefined, port: undefined };
       client.getpeername?.(peer);
       const conn = NativeConn.adopt(fd, null);
       if (conn === null) {

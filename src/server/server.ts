@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { createResolver, type Resolver } from '../dns/resolver.js';
 import { DirectDialer, type Dialer } from './dialer.js';
 import { Session } from './session.js';
+import { HandshakeDeadlines } from './handshake-deadlines.js';
 import { ServerStats, type CommandRunner, type LiveSettings, type SessionContext } from './context.js';
 import { runBind } from './bind.js';
 import { AuthLockout, type LockoutOptions } from '../policy/lockout.js';
@@ -285,6 +286,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
       log: this.log,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
+      handshakes: new HandshakeDeadlines(options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs),
       connectTimeoutMs: options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
       bindTimeoutMs: options.bindTimeoutMs ?? SERVER_DEFAULTS.bindTimeoutMs,

@@ -60,7 +60,8 @@ export class Session implements ConnEvents, CommandContext {
   // Made when first needed: an idle association should cost as little memory as possible.
   private abort: AbortController | null = null;
   private logger: Logger | null = null;
-  private timer: NodeJS.Timeout | null;
+  /** The linger after a failure reply, or a wait before a login check (the handshake's deadline is the server's: ctx.handshakes). */
+  private timer: NodeJS.Timeout | null = null;
   private closed = false;
   private clientEnded = false;
   private result = 'ok';
@@ -86,7 +87,7 @@ export class Session implements ConnEvents, CommandContext {
     private readonly onClosed: (session: Session) => void,
     remote?: { host: string; port: number },
   ) {
-    this.timer = setTimeout(() => this.timedOut('handshake'), ctx.handshakeTimeoutMs);
+    ctx.handshakes.add(this, this.started);
     if (client instanceof NativeConn) {
       this.sock = null;
       this.conn = client;
@@ -254,7 +255,8 @@ export class Session implements ConnEvents, CommandContext {
   /** A reply's bytes for whoever writes them (a native tunnel, as it starts); null once closed. */
   replyBytes(code: ReplyCode, bound: SocksAddress = UNSPECIFIED): Buffer | null {
     if (this.closed || (this.sock === null && this.conn === null)) return null;
-    this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
+    // Checked first: the fields' strings cost more than the rest of a reply.
+    if (this.ctx.log.isLevelEnabled('debug')) this.debug({ reply: describeReply(code), bound: formatAddress(bound) }, 'reply');
     return encodeReply(code, bound);
   }
 
@@ -326,6 +328,7 @@ export class Session implements ConnEvents, CommandContext {
     // After a failure reply (closeGently), the client's own close or reset says nothing new: the failure stays the result.
     if (result !== undefined && this.phase !== 'closing') this.result = result;
     this.phase = 'closing';
+    this.ctx.handshakes.remove(this);
     if (this.timer) clearTimeout(this.timer);
     this.abort?.abort(new Error(`session closed: ${this.result}`));
     // The session counts first, so a client may come back as soon as its session is gone.
@@ -335,11 +338,13 @@ export class Session implements ConnEvents, CommandContext {
     this.shared = null;
     const releases = this.releases;
     this.releases = null;
-    for (const release of releases ?? []) {
-      try {
-        runRelease(release);
-      } catch (error) {
-        this.log.warn({ err: error }, 'releasing a session resource failed');
+    if (releases !== null) {
+      for (const release of releases) {
+        try {
+          runRelease(release);
+        } catch (error) {
+          this.log.warn({ err: error }, 'releasing a session resource failed');
+        }
       }
     }
     this.sock?.destroy();
@@ -369,6 +374,7 @@ export class Session implements ConnEvents, CommandContext {
     // destroy the reply before the client reads it.
     this.socket.end();
     this.socket.resume();
+    this.ctx.handshakes.remove(this);
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => this.close(), LINGER_MS);
   }
@@ -435,8 +441,7 @@ export class Session implements ConnEvents, CommandContext {
           return this.verify(step.username, step.password);
         case 'request':
           this.phase = 'command';
-          if (this.timer) clearTimeout(this.timer);
-          this.timer = null;
+          this.ctx.handshakes.remove(this);
           return this.dispatch(step.request);
         case 'error':
           if (step.reply === null) return this.close(step.message);
@@ -457,9 +462,10 @@ export class Session implements ConnEvents, CommandContext {
     // An address that keeps failing waits before each new check: guessing gets slow.
     if (login.wait > 0) {
       this.pauseClient();
-      if (this.timer) clearTimeout(this.timer);
+      this.ctx.handshakes.remove(this);
       this.timer = setTimeout(() => {
-        this.timer = setTimeout(() => this.timedOut('handshake'), this.ctx.handshakeTimeoutMs);
+        this.timer = null;
+        this.ctx.handshakes.add(this, performance.now());
         this.check(users, username, password);
       }, login.wait);
       return;
@@ -515,7 +521,10 @@ export class Session implements ConnEvents, CommandContext {
     if (shared === null) return this.run(request);
     // The fleet's store answers once per session, before the command runs; data never waits for it.
     this.shared = shared;
-    shared.start().then(
+    // Mostly answered at once, on slots this process holds already.
+    const claiming = shared.begin();
+    if (claiming === null) return this.run(request);
+    claiming.then(
       (over) => {
         if (this.closed) return;
         if (over === null) return this.run(request);
