@@ -19,7 +19,7 @@ export interface RunningRedis {
 export async function startRedis(): Promise<RunningRedis> {
   const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
   if (probe.error || probe.status !== 0) throw new Error('redis-server is not installed; install it with: apt-get install -y redis-server');
-  const port = await freeTcpUdpPort();
+  let port = 0;
   let child: ChildProcess | null = null;
   let output = '';
   const start = async (): Promise<void> => {
@@ -28,18 +28,34 @@ export async function startRedis(): Promise<RunningRedis> {
     child = proc;
     proc.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
     proc.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    // Ready once it answers PING (bounded: 200 tries, 25 ms apart).
+    // Ready once it answers as itself (bounded: 200 tries, 25 ms apart): two test files may pick the same
+    // free port, and the server of the other one must not pass for this one.
     for (let i = 0; i < 200; i++) {
       if (proc.exitCode !== null) throw new Error(`redis-server exited with ${proc.exitCode}: ${output}`);
-      if ((await redisCommand(port, 'PING').catch(() => '')).startsWith('+PONG')) return;
+      if ((await redisCommand(port, 'INFO server').catch(() => '')).includes(`process_id:${proc.pid}\r\n`)) return;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
     throw new Error(`redis-server did not answer on port ${port}: ${output}`);
   };
-  await start();
+  // A port taken by another test's server between the pick and the bind: pick another (bounded).
+  for (let attempt = 1; ; attempt++) {
+    port = await freeTcpUdpPort();
+    try {
+      await start();
+      break;
+    } catch (error) {
+      const proc = child as ChildProcess | null;
+      if (proc?.exitCode === null && proc.pid !== undefined) process.kill(proc.pid, 'SIGKILL');
+      if (attempt === 5) throw error;
+    }
+  }
   return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
+    get port() {
+      return port;
+    },
+    get url() {
+      return `redis://127.0.0.1:${port}`;
+    },
     pid: () => child?.pid ?? 0,
     async stop() {
       const proc = child;
