@@ -69,8 +69,7 @@ export interface SessionContext {
   readonly dialer: Dialer;
   readonly resolver: Resolver;
   readonly log: Logger;
-  readonly handshakeTimeoutMs: number;
-  /** The sessions' handshake deadlines (handshakeTimeoutMs each), on one timer. */
+  /** The sessions' handshake deadlines (the server's handshake timeout each), on one timer. */
   readonly handshakes: HandshakeDeadlines;
   /** The time a CONNECT has to reach its destination (the native helper's connects use it). */
   readonly connectTimeoutMs: number;

@@ -39,6 +39,14 @@ export class HandshakeDeadlines {
     }
   }
 
+  /** Drops every deadline and the timer (the server is closing). Idempotent. */
+  close(): void {
+    this.waiting.clear();
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    this.held = false;
+  }
+
   /** Sessions with a deadline. */
   get size(): number {
     return this.waiting.size;

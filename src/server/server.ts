@@ -285,7 +285,6 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
       resolver,
       dialer: options.dialer ?? new DirectDialer(resolver, options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs),
       log: this.log,
-      handshakeTimeoutMs: options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs,
       handshakes: new HandshakeDeadlines(options.handshakeTimeoutMs ?? SERVER_DEFAULTS.handshakeTimeoutMs),
       connectTimeoutMs: options.connectTimeoutMs ?? SERVER_DEFAULTS.connectTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs ?? SERVER_DEFAULTS.idleTimeoutMs,
@@ -465,6 +464,7 @@ export class SocksServer extends EventEmitter<SocksServerEvents> {
     this.options.upstreams?.close();
     const closing = this.tcpListeners.splice(0).map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const session of [...this.sessions]) session.close('server shutting down');
+    this.ctx.handshakes.close();
     await Promise.all([...closing, this.demux?.close()]);
     // After the sessions: their claims (and quota bytes on hand) are given back before the store goes.
     this.ctx.gate.quotas.close();

@@ -56,3 +56,16 @@ test('a session added while the timer waits for an earlier one is still timed ou
   assert.ok(next.at[0]! >= t + 30);
   assert.deepEqual(first.at, []);
 });
+
+test('close drops every deadline and its timer: no session times out afterwards, no timer stays', async () => {
+  const before = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const deadlines = new HandshakeDeadlines(20);
+  const waiting = new FakeSession();
+  deadlines.add(waiting, performance.now());
+  deadlines.close();
+  deadlines.close();
+  assert.equal(deadlines.size, 0);
+  assert.equal(process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length, before);
+  await later(60);
+  assert.deepEqual(waiting.at, []);
+});
